@@ -1,0 +1,289 @@
+//! Decoder-only transformer (Llama / Qwen2 family) written for scoring rather than generation.
+//!
+//! Differences from candle-transformers' models, all needed by exact label scoring:
+//! - every token carries its own position (rows of a batch have different prompt lengths, and
+//!   label tokens laid out as a trie sit at `prompt_len + depth`);
+//! - attention takes an explicit additive mask `[batch, q_len, k_len]` (padding, causality and
+//!   tree structure are all expressed there);
+//! - the KV cache of one call can be passed to the next without copying it per label;
+//! - the forward pass returns hidden states, and logits are computed only for chosen rows.
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Result, Tensor};
+use std::sync::Arc;
+
+/// How rotary embeddings pair up dimensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs (llama.cpp's "normal" rope; GGUF llama weights are permuted for it).
+    Interleaved,
+    /// First half with second half (GPT-NeoX style; Qwen2 and Hugging Face Llama checkpoints).
+    Halves,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecoderConfig {
+    pub architecture: String,
+    pub n_layers: usize,
+    pub hidden_size: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub rope_theta: f32,
+    pub rms_norm_eps: f64,
+    pub vocab_size: usize,
+    pub context_length: usize,
+    pub rope_style: RopeStyle,
+}
+
+/// Token embedding table: quantized tables are looked up row by row without dequantizing the
+/// whole table.
+pub enum Embedding {
+    Quantized(Arc<QTensor>),
+    Dense(Tensor),
+}
+
+impl Embedding {
+    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            Embedding::Quantized(q) => q.embedding(ids),
+            Embedding::Dense(t) => {
+                let flat = ids.flatten_all()?;
+                let mut dims = ids.dims().to_vec();
+                dims.push(t.dim(1)?);
+                t.index_select(&flat, 0)?.reshape(dims)
+            }
+        }
+    }
+}
+
+pub struct Linear {
+    pub weight: QMatMul,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// `x` is `[n, in]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.weight.forward(x)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+pub struct Layer {
+    pub attn_norm: Tensor,
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub ffn_norm: Tensor,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+pub struct DecoderWeights {
+    pub embedding: Embedding,
+    pub layers: Vec<Layer>,
+    pub final_norm: Tensor,
+    pub lm_head: QMatMul,
+}
+
+/// Keys and values of every layer for a batch: `[batch, kv_heads, len, head_dim]` each.
+#[derive(Clone)]
+pub struct KvCache {
+    pub layers: Vec<(Tensor, Tensor)>,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .map(|(k, _)| k.dim(2).unwrap_or(0))
+            .unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct Decoder {
+    pub config: DecoderConfig,
+    weights: DecoderWeights,
+    /// `[max_positions, head_dim / 2]`
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+}
+
+impl Decoder {
+    pub fn new(config: DecoderConfig, weights: DecoderWeights, device: &Device) -> Result<Self> {
+        let half = config.head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| {
+                1.0 / config
+                    .rope_theta
+                    .powf(2.0 * i as f32 / config.head_dim as f32)
+            })
+            .collect();
+        let max_pos = config.context_length.max(1);
+        let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
+        let pos = Tensor::arange(0u32, max_pos as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((max_pos, 1))?;
+        let freqs = pos.broadcast_mul(&inv_freq)?;
+        Ok(Self {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+            config,
+            weights,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Runs `tokens` (`[b, t]`, u32) at `positions` (`[b, t]`, u32) attending to `cache` (if any)
+    /// and to themselves under `mask` (`[b, t, cache_len + t]`, f32, 0 or -inf). Returns hidden
+    /// states `[b, t, hidden]` before the final norm and the KV cache extended by these tokens.
+    pub fn forward(
+        &self,
+        tokens: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        cache: Option<&KvCache>,
+    ) -> Result<(Tensor, KvCache)> {
+        let (b, t) = tokens.dims2()?;
+        let cfg = &self.config;
+        let (h, kvh, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+        let group = h / kvh;
+        let flat_pos = positions.flatten_all()?;
+        let cos = self
+            .cos
+            .index_select(&flat_pos, 0)?
+            .reshape((b, t, hd / 2))?;
+        let sin = self
+            .sin
+            .index_select(&flat_pos, 0)?
+            .reshape((b, t, hd / 2))?;
+        // [b, 1, 1, t, k] so it broadcasts over kv heads and the query group.
+        let k_len = mask.dim(2)?;
+        let mask = mask.reshape((b, 1, 1, t, k_len))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+
+        let mut x = self
+            .weights
+            .embedding
+            .forward(tokens)?
+            .reshape((b * t, cfg.hidden_size))?;
+        let mut new_cache = Vec::with_capacity(self.weights.layers.len());
+        for (i, layer) in self.weights.layers.iter().enumerate() {
+            let residual = &x;
+            let xn = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_norm_eps as f32)?;
+            let q = layer
+                .q
+                .forward(&xn)?
+                .reshape((b, t, h, hd))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let k = layer
+                .k
+                .forward(&xn)?
+                .reshape((b, t, kvh, hd))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let v = layer
+                .v
+                .forward(&xn)?
+                .reshape((b, t, kvh, hd))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let (q, k) = match cfg.rope_style {
+                RopeStyle::Interleaved => (
+                    candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
+                    candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
+                ),
+                RopeStyle::Halves => (
+                    candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
+                    candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
+                ),
+            };
+            let (k_all, v_all) = match cache {
+                Some(c) => {
+                    let (ck, cv) = &c.layers[i];
+                    (Tensor::cat(&[ck, &k], 2)?, Tensor::cat(&[cv, &v], 2)?)
+                }
+                None => (k, v),
+            };
+            // Grouped-query attention without repeating K/V: fold the query group into rows.
+            let qg = q.reshape((b, kvh, group * t, hd))?;
+            let scores = (qg.matmul(&k_all.t()?)? * scale)?;
+            let scores = scores
+                .reshape((b, kvh, group, t, k_len))?
+                .broadcast_add(&mask)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let probs = probs.reshape((b, kvh, group * t, k_len))?;
+            let attn = probs.matmul(&v_all)?; // [b, kvh, group*t, hd]
+            let attn = attn
+                .reshape((b, h, t, hd))?
+                .transpose(1, 2)?
+                .reshape((b * t, h * hd))?;
+            let x1 = (residual + layer.o.forward(&attn)?)?;
+            let xn = candle_nn::ops::rms_norm(&x1, &layer.ffn_norm, cfg.rms_norm_eps as f32)?;
+            let ff = (candle_nn::ops::silu(&layer.gate.forward(&xn)?)? * layer.up.forward(&xn)?)?;
+            x = (&x1 + layer.down.forward(&ff)?)?;
+            new_cache.push((k_all, v_all));
+        }
+        Ok((
+            x.reshape((b, t, cfg.hidden_size))?,
+            KvCache { layers: new_cache },
+        ))
+    }
+
+    /// Logits `[n, vocab]` for hidden states `[n, hidden]` (final norm, then the output head).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let xn = candle_nn::ops::rms_norm(
+            hidden,
+            &self.weights.final_norm,
+            self.config.rms_norm_eps as f32,
+        )?;
+        self.weights.lm_head.forward(&xn)?.to_dtype(DType::F32)
+    }
+}
+
+/// Builds a `[b, q, k]` f32 additive mask from a predicate.
+pub fn build_mask(
+    b: usize,
+    q: usize,
+    k: usize,
+    device: &Device,
+    allowed: impl Fn(usize, usize, usize) -> bool,
+) -> Result<Tensor> {
+    let mut data = Vec::with_capacity(b * q * k);
+    for bi in 0..b {
+        for qi in 0..q {
+            for ki in 0..k {
+                data.push(if allowed(bi, qi, ki) {
+                    0f32
+                } else {
+                    f32::NEG_INFINITY
+                });
+            }
+        }
+    }
+    Tensor::from_vec(data, (b, q, k), device)
+}
+
+/// Gathers rows `(batch, position)` of hidden states `[b, t, h]` into `[n, h]`.
+pub fn gather_rows(hidden: &Tensor, rows: &[(usize, usize)]) -> Result<Tensor> {
+    let (b, t, h) = hidden.dims3()?;
+    let flat = hidden.reshape((b * t, h))?;
+    let idx: Vec<u32> = rows.iter().map(|&(bi, ti)| (bi * t + ti) as u32).collect();
+    let idx = Tensor::from_vec(idx, rows.len(), hidden.device())?;
+    flat.index_select(&idx, 0)
+}

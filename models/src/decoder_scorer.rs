@@ -1,0 +1,139 @@
+//! Exact candidate scoring for decoder-only models: one prefill of the (right-padded) prompts, then
+//! every candidate of every row in one pass laid out as a token trie that attends to the prompt's
+//! KV cache through a tree mask. The prompt cache is shared by all candidates, never copied per
+//! candidate, and logits are computed only at positions that predict a candidate token.
+
+use crate::decoder::{build_mask, gather_rows, Decoder};
+use crate::scoring::{CandidateLogprobs, ContinuationScorer, ScoreRequest};
+use crate::trie::CandidateTrie;
+use candle_core::{bail, Result, Tensor};
+
+impl ContinuationScorer for Decoder {
+    fn context_length(&self) -> usize {
+        self.config.context_length
+    }
+
+    fn score_batch(&self, requests: &[ScoreRequest]) -> Result<Vec<CandidateLogprobs>> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dev = self.device().clone();
+        let b = requests.len();
+        let tries: Vec<CandidateTrie> = requests
+            .iter()
+            .map(|r| CandidateTrie::build(&r.candidates))
+            .collect();
+        let lens: Vec<usize> = requests.iter().map(|r| r.prompt.len()).collect();
+        for (i, r) in requests.iter().enumerate() {
+            if r.prompt.is_empty() {
+                bail!("request {i}: empty prompt")
+            }
+            if r.candidates.is_empty() || r.candidates.iter().any(|c| c.is_empty()) {
+                bail!("request {i}: every request needs at least one non-empty candidate")
+            }
+            let deepest = r.candidates.iter().map(|c| c.len()).max().unwrap_or(0);
+            if r.prompt.len() + deepest > self.config.context_length {
+                bail!(
+                    "request {i}: prompt ({}) + candidate ({deepest}) tokens exceed the context length {}",
+                    r.prompt.len(),
+                    self.config.context_length
+                )
+            }
+        }
+
+        // 1. Prefill: right padding keeps real positions at 0..len, so a plain causal mask is
+        //    exact for real tokens; padded slots are masked out of everything that follows.
+        let lp = *lens.iter().max().unwrap();
+        let mut toks = Vec::with_capacity(b * lp);
+        let mut pos = Vec::with_capacity(b * lp);
+        for r in requests {
+            for t in 0..lp {
+                toks.push(*r.prompt.get(t).unwrap_or(&0));
+                pos.push(t as u32);
+            }
+        }
+        let toks = Tensor::from_vec(toks, (b, lp), &dev)?;
+        let pos = Tensor::from_vec(pos, (b, lp), &dev)?;
+        let mask = build_mask(b, lp, lp, &dev, |_, q, k| k <= q)?;
+        let (hidden_prompt, cache) = self.forward(&toks, &pos, &mask, None)?;
+
+        // 2. Candidate pass: all tries, padded to the largest, with a tree mask.
+        let n = tries.iter().map(|t| t.len()).max().unwrap();
+        let mut toks = Vec::with_capacity(b * n);
+        let mut pos = Vec::with_capacity(b * n);
+        for (trie, &len) in tries.iter().zip(&lens) {
+            for i in 0..n {
+                toks.push(*trie.tokens.get(i).unwrap_or(&0));
+                pos.push((len + trie.depths.get(i).copied().unwrap_or(0)) as u32);
+            }
+        }
+        let toks = Tensor::from_vec(toks, (b, n), &dev)?;
+        let pos = Tensor::from_vec(pos, (b, n), &dev)?;
+        let mask = build_mask(b, n, lp + n, &dev, |bi, q, k| {
+            let trie = &tries[bi];
+            if q >= trie.len() {
+                return k == lp + q; // padding attends to itself only (keeps softmax finite)
+            }
+            if k < lp {
+                k < lens[bi]
+            } else {
+                let j = k - lp;
+                j < trie.len() && trie.is_ancestor_or_self(j, q)
+            }
+        })?;
+        let (hidden_cand, _) = self.forward(&toks, &pos, &mask, Some(&cache))?;
+
+        // 3. Logits only where a candidate token is predicted: each prompt's last position and
+        //    every trie node with children.
+        let root_rows: Vec<(usize, usize)> = lens
+            .iter()
+            .enumerate()
+            .map(|(bi, &l)| (bi, l - 1))
+            .collect();
+        let mut inner_rows = Vec::new();
+        let mut inner_index: Vec<Vec<Option<usize>>> = Vec::with_capacity(b);
+        for (bi, trie) in tries.iter().enumerate() {
+            let mut idx = vec![None; trie.len()];
+            for (node, has) in trie.has_children().into_iter().enumerate() {
+                if has {
+                    idx[node] = Some(b + inner_rows.len());
+                    inner_rows.push((bi, node));
+                }
+            }
+            inner_index.push(idx);
+        }
+        let mut hidden = vec![gather_rows(&hidden_prompt, &root_rows)?];
+        if !inner_rows.is_empty() {
+            hidden.push(gather_rows(&hidden_cand, &inner_rows)?);
+        }
+        let logits = self.logits(&Tensor::cat(&hidden, 0)?)?;
+
+        let mut pairs = Vec::new();
+        for (bi, trie) in tries.iter().enumerate() {
+            for node in 0..trie.len() {
+                let row = match trie.parents[node] {
+                    None => bi,
+                    Some(p) => inner_index[bi][p].expect("a parent has children"),
+                };
+                pairs.push(row as u32);
+                pairs.push(trie.tokens[node]);
+            }
+        }
+        let n_pairs = pairs.len() / 2;
+        let pairs = Tensor::from_vec(pairs, (n_pairs, 2), &dev)?;
+        let node_lp = autolabel_kernels::log_softmax_gather(&logits, &pairs)?.to_vec1::<f32>()?;
+
+        let mut out = Vec::with_capacity(b);
+        let mut offset = 0;
+        for trie in &tries {
+            let token_logprobs = trie
+                .paths
+                .iter()
+                .map(|path| path.iter().map(|&node| node_lp[offset + node]).collect())
+                .collect();
+            offset += trie.len();
+            out.push(CandidateLogprobs { token_logprobs });
+        }
+        Ok(out)
+    }
+}

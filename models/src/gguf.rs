@@ -1,0 +1,293 @@
+//! Reading GGUF files: metadata with errors that name the file and key, and decoder weights.
+
+use crate::decoder::{Decoder, DecoderConfig, DecoderWeights, Embedding, Layer, Linear, RopeStyle};
+use anyhow::{bail, Context, Result};
+use candle_core::quantized::{gguf_file, QMatMul, QTensor};
+use candle_core::Device;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Seek};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How matmul weights are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightFormat {
+    /// As stored in the file (smallest; quantized kernels).
+    Quantized,
+    /// Expanded to f32 (about 8x the memory of 4-bit weights; fastest prompt processing on CPU).
+    #[default]
+    F32,
+    /// Expanded to f16.
+    F16,
+}
+
+impl WeightFormat {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "q" | "quantized" => Ok(WeightFormat::Quantized),
+            "f32" => Ok(WeightFormat::F32),
+            "f16" => Ok(WeightFormat::F16),
+            other => bail!(
+                "--dtype '{other}' is unknown; use q (keep the file's quantization), f32 or f16"
+            ),
+        }
+    }
+
+    fn matmul(self, q: Arc<QTensor>, device: &Device) -> Result<QMatMul> {
+        Ok(match self {
+            WeightFormat::Quantized => QMatMul::from_arc(q)?,
+            WeightFormat::F32 => QMatMul::Tensor(q.dequantize(device)?),
+            WeightFormat::F16 => QMatMul::TensorF16(q.dequantize_f16(device)?),
+        })
+    }
+}
+
+/// Architectures whose GGUF weights this crate can run.
+pub const SUPPORTED_GGUF_ARCHITECTURES: &[&str] = &["llama", "qwen2"];
+
+pub struct Metadata {
+    pub source: String,
+    pub values: HashMap<String, gguf_file::Value>,
+}
+
+impl Metadata {
+    fn get(&self, key: &str) -> Result<&gguf_file::Value> {
+        self.values
+            .get(key)
+            .with_context(|| format!("{}: GGUF metadata key '{key}' is missing", self.source))
+    }
+    pub fn string(&self, key: &str) -> Result<String> {
+        Ok(self
+            .get(key)?
+            .to_string()
+            .map_err(|e| self.bad(key, e))?
+            .clone())
+    }
+    pub fn u32(&self, key: &str) -> Result<u32> {
+        let v = self.get(key)?;
+        v.to_u32()
+            .or_else(|_| v.to_u64().map(|x| x as u32))
+            .or_else(|_| v.to_i32().map(|x| x as u32))
+            .map_err(|e| self.bad(key, e))
+    }
+    pub fn f32(&self, key: &str) -> Result<f32> {
+        let v = self.get(key)?;
+        v.to_f32()
+            .or_else(|_| v.to_f64().map(|x| x as f32))
+            .map_err(|e| self.bad(key, e))
+    }
+    pub fn bool(&self, key: &str) -> Result<bool> {
+        self.get(key)?.to_bool().map_err(|e| self.bad(key, e))
+    }
+    pub fn string_array(&self, key: &str) -> Result<Vec<String>> {
+        let arr = self.get(key)?.to_vec().map_err(|e| self.bad(key, e))?;
+        arr.iter()
+            .map(|v| v.to_string().cloned().map_err(|e| self.bad(key, e)))
+            .collect()
+    }
+    pub fn i32_array(&self, key: &str) -> Result<Vec<i32>> {
+        let arr = self.get(key)?.to_vec().map_err(|e| self.bad(key, e))?;
+        arr.iter()
+            .map(|v| {
+                v.to_i32()
+                    .or_else(|_| v.to_u32().map(|x| x as i32))
+                    .map_err(|e| self.bad(key, e))
+            })
+            .collect()
+    }
+    fn bad(&self, key: &str, e: candle_core::Error) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{}: GGUF metadata key '{key}' has an unexpected type: {e}",
+            self.source
+        )
+    }
+}
+
+/// An opened GGUF file: parsed header and a reader for tensor data.
+pub struct GgufFile {
+    pub path: PathBuf,
+    pub metadata: Metadata,
+    content: gguf_file::Content,
+    reader: BufReader<File>,
+    file_len: u64,
+}
+
+impl GgufFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path)
+            .with_context(|| format!("cannot open model file {}", path.display()))?;
+        let file_len = file.metadata()?.len();
+        let mut reader = BufReader::new(file);
+        let content = gguf_file::Content::read(&mut reader).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a readable GGUF file ({e}); the file may be truncated or corrupted: delete it and fetch it again",
+                path.display()
+            )
+        })?;
+        let metadata = Metadata {
+            source: path.display().to_string(),
+            values: content.metadata.clone(),
+        };
+        let gguf = GgufFile {
+            path: path.to_path_buf(),
+            metadata,
+            content,
+            reader,
+            file_len,
+        };
+        gguf.check_tensor_extents()?;
+        Ok(gguf)
+    }
+
+    /// A truncated download still parses its header; catch it before reading tensors.
+    fn check_tensor_extents(&self) -> Result<()> {
+        for (name, info) in &self.content.tensor_infos {
+            let elems: usize = info.shape.elem_count();
+            let bytes = elems / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
+            let end = self.content.tensor_data_offset + info.offset + bytes as u64;
+            if end > self.file_len {
+                bail!(
+                    "{}: tensor '{name}' ends at byte {end} but the file has {} bytes; the file is truncated: delete it and fetch it again",
+                    self.path.display(),
+                    self.file_len
+                )
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    pub fn tensor(&mut self, name: &str, device: &Device) -> Result<QTensor> {
+        if !self.has_tensor(name) {
+            bail!("{}: tensor '{name}' is missing", self.path.display())
+        }
+        self.reader.rewind()?;
+        self.content
+            .tensor(&mut self.reader, name, device)
+            .with_context(|| format!("{}: cannot read tensor '{name}'", self.path.display()))
+    }
+
+    pub fn architecture(&self) -> Result<String> {
+        self.metadata.string("general.architecture")
+    }
+
+    pub fn decoder_config(&self) -> Result<DecoderConfig> {
+        let arch = self.architecture()?;
+        let rope_style = match arch.as_str() {
+            "llama" => RopeStyle::Interleaved,
+            "qwen2" => RopeStyle::Halves,
+            other => bail!(
+                "{}: architecture '{other}' is not supported for GGUF; supported: {}",
+                self.path.display(),
+                SUPPORTED_GGUF_ARCHITECTURES.join(", ")
+            ),
+        };
+        let m = &self.metadata;
+        let key = |k: &str| format!("{arch}.{k}");
+        let hidden_size = m.u32(&key("embedding_length"))? as usize;
+        let n_heads = m.u32(&key("attention.head_count"))? as usize;
+        let n_kv_heads = m
+            .u32(&key("attention.head_count_kv"))
+            .unwrap_or(n_heads as u32) as usize;
+        let head_dim = m
+            .u32(&key("attention.key_length"))
+            .map(|x| x as usize)
+            .unwrap_or(hidden_size / n_heads.max(1));
+        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 || head_dim % 2 != 0 {
+            bail!(
+                "{}: inconsistent attention shape (heads {n_heads}, kv heads {n_kv_heads}, head dim {head_dim})",
+                self.path.display()
+            )
+        }
+        let vocab_size = match m.u32(&key("vocab_size")) {
+            Ok(v) => v as usize,
+            Err(_) => m.string_array("tokenizer.ggml.tokens")?.len(),
+        };
+        Ok(DecoderConfig {
+            n_layers: m.u32(&key("block_count"))? as usize,
+            hidden_size,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            rope_theta: m.f32(&key("rope.freq_base")).unwrap_or(10_000.0),
+            rms_norm_eps: m.f32(&key("attention.layer_norm_rms_epsilon"))? as f64,
+            vocab_size,
+            context_length: m.u32(&key("context_length"))? as usize,
+            rope_style,
+            architecture: arch,
+        })
+    }
+
+    /// Loads the whole decoder. `max_context` caps the rotary tables (and so the longest prompt);
+    /// `format` decides whether matmul weights stay quantized or are expanded for speed.
+    pub fn load_decoder(
+        &mut self,
+        device: &Device,
+        max_context: Option<usize>,
+        format: WeightFormat,
+    ) -> Result<Decoder> {
+        let mut config = self.decoder_config()?;
+        if let Some(cap) = max_context {
+            config.context_length = config.context_length.min(cap);
+        }
+        let embd = Arc::new(self.tensor("token_embd.weight", device)?);
+        let lm_head = if self.has_tensor("output.weight") {
+            format.matmul(Arc::new(self.tensor("output.weight", device)?), device)?
+        } else {
+            format.matmul(embd.clone(), device)? // tied embeddings
+        };
+        let mut layers = Vec::with_capacity(config.n_layers);
+        for i in 0..config.n_layers {
+            let p = format!("blk.{i}");
+            let mut linear = |name: &str| -> Result<Linear> {
+                let weight = format.matmul(
+                    Arc::new(self.tensor(&format!("{p}.{name}.weight"), device)?),
+                    device,
+                )?;
+                let bias_name = format!("{p}.{name}.bias");
+                let bias = if self.has_tensor(&bias_name) {
+                    Some(self.tensor(&bias_name, device)?.dequantize(device)?)
+                } else {
+                    None
+                };
+                Ok(Linear { weight, bias })
+            };
+            let q = linear("attn_q")?;
+            let k = linear("attn_k")?;
+            let v = linear("attn_v")?;
+            let o = linear("attn_output")?;
+            let gate = linear("ffn_gate")?;
+            let up = linear("ffn_up")?;
+            let down = linear("ffn_down")?;
+            layers.push(Layer {
+                attn_norm: self
+                    .tensor(&format!("{p}.attn_norm.weight"), device)?
+                    .dequantize(device)?,
+                ffn_norm: self
+                    .tensor(&format!("{p}.ffn_norm.weight"), device)?
+                    .dequantize(device)?,
+                q,
+                k,
+                v,
+                o,
+                gate,
+                up,
+                down,
+            });
+        }
+        let final_norm = self
+            .tensor("output_norm.weight", device)?
+            .dequantize(device)?;
+        let weights = DecoderWeights {
+            embedding: Embedding::Quantized(embd),
+            layers,
+            final_norm,
+            lm_head,
+        };
+        Ok(Decoder::new(config, weights, device)?)
+    }
+}

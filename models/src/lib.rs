@@ -1,0 +1,20 @@
+//! Model code for exact label scoring.
+//!
+//! - [`scoring`]: the interface (a prompt and candidate continuations in, token log-probs out);
+//! - [`decoder`] + [`decoder_scorer`]: Llama/Qwen2 decoders with prefix KV reuse and tree masks;
+//! - [`gguf`] + [`gguf_tokenizer`]: GGUF weights and tokenizers from GGUF metadata;
+//! - [`cards`] + [`fetch`]: model cards and verified, cached resolution of model files;
+//! - [`local_model`]: everything a labeling run needs from one model.
+
+pub mod cards;
+pub mod decoder;
+pub mod decoder_scorer;
+pub mod fetch;
+pub mod gguf;
+pub mod gguf_tokenizer;
+pub mod local_model;
+pub mod scoring;
+pub mod trie;
+
+pub use local_model::{LoadOptions, LocalModel};
+pub use scoring::{CandidateLogprobs, ContinuationScorer, ScoreRequest};

@@ -1,0 +1,34 @@
+//! The scoring interface every architecture implements: a prompt and a set of candidate
+//! continuations in, the log-probability of every token of every candidate out.
+
+use candle_core::Result;
+
+/// One row to score: the prompt's token ids and the candidates' token ids (each candidate already
+/// includes its end-of-answer token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScoreRequest {
+    pub prompt: Vec<u32>,
+    pub candidates: Vec<Vec<u32>>,
+}
+
+/// `token_logprobs[c][i]` = log P(candidate c's token i | prompt, candidate c's tokens before i).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandidateLogprobs {
+    pub token_logprobs: Vec<Vec<f32>>,
+}
+
+impl CandidateLogprobs {
+    /// log P(candidate | prompt) for every candidate.
+    pub fn totals(&self) -> Vec<f32> {
+        self.token_logprobs.iter().map(|t| t.iter().sum()).collect()
+    }
+}
+
+/// Anything that can compute candidate log-probabilities for a batch of rows.
+pub trait ContinuationScorer: Send + Sync {
+    /// Scores every request; the output has one entry per request, in order.
+    fn score_batch(&self, requests: &[ScoreRequest]) -> Result<Vec<CandidateLogprobs>>;
+
+    /// The longest prompt + candidate the model accepts, in tokens.
+    fn context_length(&self) -> usize;
+}

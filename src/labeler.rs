@@ -1,0 +1,222 @@
+//! Turns rows into token-level scoring requests (prompt through the chat template, candidates with
+//! their end-of-answer token, over-long inputs truncated from the middle) and scores them.
+
+use crate::chat_template::ChatTemplate;
+use crate::confidence::LabelScores;
+use crate::dataset::{Dataset, Row};
+use crate::task::Task;
+use anyhow::{bail, Result};
+use autolabel_models::{LocalModel, ScoreRequest};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone)]
+pub struct LabelerOptions {
+    /// Wrap prompts in the model's chat template (when it has one).
+    pub chat_template: bool,
+    /// Longest prompt + answer in tokens; longer inputs are truncated from the middle.
+    pub max_tokens: usize,
+}
+
+/// A row ready to score.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub prompt_ids: Vec<u32>,
+    pub labels: Arc<Vec<String>>,
+    pub candidates: Arc<Vec<Vec<u32>>>,
+    /// The input was cut to fit the context (a warning, not an error).
+    pub truncated: bool,
+}
+
+type CandidateCache = Option<(Arc<Vec<String>>, Arc<Vec<Vec<u32>>>)>;
+
+pub struct Labeler<'a> {
+    model: &'a LocalModel,
+    task: &'a dyn Task,
+    chat: Option<ChatTemplate>,
+    /// Tokens that end every answer (end-of-turn for chat models, a newline otherwise).
+    answer_end: Vec<u32>,
+    max_tokens: usize,
+    cache: Mutex<CandidateCache>,
+}
+
+const ELLIPSIS: &str = " [...] ";
+
+impl<'a> Labeler<'a> {
+    pub fn new(model: &'a LocalModel, task: &'a dyn Task, opts: &LabelerOptions) -> Result<Self> {
+        let chat = match (&model.chat_template, opts.chat_template) {
+            (Some(t), true) => Some(ChatTemplate::new(
+                t,
+                model.bos_token.clone(),
+                model.eos_token.clone(),
+            )?),
+            _ => None,
+        };
+        let answer_end = match &chat {
+            Some(c) => {
+                let suffix = model.encode(&c.answer_suffix()?)?;
+                match suffix.first() {
+                    Some(&t) => vec![t],
+                    None => bail!(
+                        "the chat template writes nothing after an answer; use --no-chat-template"
+                    ),
+                }
+            }
+            None => model.encode("\n")?,
+        };
+        let max_tokens = opts.max_tokens.min(model.context_length());
+        Ok(Labeler {
+            model,
+            task,
+            chat,
+            answer_end,
+            max_tokens,
+            cache: Mutex::new(None),
+        })
+    }
+
+    pub fn uses_chat_template(&self) -> bool {
+        self.chat.is_some()
+    }
+
+    /// The full prompt text for a row (chat template applied).
+    pub fn render(
+        &self,
+        data: &Dataset,
+        row: &Row,
+        override_column: Option<(&str, &str)>,
+    ) -> Result<String> {
+        let user = self.task.prompt(data, row, override_column);
+        match &self.chat {
+            Some(c) => c.prompt(user.trim_end()),
+            None => Ok(user.trim_end().to_string()),
+        }
+    }
+
+    fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        if self.model.add_bos && self.chat.is_none() {
+            ids.extend(self.model.bos_token_id);
+        }
+        ids.extend(self.model.encode(text)?);
+        Ok(ids)
+    }
+
+    /// Token ids of every candidate, with the answer's end token; cached per label set.
+    pub fn candidates(&self, labels: &Arc<Vec<String>>) -> Result<Arc<Vec<Vec<u32>>>> {
+        let mut cache = self.cache.lock().expect("candidate cache lock");
+        if let Some((l, c)) = cache.as_ref() {
+            if Arc::ptr_eq(l, labels) {
+                return Ok(c.clone());
+            }
+        }
+        let mut out: Vec<Vec<u32>> = Vec::with_capacity(labels.len());
+        for label in labels.iter() {
+            let text = if self.chat.is_some() {
+                label.clone()
+            } else {
+                format!(" {label}")
+            };
+            let ids = self.model.encode(&text)?;
+            if ids.is_empty() {
+                bail!("label '{label}' tokenizes to nothing; remove it or give it visible text")
+            }
+            let full = [ids, self.answer_end.clone()].concat();
+            if let Some(j) = out.iter().position(|o| *o == full) {
+                bail!(
+                    "labels '{}' and '{label}' tokenize identically; make them differ",
+                    labels[j]
+                )
+            }
+            out.push(full);
+        }
+        let out = Arc::new(out);
+        *cache = Some((labels.clone(), out.clone()));
+        Ok(out)
+    }
+
+    /// Prepares a row, or says why it cannot be labeled.
+    pub fn prepare(&self, data: &Dataset, row: &Row) -> Result<Prepared, String> {
+        if let Some(e) = &row.error {
+            return Err(e.clone());
+        }
+        let inputs = self.task.input_columns();
+        if !inputs.is_empty()
+            && inputs
+                .iter()
+                .all(|c| data.value(row, c).is_none_or(|v| v.trim().is_empty()))
+        {
+            return Err(format!(
+                "line {}: empty input (columns {} are empty)",
+                row.line,
+                inputs.join(", ")
+            ));
+        }
+        let labels = self.task.candidates(data, row);
+        let candidates = self.candidates(&labels).map_err(|e| e.to_string())?;
+        let longest_answer = candidates.iter().map(Vec::len).max().unwrap_or(0);
+        let budget = self.max_tokens.saturating_sub(longest_answer);
+        let err = |e: anyhow::Error| format!("line {}: {e:#}", row.line);
+        let mut prompt_ids = self
+            .encode_prompt(&self.render(data, row, None).map_err(err)?)
+            .map_err(err)?;
+        let mut truncated = false;
+        // The longest input column gives up tokens from its middle until the prompt fits.
+        let column = inputs
+            .iter()
+            .max_by_key(|c| data.value(row, c).map_or(0, str::len))
+            .cloned();
+        let mut text = column
+            .as_ref()
+            .and_then(|c| data.value(row, c))
+            .unwrap_or("")
+            .to_string();
+        for _ in 0..4 {
+            if prompt_ids.len() <= budget {
+                return Ok(Prepared {
+                    prompt_ids,
+                    labels,
+                    candidates,
+                    truncated,
+                });
+            }
+            let Some(col) = &column else { break };
+            let ids = self.model.encode(&text).map_err(err)?;
+            let overflow = prompt_ids.len() - budget;
+            let keep = ids.len().saturating_sub(overflow + 8);
+            if keep == 0 {
+                break;
+            }
+            let head = self.model.decode(&ids[..keep / 2]).map_err(err)?;
+            let tail = self
+                .model
+                .decode(&ids[ids.len() - (keep - keep / 2)..])
+                .map_err(err)?;
+            text = format!("{}{ELLIPSIS}{}", head.trim_end(), tail.trim_start());
+            prompt_ids = self
+                .encode_prompt(&self.render(data, row, Some((col, &text))).map_err(err)?)
+                .map_err(err)?;
+            truncated = true;
+        }
+        Err(format!(
+            "line {}: the prompt needs {} tokens and cannot be cut to the limit of {budget} (raise --max-tokens or shorten the guidelines)",
+            row.line,
+            prompt_ids.len()
+        ))
+    }
+
+    /// Scores a batch of prepared rows.
+    pub fn score(&self, batch: &[&Prepared]) -> Result<Vec<LabelScores>> {
+        let requests: Vec<ScoreRequest> = batch
+            .iter()
+            .map(|p| ScoreRequest {
+                prompt: p.prompt_ids.clone(),
+                candidates: p.candidates.as_ref().clone(),
+            })
+            .collect();
+        let out = self.model.scorer.score_batch(&requests)?;
+        Ok(out
+            .iter()
+            .map(|c| LabelScores::from_token_logprobs(&c.token_logprobs))
+            .collect())
+    }
+}

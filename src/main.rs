@@ -1,0 +1,60 @@
+use autolabel_local::{plan, run};
+use autolabel_models::cards::ModelCard;
+use autolabel_models::fetch;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Label datasets with local language models: every label scored exactly, never parsed from text.
+#[derive(Parser)]
+#[command(name = "autolabel-local", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Label a dataset and write it with the label, confidence and error columns.
+    Run(run::RunArgs),
+    /// Show the first prompt, token counts, label continuations and an estimated run time.
+    Plan(plan::PlanArgs),
+    /// List the model cards and whether each is in the local cache.
+    Models,
+}
+
+/// Exit codes: 0 every row labeled, 2 some rows could not be labeled, 1 the run failed.
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(&args).map(|s| if s.errors > 0 { 2 } else { 0 }),
+        Command::Plan(args) => plan::plan(&args).map(|_| 0),
+        Command::Models => {
+            let root = fetch::cache_root();
+            for card in ModelCard::builtin() {
+                let path = fetch::cached_path(&card, &root);
+                println!(
+                    "{:<30} {:<8} {:>6.0} MB  {}{}\n{:<30} license: {}",
+                    card.name,
+                    card.architecture,
+                    card.size as f64 / 1e6,
+                    if path.exists() {
+                        format!("cached at {}", path.display())
+                    } else {
+                        "not cached".into()
+                    },
+                    if card.default { "  (default)" } else { "" },
+                    "",
+                    card.license
+                );
+            }
+            Ok(0)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

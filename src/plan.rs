@@ -1,0 +1,96 @@
+//! `autolabel-local plan`: what a run will do and roughly how long it will take, measured on a
+//! short timed sample on the chosen device.
+
+use crate::labeler::{Labeler, LabelerOptions, Prepared};
+use crate::session::{CommonArgs, Session};
+use anyhow::{bail, Result};
+use autolabel_models::trie::CandidateTrie;
+use std::time::Instant;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Rows scored to estimate the run time.
+    #[arg(long, default_value_t = 4)]
+    pub sample: usize,
+}
+
+pub fn plan(args: &PlanArgs) -> Result<()> {
+    let session = Session::open(&args.common)?;
+    for n in &session.notices {
+        println!("note: {n}");
+    }
+    let labeler = Labeler::new(
+        &session.model,
+        session.task.as_ref(),
+        &LabelerOptions {
+            chat_template: !args.common.no_chat_template,
+            max_tokens: args.common.max_tokens,
+        },
+    )?;
+    let data = &session.data;
+    let Some(first) = data.rows.first() else {
+        bail!("{} has no rows", data.path.display())
+    };
+    println!(
+        "model: {} ({})",
+        session.model.path.display(),
+        session.model.architecture
+    );
+    println!(
+        "chat template: {}",
+        if labeler.uses_chat_template() {
+            "yes"
+        } else {
+            "no"
+        }
+    );
+    println!("--- prompt of the first row (line {}) ---", first.line);
+    println!("{}", labeler.render(data, first, None)?);
+    println!("--- end of prompt ---");
+
+    let mut ok: Vec<Prepared> = Vec::new();
+    let mut errors = 0;
+    for row in &data.rows {
+        match labeler.prepare(data, row) {
+            Ok(p) => ok.push(p),
+            Err(_) => errors += 1,
+        }
+    }
+    let Some(p0) = ok.first() else {
+        bail!("no row of {} can be labeled", data.path.display())
+    };
+    let lens: Vec<usize> = ok.iter().map(|p| p.prompt_ids.len()).collect();
+    let mean = lens.iter().sum::<usize>() as f64 / lens.len() as f64;
+    let truncated = ok.iter().filter(|p| p.truncated).count();
+    println!(
+        "rows: {} ({} can be labeled, {errors} with errors, {truncated} to be truncated)",
+        data.rows.len(),
+        ok.len()
+    );
+    println!(
+        "prompt tokens: mean {mean:.1}, max {}",
+        lens.iter().max().unwrap()
+    );
+    let trie = CandidateTrie::build(&p0.candidates);
+    println!(
+        "label continuations: {} labels, {} tokens in all, {} after prefix sharing",
+        p0.candidates.len(),
+        p0.candidates.iter().map(Vec::len).sum::<usize>(),
+        trie.len()
+    );
+    let n = args.sample.clamp(1, ok.len());
+    let sample: Vec<&Prepared> = ok.iter().take(n).collect();
+    let t = Instant::now();
+    labeler.score(&sample)?;
+    let per_row = t.elapsed().as_secs_f64() / n as f64;
+    println!(
+        "estimated run time on {}: {:.0} s for {} rows ({:.2} rows/s, measured on {n} rows)",
+        args.common.device,
+        per_row * ok.len() as f64,
+        ok.len(),
+        1.0 / per_row
+    );
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! Autolabel-format prompts: task guidelines (with `{labels}` expanded), output guidelines, seed
+//! examples and the current example, each rendered through `example_template`.
+
+use anyhow::{bail, Result};
+
+const ZERO_SHOT: &str = "{task_guidelines}\n\n{output_guidelines}\n\nNow I want you to label the following example:\n{current_example}";
+const FEW_SHOT: &str = "{task_guidelines}\n\n{output_guidelines}\n\nSome examples with their output answers are provided below:\n\n{seed_examples}\n\nNow I want you to label the following example:\n{current_example}";
+
+/// Python `str.format_map` with a default of "" for unknown names, as Autolabel uses it:
+/// `{name}` is replaced, `{{` and `}}` are literal braces, other braces stay as they are.
+pub fn format_template(template: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            out.push_str(&tail[..1]);
+            rest = &tail[2..];
+        } else if let Some(name) = placeholder_at(tail) {
+            out.push_str(&lookup(name).unwrap_or_default());
+            rest = &tail[name.len() + 2..];
+        } else {
+            out.push_str(&tail[..1]);
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The names of the `{placeholders}` in a template, in order of first use.
+pub fn placeholders(template: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = template;
+    while let Some(i) = rest.find(['{', '}']) {
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            rest = &tail[2..];
+        } else if let Some(name) = placeholder_at(tail) {
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
+            }
+            rest = &tail[name.len() + 2..];
+        } else {
+            rest = &tail[1..];
+        }
+    }
+    names
+}
+
+fn placeholder_at(s: &str) -> Option<&str> {
+    let body = s.strip_prefix('{')?;
+    let end = body.find('}')?;
+    let name = &body[..end];
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == ' ' || c == '-' || c == '.');
+    valid.then_some(name)
+}
+
+/// Everything that makes the prompt of one row, fixed for a run.
+#[derive(Debug, Clone)]
+pub struct PromptBuilder {
+    task_guidelines: String,
+    output_guidelines: String,
+    example_template: String,
+    seed_examples: Vec<String>,
+    /// Columns left empty in the current example (the answer and its explanation).
+    blank_columns: Vec<String>,
+}
+
+impl PromptBuilder {
+    pub fn new(
+        task_guidelines: &str,
+        output_guidelines: &str,
+        example_template: &str,
+        labels: &[String],
+        blank_columns: Vec<String>,
+    ) -> Self {
+        let joined = labels.join("\n");
+        let n = labels.len().to_string();
+        let task_guidelines = format_template(task_guidelines, |name| match name {
+            "labels" => Some(joined.clone()),
+            "num_labels" => Some(n.clone()),
+            _ => None,
+        });
+        PromptBuilder {
+            task_guidelines,
+            output_guidelines: output_guidelines.to_string(),
+            example_template: example_template.to_string(),
+            seed_examples: Vec::new(),
+            blank_columns,
+        }
+    }
+
+    pub fn example_template(&self) -> &str {
+        &self.example_template
+    }
+
+    /// Adds a labeled seed example (its values looked up by column name).
+    pub fn add_seed_example(&mut self, lookup: impl Fn(&str) -> Option<String>) {
+        self.seed_examples
+            .push(format_template(&self.example_template, lookup));
+    }
+
+    pub fn seed_count(&self) -> usize {
+        self.seed_examples.len()
+    }
+
+    /// The prompt for one row whose column values come from `lookup`.
+    pub fn render(&self, lookup: impl Fn(&str) -> Option<String>) -> String {
+        let current = format_template(&self.example_template, |name| {
+            if self.blank_columns.iter().any(|c| c == name) {
+                Some(String::new())
+            } else {
+                lookup(name)
+            }
+        });
+        let seeds = self.seed_examples.join("\n\n");
+        let template = if self.seed_examples.is_empty() {
+            ZERO_SHOT
+        } else {
+            FEW_SHOT
+        };
+        format_template(template, |name| match name {
+            "task_guidelines" => Some(self.task_guidelines.clone()),
+            "output_guidelines" => Some(self.output_guidelines.clone()),
+            "seed_examples" => Some(seeds.clone()),
+            "current_example" => Some(current.clone()),
+            _ => None,
+        })
+    }
+
+    /// Checks that every placeholder of the example template is a column of the data (or one of
+    /// the blank columns), naming the missing ones.
+    pub fn check_columns(&self, columns: &[String], data_name: &str) -> Result<()> {
+        let missing: Vec<String> = placeholders(&self.example_template)
+            .into_iter()
+            .filter(|p| !columns.contains(p) && !self.blank_columns.contains(p))
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "config key 'prompt.example_template' uses {} that {data_name} does not have (its columns: {}); fix the template or the data",
+                missing.iter().map(|m| format!("{{{m}}}")).collect::<Vec<_>>().join(", "),
+                columns.join(", ")
+            )
+        }
+        Ok(())
+    }
+
+    /// Columns of the current example that come from the data (not blanked).
+    pub fn input_columns(&self) -> Vec<String> {
+        placeholders(&self.example_template)
+            .into_iter()
+            .filter(|p| !self.blank_columns.contains(p))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_matches_python_format_map() {
+        let out = format_template("a {x} {{lit}} {missing} }} {not valid} {", |n| {
+            (n == "x").then(|| "X".into())
+        });
+        assert_eq!(out, "a X {lit}  } {not valid} {");
+        assert_eq!(
+            placeholders("Input: {example}\nOutput: {label} {example}"),
+            vec!["example", "label"]
+        );
+    }
+
+    #[test]
+    fn zero_and_few_shot_prompts() {
+        let labels = vec!["positive".to_string(), "negative".to_string()];
+        let mut b = PromptBuilder::new(
+            "Classify into:\n{labels}",
+            "Answer with the label.",
+            "Input: {example}\nOutput: {label}",
+            &labels,
+            vec!["label".into()],
+        );
+        let row = |n: &str| {
+            (n == "example")
+                .then(|| "great film".to_string())
+                .or(Some("positive".into()))
+        };
+        assert_eq!(
+            b.render(row),
+            "Classify into:\npositive\nnegative\n\nAnswer with the label.\n\nNow I want you to label the following example:\nInput: great film\nOutput: "
+        );
+        b.add_seed_example(|n| {
+            Some(if n == "example" {
+                "bad".into()
+            } else {
+                "negative".into()
+            })
+        });
+        let p = b.render(row);
+        assert!(
+            p.contains("provided below:\n\nInput: bad\nOutput: negative\n\nNow I want"),
+            "{p}"
+        );
+        let err = b
+            .check_columns(&["text".into()], "d.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("{example}") && err.contains("d.csv"), "{err}");
+    }
+}

@@ -1,0 +1,91 @@
+//! What `run` and `plan` share: config, data, task and model loaded and checked together.
+
+use crate::config::TaskConfig;
+use crate::dataset::{Dataset, ReadOptions};
+use crate::model_source::{choose_model, parse_device};
+use crate::task::{build_task, Task};
+use anyhow::{Context, Result};
+use autolabel_models::gguf::WeightFormat;
+use autolabel_models::{LoadOptions, LocalModel};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Autolabel task config (JSON).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Data to label: CSV, TSV or JSONL.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Model: a model card name (see `autolabel-local models`), a local .gguf file or directory,
+    /// or org/repo:file.gguf on the Hugging Face Hub. Default: the config's local model, else
+    /// the default card.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// cpu, cuda or metal (cuda and metal need a build with that cargo feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Label only the first N rows.
+    #[arg(long)]
+    pub max_items: Option<usize>,
+    /// Send the Autolabel prompt as plain text instead of through the model's chat template.
+    #[arg(long)]
+    pub no_chat_template: bool,
+    /// Longest prompt + answer in tokens; longer inputs are cut from the middle (with a warning).
+    #[arg(long, default_value_t = 2048)]
+    pub max_tokens: usize,
+    /// Weights in memory: f32 (default; fastest on CPU), f16, or q (keep the file's quantization:
+    /// least memory, slower prompt processing on CPU).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Treat quotes in the data as plain text (like dataset.disable_quoting).
+    #[arg(long)]
+    pub disable_quoting: bool,
+}
+
+pub struct Session {
+    pub config: TaskConfig,
+    pub data: Dataset,
+    pub task: Box<dyn Task>,
+    pub model: LocalModel,
+    pub notices: Vec<String>,
+}
+
+impl Session {
+    pub fn open(args: &CommonArgs) -> Result<Self> {
+        let config = TaskConfig::load(&args.config)?;
+        let opts = ReadOptions {
+            delimiter: config.delimiter()?,
+            disable_quoting: args.disable_quoting
+                || config.dataset.disable_quoting.unwrap_or(false),
+        };
+        let mut data = Dataset::read(&args.data, &opts)?;
+        if let Some(n) = args.max_items {
+            data.rows.truncate(n);
+        }
+        let task = build_task(&config, &data)?;
+        let device = parse_device(&args.device)?;
+        let (model_path, model_notice) = choose_model(args.model.as_deref(), &config)?;
+        let model = LocalModel::load(
+            &model_path,
+            &device,
+            &LoadOptions {
+                max_context: Some(args.max_tokens),
+                weights: WeightFormat::parse(&args.dtype)?,
+            },
+        )
+        .with_context(|| format!("cannot load model {}", model_path.display()))?;
+        let mut notices: Vec<String> = model_notice.into_iter().collect();
+        notices.extend(task.notices());
+        if config.model.compute_confidence == Some(false) {
+            notices.push("model.compute_confidence is false, but confidence comes free with exact scoring and is always written".into());
+        }
+        Ok(Session {
+            config,
+            data,
+            task,
+            model,
+            notices,
+        })
+    }
+}
