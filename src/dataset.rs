@@ -128,14 +128,30 @@ fn read_delimited(
             path.display()
         );
     }
+    let newlines: Vec<u64> = text
+        .bytes()
+        .enumerate()
+        .filter(|(_, b)| *b == b'\n')
+        .map(|(i, _)| i as u64)
+        .collect();
+    let bytes = text.as_bytes();
+    let line_of = |byte: u64| {
+        // With CRLF, csv may place a record at the '\n' that ends the previous line.
+        let mut b = byte as usize;
+        while b < bytes.len() && (bytes[b] == b'\r' || bytes[b] == b'\n') {
+            b += 1;
+        }
+        newlines.partition_point(|&n| (n as usize) < b) as u64 + 1
+    };
     let mut rows = Vec::new();
     let mut record = csv::StringRecord::new();
     loop {
-        let line = reader.position().line();
+        // Line numbers come from byte offsets (csv's own line count differs between LF and CRLF).
+        let line = line_of(reader.position().byte());
         match reader.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {
-                let line = record.position().map(|p| p.line()).unwrap_or(line);
+                let line = record.position().map(|p| line_of(p.byte())).unwrap_or(line);
                 let mut fields: Vec<String> = record.iter().map(String::from).collect();
                 let error = if fields.len() != columns.len() {
                     let msg = format!(

@@ -168,7 +168,10 @@ mod tests {
         let out = format_template("a {x} {{lit}} {missing} }} {not valid} {", |n| {
             (n == "x").then(|| "X".into())
         });
-        assert_eq!(out, "a X {lit}  } {not valid} {");
+        assert_eq!(
+            out, "a X {lit}  }  {",
+            "unknown names become empty, as with defaultdict(str)"
+        );
         assert_eq!(
             placeholders("Input: {example}\nOutput: {label} {example}"),
             vec!["example", "label"]

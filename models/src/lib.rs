@@ -14,6 +14,7 @@ pub mod gguf;
 pub mod gguf_tokenizer;
 pub mod local_model;
 pub mod scoring;
+pub mod testing;
 pub mod trie;
 
 pub use local_model::{LoadOptions, LocalModel};

@@ -1,0 +1,328 @@
+//! The command line end to end on a tiny random-weight model (no download): output columns, row
+//! errors kept in the output, and clear messages for bad input.
+
+use autolabel_models::testing::{write_tiny_gguf, TinySpec};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    model: PathBuf,
+}
+
+const CONFIG: &str = r#"{
+  "task_name": "Sentiment",
+  "task_type": "classification",
+  "dataset": {"label_column": "label", "delimiter": ","},
+  "model": {"provider": "openai", "name": "gpt-3.5-turbo"},
+  "prompt": {
+    "task_guidelines": "Classify the review as one of:\n{labels}",
+    "labels": ["positive", "negative", "not sure"],
+    "example_template": "Input: {example}\nOutput: {label}"
+  }
+}"#;
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("tiny.gguf");
+        write_tiny_gguf(&model, &TinySpec::llama()).unwrap();
+        Fixture { dir, model }
+    }
+    fn file(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_autolabel-local"))
+            .args(args)
+            .env("AUTOLABEL_LOCAL_CACHE", self.dir.path().join("cache"))
+            .output()
+            .unwrap()
+    }
+    fn label(&self, config: &Path, data: &Path, out: &Path, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if !extra.contains(&"--model") {
+            args.extend(["--model", self.model.to_str().unwrap()]);
+        }
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn labels_every_row_and_keeps_bad_rows_with_their_error() {
+    let f = Fixture::new();
+    let config = f.file("task.json", CONFIG);
+    let data = f.file(
+        "data.csv",
+        "example,label\n\"A fine, warm film\",positive\nshort row\nDull and too long,negative\n\"\",negative\n",
+    );
+    let out = f.dir.path().join("out.csv");
+    let o = f.label(&config, &data, &out, &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "partial success exit code; stderr: {}",
+        stderr(&o)
+    );
+    let mut rd = csv::Reader::from_path(&out).unwrap();
+    let headers: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(
+        headers,
+        vec![
+            "example",
+            "label",
+            "Sentiment_task_label",
+            "Sentiment_task_confidence",
+            "Sentiment_task_successfully_labeled",
+            "Sentiment_task_error"
+        ]
+    );
+    let rows: Vec<Vec<String>> = rd
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
+        .collect();
+    assert_eq!(rows.len(), 4, "no row is dropped");
+    for i in [0, 2] {
+        assert!(
+            ["positive", "negative", "not sure"].contains(&rows[i][2].as_str()),
+            "{:?}",
+            rows[i]
+        );
+        let c: f32 = rows[i][3].parse().unwrap();
+        assert!(
+            c > 1.0 / 3.0 - 1e-6 && c <= 1.0,
+            "confidence {c} is the best of three probabilities"
+        );
+        assert_eq!(rows[i][4], "True");
+        assert_eq!(rows[i][5], "");
+    }
+    assert_eq!(rows[1][0], "short row");
+    assert_eq!(rows[1][4], "False");
+    assert!(
+        rows[1][5].contains("line 3") && rows[1][5].contains("expected 2 fields, found 1"),
+        "{:?}",
+        rows[1]
+    );
+    assert!(rows[3][5].contains("empty input"), "{:?}", rows[3]);
+    assert!(String::from_utf8_lossy(&o.stdout)
+        .contains("| support | threshold | accuracy | completion_rate |"));
+}
+
+#[test]
+fn same_input_same_output_and_batching_does_not_change_labels() {
+    let f = Fixture::new();
+    let config = f.file("task.json", CONFIG);
+    let rows: String = (0..9)
+        .map(|i| format!("review number {i} {},positive\n", "word ".repeat(i * 3)))
+        .collect();
+    let data = f.file("data.csv", &format!("example,label\n{rows}"));
+    let a = f.dir.path().join("a.csv");
+    let b = f.dir.path().join("b.csv");
+    assert!(f
+        .label(&config, &data, &a, &["--batch-size", "4"])
+        .status
+        .success());
+    assert!(f
+        .label(&config, &data, &b, &["--batch-size", "1"])
+        .status
+        .success());
+    let read = |p: &Path| -> Vec<(String, f32)> {
+        csv::Reader::from_path(p)
+            .unwrap()
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                (r[2].to_string(), r[3].parse().unwrap())
+            })
+            .collect()
+    };
+    let (ra, rb) = (read(&a), read(&b));
+    assert_eq!(ra.len(), 9);
+    for (x, y) in ra.iter().zip(&rb) {
+        assert_eq!(x.0, y.0);
+        assert!((x.1 - y.1).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn jsonl_in_and_out() {
+    let f = Fixture::new();
+    let config = f.file("task.json", CONFIG);
+    let data = f.file(
+        "data.jsonl",
+        "{\"example\": \"good\", \"label\": \"positive\"}\n{\"example\": \"bad\"}\n",
+    );
+    let out = f.dir.path().join("out.jsonl");
+    let o = f.label(&config, &data, &out, &["--no-chat-template"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["Sentiment_task_successfully_labeled"], "True");
+}
+
+#[test]
+fn bad_inputs_get_messages_that_name_the_problem() {
+    let f = Fixture::new();
+    let good_config = f.file("task.json", CONFIG);
+    let data = f.file("data.csv", "example,label\nok,positive\n");
+    let out = f.dir.path().join("o.csv");
+    let cases: Vec<(PathBuf, PathBuf, Vec<&str>, &str)> = vec![
+        (
+            f.file("c1.json", &CONFIG.replace("\"labels\"", "\"lables\"")),
+            data.clone(),
+            vec![],
+            "prompt.lables",
+        ),
+        (
+            f.file("c2.json", &CONFIG.replace("{example}", "{text}")),
+            data.clone(),
+            vec![],
+            "{text}",
+        ),
+        (
+            f.file("c3.json", "{ not json"),
+            data.clone(),
+            vec![],
+            "not valid JSON",
+        ),
+        (
+            f.file(
+                "c4.json",
+                &CONFIG.replace(r#"["positive", "negative", "not sure"]"#, r#"["a", "a"]"#),
+            ),
+            data.clone(),
+            vec![],
+            "twice",
+        ),
+        (
+            f.file(
+                "c5.json",
+                &CONFIG.replace("classification", "named_entity_recognition"),
+            ),
+            data.clone(),
+            vec![],
+            "task_type",
+        ),
+        (
+            good_config.clone(),
+            f.dir.path().join("missing.csv"),
+            vec![],
+            "missing.csv",
+        ),
+        (
+            good_config.clone(),
+            f.file("empty.csv", ""),
+            vec![],
+            "is empty",
+        ),
+        (
+            good_config.clone(),
+            data.clone(),
+            vec!["--device", "cuda"],
+            "--features cuda",
+        ),
+        (
+            good_config.clone(),
+            data.clone(),
+            vec!["--dtype", "int3"],
+            "--dtype",
+        ),
+        (
+            good_config.clone(),
+            data.clone(),
+            vec!["--model", "no-such-model"],
+            "not a local file",
+        ),
+    ];
+    for (config, data_path, extra, needle) in cases {
+        let o = f.label(&config, &data_path, &out, &extra);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(needle), "expected '{needle}' in: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // A corrupted model file.
+    let bad_model = f.file("bad.gguf", "GGUF but not really");
+    let o = f.run(&[
+        "run",
+        "--config",
+        good_config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--model",
+        bad_model.to_str().unwrap(),
+    ]);
+    assert!(stderr(&o).contains("not a readable GGUF"), "{}", stderr(&o));
+}
+
+#[test]
+fn over_long_inputs_are_cut_from_the_middle_with_a_warning() {
+    let f = Fixture::new();
+    let config = f.file("task.json", CONFIG);
+    let long = format!("START {} END", "blah ".repeat(400));
+    let data = f.file(
+        "data.csv",
+        &format!("example,label\n{long},positive\nshort,negative\n"),
+    );
+    let out = f.dir.path().join("o.csv");
+    let o = f.label(&config, &data, &out, &["--max-tokens", "400"]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("line 2: input cut from the middle"), "{err}");
+    assert!(err.contains("1 rows had their input cut"), "{err}");
+}
+
+#[test]
+fn plan_shows_prompt_counts_and_estimate() {
+    let f = Fixture::new();
+    let config = f.file("task.json", CONFIG);
+    let data = f.file(
+        "data.csv",
+        "example,label\nthe first review,positive\nanother one,negative\n",
+    );
+    let o = f.run(&[
+        "plan",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        f.model.to_str().unwrap(),
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        out.contains(
+            "<|im_start|>user\nClassify the review as one of:\npositive\nnegative\nnot sure"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("Input: the first review\nOutput:<|im_end|>"),
+        "{out}"
+    );
+    assert!(out.contains("prompt tokens: mean"), "{out}");
+    assert!(out.contains("label continuations: 3 labels"), "{out}");
+    assert!(out.contains("estimated run time on cpu"), "{out}");
+}
