@@ -1,6 +1,6 @@
 //! What `run` and `plan` share: config, data, task and model loaded and checked together.
 
-use crate::config::TaskConfig;
+use crate::config::{FewShotExamples, TaskConfig};
 use crate::dataset::{Dataset, ReadOptions};
 use crate::model_source::{choose_model, parse_device};
 use crate::task::{build_task, Task};
@@ -38,6 +38,9 @@ pub struct CommonArgs {
     /// least memory, slower prompt processing on CPU).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Seed examples file (CSV/TSV/JSONL) to use instead of the config's prompt.few_shot_examples.
+    #[arg(long)]
+    pub few_shot_examples: Option<PathBuf>,
     /// Treat quotes in the data as plain text (like dataset.disable_quoting).
     #[arg(long)]
     pub disable_quoting: bool,
@@ -53,7 +56,12 @@ pub struct Session {
 
 impl Session {
     pub fn open(args: &CommonArgs) -> Result<Self> {
-        let config = TaskConfig::load(&args.config)?;
+        let mut config = TaskConfig::load(&args.config)?;
+        if let Some(seed) = &args.few_shot_examples {
+            let seed = std::path::absolute(seed)?;
+            config.prompt.few_shot_examples =
+                Some(FewShotExamples::File(seed.display().to_string()));
+        }
         let opts = ReadOptions {
             delimiter: config.delimiter()?,
             disable_quoting: args.disable_quoting

@@ -5,6 +5,7 @@ use crate::config::{FewShotExamples, TaskConfig};
 use crate::dataset::{Dataset, ReadOptions, Row};
 use crate::prompt::PromptBuilder;
 use anyhow::{bail, Context, Result};
+use std::path::Path;
 use std::sync::Arc;
 
 pub trait Task: Send + Sync {
@@ -145,7 +146,13 @@ fn add_few_shot_examples(
             })
             .collect(),
         FewShotExamples::File(path) => {
-            let full = config.base_dir.join(path);
+            // Relative to the config file, else (as Autolabel does) to the working directory.
+            let beside_config = config.base_dir.join(path);
+            let full = if beside_config.exists() {
+                beside_config
+            } else {
+                Path::new(path).to_path_buf()
+            };
             let opts = ReadOptions {
                 delimiter: config.delimiter()?,
                 disable_quoting: config.dataset.disable_quoting.unwrap_or(false),

@@ -326,3 +326,24 @@ fn plan_shows_prompt_counts_and_estimate() {
     assert!(out.contains("label continuations: 3 labels"), "{out}");
     assert!(out.contains("estimated run time on cpu"), "{out}");
 }
+
+#[test]
+fn every_autolabel_config_parses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/autolabel_configs");
+    let mut n = 0;
+    for sub in [
+        "benchmark_configs_HEAD",
+        "examples_configs_HEAD",
+        "examples_configs_2023-06-26",
+    ] {
+        for entry in std::fs::read_dir(root.join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                autolabel_local::config::TaskConfig::load(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 40, "{n} configs");
+}
