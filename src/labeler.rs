@@ -36,6 +36,8 @@ pub struct Labeler<'a> {
     /// Tokens that end every answer (end-of-turn for chat models, a newline otherwise).
     answer_end: Vec<u32>,
     max_tokens: usize,
+    /// The task's input columns (checked for emptiness, truncated when too long).
+    inputs: Vec<String>,
     cache: Mutex<CandidateCache>,
 }
 
@@ -64,14 +66,19 @@ impl<'a> Labeler<'a> {
             None => model.encode("\n")?,
         };
         let max_tokens = opts.max_tokens.min(model.context_length());
-        Ok(Labeler {
+        let labeler = Labeler {
             model,
             task,
             chat,
             answer_end,
             max_tokens,
+            inputs: task.input_columns(),
             cache: Mutex::new(None),
-        })
+        };
+        if let Some(labels) = task.fixed_candidates() {
+            labeler.candidates(&labels)?; // a bad label set stops the run before any row
+        }
+        Ok(labeler)
     }
 
     pub fn uses_chat_template(&self) -> bool {
@@ -139,7 +146,7 @@ impl<'a> Labeler<'a> {
         if let Some(e) = &row.error {
             return Err(e.clone());
         }
-        let inputs = self.task.input_columns();
+        let inputs = &self.inputs;
         if !inputs.is_empty()
             && inputs
                 .iter()

@@ -1,7 +1,7 @@
 //! `autolabel-local plan`: what a run will do and roughly how long it will take, measured on a
 //! short timed sample on the chosen device.
 
-use crate::labeler::{Labeler, LabelerOptions, Prepared};
+use crate::labeler::Prepared;
 use crate::session::{CommonArgs, Session};
 use anyhow::{bail, Result};
 use autolabel_models::trie::CandidateTrie;
@@ -21,14 +21,7 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
     for n in &session.notices {
         println!("note: {n}");
     }
-    let labeler = Labeler::new(
-        &session.model,
-        session.task.as_ref(),
-        &LabelerOptions {
-            chat_template: !args.common.no_chat_template,
-            max_tokens: args.common.max_tokens,
-        },
-    )?;
+    let labeler = session.labeler(&args.common)?;
     let data = &session.data;
     let Some(first) = data.rows.first() else {
         bail!("{} has no rows", data.path.display())

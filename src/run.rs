@@ -1,6 +1,6 @@
 //! `autolabel-local run`: label every row, write the output, print the summary and metrics.
 
-use crate::labeler::{Labeler, LabelerOptions, Prepared};
+use crate::labeler::Prepared;
 use crate::metrics::{format_table, metrics_table, Outcome, DEFAULT_THRESHOLDS};
 use crate::output::{write_output, RowOutput};
 use crate::session::{CommonArgs, Session};
@@ -60,14 +60,7 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
     for n in &session.notices {
         eprintln!("note: {n}");
     }
-    let labeler = Labeler::new(
-        &session.model,
-        session.task.as_ref(),
-        &LabelerOptions {
-            chat_template: !args.common.no_chat_template,
-            max_tokens: args.common.max_tokens,
-        },
-    )?;
+    let labeler = session.labeler(&args.common)?;
     let data = &session.data;
     let mut outputs = vec![RowOutput::default(); data.rows.len()];
     let mut prepared = Vec::new();

@@ -2,6 +2,7 @@
 
 use crate::config::{FewShotExamples, TaskConfig};
 use crate::dataset::{Dataset, ReadOptions};
+use crate::labeler::{Labeler, LabelerOptions};
 use crate::model_source::{choose_model, parse_device};
 use crate::task::{build_task, Task};
 use anyhow::{Context, Result};
@@ -95,5 +96,17 @@ impl Session {
             model,
             notices,
         })
+    }
+
+    /// The labeler for this session's model and task, as the command line asks.
+    pub fn labeler(&self, args: &CommonArgs) -> Result<Labeler<'_>> {
+        Labeler::new(
+            &self.model,
+            self.task.as_ref(),
+            &LabelerOptions {
+                chat_template: !args.no_chat_template,
+                max_tokens: args.max_tokens,
+            },
+        )
     }
 }

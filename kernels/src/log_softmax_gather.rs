@@ -79,7 +79,7 @@ pub fn log_softmax_gather(logits: &Tensor, pairs: &Tensor) -> Result<Tensor> {
 /// the path for devices without a fused kernel.
 pub fn log_softmax_gather_unfused(logits: &Tensor, pairs: &Tensor) -> Result<Tensor> {
     let logits = logits.to_dtype(DType::F32)?;
-    let log_probs = candle_nn_free_log_softmax(&logits)?;
+    let log_probs = log_softmax(&logits)?;
     let rows = pairs.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?;
     let cols = pairs.narrow(1, 1, 1)?.contiguous()?;
     log_probs
@@ -88,7 +88,7 @@ pub fn log_softmax_gather_unfused(logits: &Tensor, pairs: &Tensor) -> Result<Ten
         .squeeze(1)
 }
 
-fn candle_nn_free_log_softmax(x: &Tensor) -> Result<Tensor> {
+fn log_softmax(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?;
     let shifted = x.broadcast_sub(&max)?;
     let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
