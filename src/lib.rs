@@ -2,8 +2,12 @@
 //!
 //! One file per concern: [`config`] (Autolabel's JSON config), [`dataset`] (reading rows),
 //! [`prompt`] and [`chat_template`] (prompt text), [`task`] (task types), [`labeler`] (rows to
-//! scoring requests), [`confidence`], [`metrics`], [`output`], and the commands [`run`], [`plan`].
+//! scoring requests), [`scoring_pass`] (a dataset through the model), [`confidence`],
+//! [`calibration`] and [`operating_point`] (temperature and thresholds), [`metrics`], [`plots`],
+//! [`output`], and the commands [`run`], [`plan`], [`calibrate`], [`score`].
 
+pub mod calibrate;
+pub mod calibration;
 pub mod chat_template;
 pub mod confidence;
 pub mod config;
@@ -11,9 +15,13 @@ pub mod dataset;
 pub mod labeler;
 pub mod metrics;
 pub mod model_source;
+pub mod operating_point;
 pub mod output;
 pub mod plan;
+pub mod plots;
 pub mod prompt;
 pub mod run;
+pub mod score;
+pub mod scoring_pass;
 pub mod session;
 pub mod task;

@@ -1,4 +1,4 @@
-use autolabel_local::{plan, run};
+use autolabel_local::{calibrate, plan, run, score};
 use autolabel_models::cards::ModelCard;
 use autolabel_models::fetch;
 use clap::{Parser, Subcommand};
@@ -18,6 +18,12 @@ enum Command {
     Run(run::RunArgs),
     /// Show the first prompt, token counts, label continuations and an estimated run time.
     Plan(plan::PlanArgs),
+    /// Fit a temperature and a confidence threshold on labeled seed rows; report calibration
+    /// quality and write the calibration file and charts.
+    Calibrate(calibrate::CalibrateArgs),
+    /// Score labels produced elsewhere: the local model's probability of each given label, its
+    /// own label, and whether they agree.
+    Score(score::ScoreArgs),
     /// List the model cards and whether each is in the local cache.
     Models,
 }
@@ -28,6 +34,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(&args).map(|s| if s.errors > 0 { 2 } else { 0 }),
         Command::Plan(args) => plan::plan(&args).map(|_| 0),
+        Command::Calibrate(args) => calibrate::calibrate(&args).map(|_| 0),
+        Command::Score(args) => score::score(&args).map(|s| if s.errors > 0 { 2 } else { 0 }),
         Command::Models => {
             let root = fetch::cache_root();
             for card in ModelCard::builtin() {

@@ -55,9 +55,51 @@ pub fn format_table(rows: &[MetricRow]) -> String {
     s
 }
 
+/// Area under the ROC curve of confidence as a predictor of correctness: the probability that a
+/// right label has a higher confidence than a wrong one (ties count half). None without both.
+pub fn auroc(outcomes: &[Outcome]) -> Option<f64> {
+    let pos = outcomes.iter().filter(|o| o.correct).count();
+    let neg = outcomes.len() - pos;
+    if pos == 0 || neg == 0 {
+        return None;
+    }
+    let mut sorted: Vec<&Outcome> = outcomes.iter().collect();
+    sorted.sort_by(|a, b| a.confidence.total_cmp(&b.confidence));
+    // Sum of the (tie-averaged, 1-based) ranks of the right labels.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while j + 1 < sorted.len() && sorted[j + 1].confidence == sorted[i].confidence {
+            j += 1;
+        }
+        let avg_rank = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += avg_rank * sorted[i..=j].iter().filter(|o| o.correct).count() as f64;
+        i = j + 1;
+    }
+    Some((rank_sum - (pos * (pos + 1)) as f64 / 2.0) / (pos * neg) as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auroc_by_hand() {
+        let o = |correct, confidence| Outcome {
+            correct,
+            confidence,
+        };
+        assert_eq!(auroc(&[o(true, 0.9), o(false, 0.1)]), Some(1.0));
+        assert_eq!(auroc(&[o(true, 0.1), o(false, 0.9)]), Some(0.0));
+        assert_eq!(auroc(&[o(true, 0.5), o(false, 0.5)]), Some(0.5));
+        // Pairs (right, wrong): (0.8,0.6) yes, (0.8,0.9) no, (0.7,0.6) yes, (0.7,0.9) no.
+        assert_eq!(
+            auroc(&[o(true, 0.8), o(true, 0.7), o(false, 0.6), o(false, 0.9)]),
+            Some(0.5)
+        );
+        assert_eq!(auroc(&[o(true, 0.8)]), None);
+    }
 
     #[test]
     fn accuracy_and_completion_by_threshold() {

@@ -1,61 +1,55 @@
-//! Writing labeled rows: every input column, then Autolabel's output columns. The file is written
-//! to a temporary name next to the target and renamed into place, so it is never half-written.
+//! Writing labeled rows: every input column, then the command's output columns. The file is
+//! written to a temporary name next to the target and renamed into place, so it is never
+//! half-written. The format follows the extension: .jsonl, .tsv, anything else CSV.
 
 use crate::dataset::Dataset;
 use anyhow::{Context, Result};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Autolabel's output values for one row.
-#[derive(Debug, Clone, Default)]
-pub struct RowOutput {
-    pub label: String,
-    pub confidence: Option<f32>,
-    pub successfully_labeled: bool,
-    pub error: String,
+/// Columns appended to the input: names and one value per row.
+pub struct OutputColumns {
+    pub names: Vec<String>,
+    pub rows: Vec<Vec<String>>,
 }
 
-pub fn output_columns(task_name: &str) -> [String; 4] {
-    ["label", "confidence", "successfully_labeled", "error"]
-        .map(|c| format!("{task_name}_task_{c}"))
+impl OutputColumns {
+    pub fn new(names: Vec<String>, rows: usize) -> Self {
+        OutputColumns {
+            names,
+            rows: vec![Vec::new(); rows],
+        }
+    }
 }
 
-pub fn write_output(
-    path: &Path,
-    data: &Dataset,
-    task_name: &str,
-    outputs: &[RowOutput],
-) -> Result<()> {
+/// Autolabel's spelling of booleans in output files.
+pub fn bool_text(b: bool) -> String {
+    if b { "True" } else { "False" }.to_string()
+}
+
+/// `<data stem>.labeled.csv` in the current directory, the default output of `run`.
+pub fn default_out(data: &Path, suffix: &str) -> PathBuf {
+    let stem = data.file_stem().and_then(|s| s.to_str()).unwrap_or("data");
+    PathBuf::from(format!("{stem}.{suffix}.csv"))
+}
+
+pub fn write_output(path: &Path, data: &Dataset, extra: &OutputColumns) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot write to the output directory {}", dir.display()))?;
-    let extra = output_columns(task_name);
     let jsonl = path.extension().is_some_and(|e| e == "jsonl");
-    let values = |o: &RowOutput| {
-        [
-            o.label.clone(),
-            o.confidence.map(|c| format!("{c:.6}")).unwrap_or_default(),
-            if o.successfully_labeled {
-                "True"
-            } else {
-                "False"
-            }
-            .to_string(),
-            o.error.clone(),
-        ]
-    };
     if jsonl {
         let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-        for (row, out) in data.rows.iter().zip(outputs) {
+        for (row, values) in data.rows.iter().zip(&extra.rows) {
             let mut obj = serde_json::Map::new();
             for (c, v) in data.columns.iter().zip(&row.fields) {
                 obj.insert(c.clone(), v.clone().into());
             }
-            for (c, v) in extra.iter().zip(values(out)) {
-                obj.insert(c.clone(), v.into());
+            for (c, v) in extra.names.iter().zip(values) {
+                obj.insert(c.clone(), v.clone().into());
             }
             serde_json::to_writer(&mut w, &obj)?;
             w.write_all(b"\n")?;
@@ -70,9 +64,9 @@ pub fn write_output(
         let mut w = csv::WriterBuilder::new()
             .delimiter(delimiter)
             .from_writer(tmp.as_file_mut());
-        w.write_record(data.columns.iter().chain(extra.iter()))?;
-        for (row, out) in data.rows.iter().zip(outputs) {
-            w.write_record(row.fields.iter().cloned().chain(values(out)))?;
+        w.write_record(data.columns.iter().chain(extra.names.iter()))?;
+        for (row, values) in data.rows.iter().zip(&extra.rows) {
+            w.write_record(row.fields.iter().chain(values.iter()))?;
         }
         w.flush()?;
     }

@@ -1,18 +1,19 @@
 //! `autolabel-local run`: label every row, write the output, print the summary and metrics.
 
-use crate::labeler::Prepared;
 use crate::metrics::{format_table, metrics_table, Outcome, DEFAULT_THRESHOLDS};
-use crate::output::{write_output, RowOutput};
+use crate::operating_point::{ConfidenceArgs, OperatingPoint};
+use crate::output::{bool_text, default_out, write_output, OutputColumns};
+use crate::scoring_pass::score_all;
 use crate::session::{CommonArgs, Session};
 use anyhow::Result;
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
-use std::time::Instant;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub confidence: ConfidenceArgs,
     /// Output file (.csv, .tsv or .jsonl). Default: <data name>.labeled.csv in the current directory.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -31,126 +32,104 @@ pub struct RunSummary {
     pub out: PathBuf,
 }
 
-/// Prompt tokens allowed in one batch (rows x longest prompt), bounding attention memory.
-const BATCH_TOKEN_BUDGET: usize = 8192;
-
-/// Groups rows of similar length (indices into `prepared`, sorted by prompt length).
-pub fn batches(prepared: &[(usize, Prepared)], batch_size: usize) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..prepared.len()).collect();
-    order.sort_by_key(|&i| prepared[i].1.prompt_ids.len());
-    let mut out: Vec<Vec<usize>> = Vec::new();
-    let mut cur: Vec<usize> = Vec::new();
-    for i in order {
-        let len = prepared[i].1.prompt_ids.len();
-        if !cur.is_empty()
-            && (cur.len() >= batch_size.max(1) || (cur.len() + 1) * len > BATCH_TOKEN_BUDGET)
-        {
-            out.push(std::mem::take(&mut cur));
-        }
-        cur.push(i);
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
 pub fn run(args: &RunArgs) -> Result<RunSummary> {
     let session = Session::open(&args.common)?;
     for n in &session.notices {
         eprintln!("note: {n}");
     }
     let labeler = session.labeler(&args.common)?;
+    let op = session.operating_point(&args.confidence)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&session.data.path, "labeled"));
+    let pass = score_all(&session, &labeler, args.batch_size, args.common.max_tokens);
     let data = &session.data;
-    let mut outputs = vec![RowOutput::default(); data.rows.len()];
-    let mut prepared = Vec::new();
-    let mut truncated = 0;
-    for (i, row) in data.rows.iter().enumerate() {
-        match labeler.prepare(data, row) {
-            Ok(p) => {
-                if p.truncated {
-                    truncated += 1;
-                    eprintln!(
-                        "warning: line {}: input cut from the middle to fit {} tokens",
-                        row.line, args.common.max_tokens
-                    );
-                }
-                prepared.push((i, p));
-            }
-            Err(e) => outputs[i].error = e,
-        }
-    }
+    let task = session.task.name();
 
-    let started = Instant::now();
-    let bar = ProgressBar::new(prepared.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  ETA {eta}")
-            .expect("valid progress template"),
-    );
-    for batch in batches(&prepared, args.batch_size) {
-        let items: Vec<&Prepared> = batch.iter().map(|&j| &prepared[j].1).collect();
-        match labeler.score(&items) {
-            Ok(scores) => {
-                for (&j, s) in batch.iter().zip(scores) {
-                    let (i, p) = &prepared[j];
-                    outputs[*i] = RowOutput {
-                        label: p.labels[s.best].clone(),
-                        confidence: Some(s.confidence()),
-                        successfully_labeled: true,
-                        error: String::new(),
-                    };
+    let mut names: Vec<String> = ["label", "confidence", "successfully_labeled", "error"]
+        .iter()
+        .map(|c| format!("{task}_task_{c}"))
+        .collect();
+    if op.threshold.is_some() {
+        names.push(format!("{task}_task_confidently_labeled"));
+    }
+    if args.confidence.all_confidence_columns {
+        names.extend(OperatingPoint::all_columns(task));
+    }
+    let width = names.len();
+    let mut columns = OutputColumns::new(names, data.rows.len());
+    let mut labels = vec![None; data.rows.len()];
+    let mut confident = 0;
+    for (i, r) in pass.rows.iter().enumerate() {
+        let values = &mut columns.rows[i];
+        match r {
+            Ok(s) => {
+                let c = op.confidence(s);
+                let label = op.label(s).to_string();
+                values.extend([
+                    label.clone(),
+                    format!("{c:.6}"),
+                    bool_text(true),
+                    String::new(),
+                ]);
+                if op.threshold.is_some() {
+                    values.push(bool_text(op.is_confident(c)));
+                    confident += op.is_confident(c) as usize;
                 }
+                if args.confidence.all_confidence_columns {
+                    values.extend(op.all_values(s));
+                }
+                labels[i] = Some((label, c));
             }
             Err(e) => {
-                for &j in &batch {
-                    let (i, _) = prepared[j];
-                    outputs[i].error = format!("line {}: scoring failed: {e:#}", data.rows[i].line);
-                }
+                values.extend([String::new(), String::new(), bool_text(false), e.clone()]);
+                values.resize(width, String::new());
             }
         }
-        bar.inc(batch.len() as u64);
     }
-    bar.finish_and_clear();
-    let elapsed = started.elapsed().as_secs_f64();
+    write_output(&out, data, &columns)?;
 
-    let out = args.out.clone().unwrap_or_else(|| {
-        let stem = data
-            .path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("data");
-        PathBuf::from(format!("{stem}.labeled.csv"))
-    });
-    write_output(&out, data, session.task.name(), &outputs)?;
-
-    let labeled = outputs.iter().filter(|o| o.successfully_labeled).count();
-    let errors = outputs.len() - labeled;
+    let labeled = labels.iter().filter(|l| l.is_some()).count();
+    let errors = labels.len() - labeled;
     eprintln!(
-        "labeled {labeled}/{} rows in {elapsed:.1} s ({:.2} rows/s) with {} -> {}",
-        outputs.len(),
-        labeled as f64 / elapsed.max(1e-9),
+        "labeled {labeled}/{} rows in {:.1} s ({:.2} rows/s) with {} -> {}",
+        labels.len(),
+        pass.seconds,
+        labeled as f64 / pass.seconds.max(1e-9),
         session.model.path.display(),
         out.display()
     );
-    if truncated > 0 {
-        eprintln!("{truncated} rows had their input cut from the middle to fit --max-tokens");
+    eprintln!("confidence: {}", op.describe());
+    if op.threshold.is_some() {
+        eprintln!(
+            "{confident} of {labeled} labeled rows are confidently labeled; the other {} keep their best label with {}_task_confidently_labeled = False",
+            labeled - confident,
+            task
+        );
+    }
+    if pass.truncated > 0 {
+        eprintln!(
+            "{} rows had their input cut from the middle to fit --max-tokens",
+            pass.truncated
+        );
     }
     if errors > 0 {
         eprintln!("{errors} rows could not be labeled (see the error column); first ones:");
-        for o in outputs.iter().filter(|o| !o.successfully_labeled).take(5) {
-            eprintln!("  {}", o.error);
+        for e in pass.rows.iter().filter_map(|r| r.as_ref().err()).take(5) {
+            eprintln!("  {e}");
         }
     }
 
     let mut support = 0;
     let mut outcomes = Vec::new();
-    for (row, o) in data.rows.iter().zip(&outputs) {
+    for (row, l) in data.rows.iter().zip(&labels) {
         if let Some(truth) = session.task.ground_truth(data, row) {
             support += 1;
-            if o.successfully_labeled {
+            if let Some((label, confidence)) = l {
                 outcomes.push(Outcome {
-                    correct: o.label == truth,
-                    confidence: o.confidence.unwrap_or(0.0),
+                    correct: *label == truth,
+                    confidence: *confidence,
                 });
             }
         }
@@ -162,10 +141,10 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
         println!("{}", format_table(&table));
     }
     Ok(RunSummary {
-        rows: outputs.len(),
+        rows: labels.len(),
         labeled,
         errors,
-        truncated,
+        truncated: pass.truncated,
         accuracy,
         out,
     })

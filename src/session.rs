@@ -3,6 +3,7 @@
 use crate::config::{FewShotExamples, TaskConfig};
 use crate::dataset::{Dataset, ReadOptions};
 use crate::labeler::{Labeler, LabelerOptions};
+use crate::operating_point::{ConfidenceArgs, OperatingPoint};
 use crate::model_source::{choose_model, parse_device};
 use crate::task::{build_task, Task};
 use anyhow::{Context, Result};
@@ -26,9 +27,13 @@ pub struct CommonArgs {
     /// cpu, cuda or metal (cuda and metal need a build with that cargo feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Label only the first N rows.
+    /// Label only the first N rows (with --sample-seed: N rows drawn at random).
     #[arg(long)]
     pub max_items: Option<usize>,
+    /// With --max-items, draw the rows at random with this seed (kept in file order), e.g. for a
+    /// seed set from a file sorted by label.
+    #[arg(long, requires = "max_items")]
+    pub sample_seed: Option<u64>,
     /// Send the Autolabel prompt as plain text instead of through the model's chat template.
     #[arg(long)]
     pub no_chat_template: bool,
@@ -70,7 +75,10 @@ impl Session {
         };
         let mut data = Dataset::read(&args.data, &opts)?;
         if let Some(n) = args.max_items {
-            data.rows.truncate(n);
+            match args.sample_seed {
+                Some(seed) => data.rows = sample_rows(std::mem::take(&mut data.rows), n, seed),
+                None => data.rows.truncate(n),
+            }
         }
         let task = build_task(&config, &data)?;
         let device = parse_device(&args.device)?;
@@ -98,6 +106,26 @@ impl Session {
         })
     }
 
+    /// The model's file name (what a calibration file records).
+    pub fn model_file(&self) -> String {
+        self.model
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Confidence method, temperature and threshold, checked against this task and model.
+    pub fn operating_point(&self, args: &ConfidenceArgs) -> Result<OperatingPoint> {
+        let labels = self.task.fixed_candidates();
+        OperatingPoint::resolve(
+            args,
+            self.task.name(),
+            labels.as_deref().map(|l| l.as_slice()),
+            &self.model_file(),
+        )
+    }
+
     /// The labeler for this session's model and task, as the command line asks.
     pub fn labeler(&self, args: &CommonArgs) -> Result<Labeler<'_>> {
         Labeler::new(
@@ -108,5 +136,42 @@ impl Session {
                 max_tokens: args.max_tokens,
             },
         )
+    }
+}
+
+/// `n` rows drawn without replacement by a seeded shuffle, returned in their original order.
+fn sample_rows<T>(rows: Vec<T>, n: usize, seed: u64) -> Vec<T> {
+    let mut state = seed ^ 0x9E3779B97F4A7C15;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        state >> 33
+    };
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, (next() % (i as u64 + 1)) as usize);
+    }
+    let mut keep = vec![false; rows.len()];
+    for &i in order.iter().take(n) {
+        keep[i] = true;
+    }
+    rows.into_iter()
+        .zip(keep)
+        .filter_map(|(r, k)| k.then_some(r))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sampled_rows_are_distinct_in_order_and_seed_dependent() {
+        let a = super::sample_rows((0..1000).collect(), 50, 1);
+        assert_eq!(a.len(), 50);
+        assert!(a.windows(2).all(|w| w[0] < w[1]));
+        assert!(*a.last().unwrap() > 500, "drawn from the whole file");
+        assert_ne!(a, super::sample_rows((0..1000).collect(), 50, 2));
+        assert_eq!(a, super::sample_rows((0..1000).collect(), 50, 1));
+        assert_eq!(super::sample_rows(vec![1, 2], 5, 0), vec![1, 2]);
     }
 }

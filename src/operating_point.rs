@@ -1,0 +1,159 @@
+//! The confidence options `run` and `score` share: which confidence to report, the calibration
+//! temperature, and the threshold that reaches a target accuracy on the seed rows.
+
+use crate::calibration::{Calibration, CurvePoint};
+use crate::confidence::{Adjustment, ConfidenceMethod};
+use crate::scoring_pass::Scored;
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfidenceArgs {
+    /// Calibration file from `autolabel-local calibrate`: applies its temperature and, with a
+    /// target accuracy, its threshold.
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// Mark rows below the confidence that reached this accuracy on the seed rows as not
+    /// confidently labeled (default: the target the calibration was made for).
+    #[arg(long)]
+    pub target_accuracy: Option<f64>,
+    /// Confidence written to the confidence column: label_prob, mean_logprob, min_logprob,
+    /// margin or entropy (default: the calibration's, else label_prob).
+    #[arg(long)]
+    pub confidence: Option<String>,
+    /// Also write one column per confidence method.
+    #[arg(long)]
+    pub all_confidence_columns: bool,
+}
+
+/// How confidences are computed and which rows count as confidently labeled.
+#[derive(Debug, Clone)]
+pub struct OperatingPoint {
+    pub method: ConfidenceMethod,
+    pub adjustment: Adjustment,
+    /// The seed-set point chosen for the target accuracy.
+    pub threshold: Option<CurvePoint>,
+    pub target_accuracy: Option<f64>,
+    pub calibration: Option<PathBuf>,
+}
+
+impl OperatingPoint {
+    /// Resolves the options against the calibration file (checked against the run's task,
+    /// labels and model file name).
+    pub fn resolve(
+        args: &ConfidenceArgs,
+        task: &str,
+        labels: Option<&[String]>,
+        model_file: &str,
+    ) -> Result<Self> {
+        let method = args
+            .confidence
+            .as_deref()
+            .map(ConfidenceMethod::parse)
+            .transpose()?;
+        if let Some(t) = args.target_accuracy {
+            if !(0.0..=1.0).contains(&t) {
+                bail!("--target-accuracy {t} must be between 0 and 1 (e.g. 0.95)")
+            }
+        }
+        let Some(path) = &args.calibration else {
+            if args.target_accuracy.is_some() {
+                bail!("--target-accuracy needs --calibration FILE: the threshold comes from labeled seed rows (run `autolabel-local calibrate` first)")
+            }
+            return Ok(OperatingPoint {
+                method: method.unwrap_or(ConfidenceMethod::LabelProb),
+                adjustment: Adjustment::default(),
+                threshold: None,
+                target_accuracy: None,
+                calibration: None,
+            });
+        };
+        let cal = Calibration::read(path)?;
+        match labels {
+            Some(labels) => cal.check_matches(path, task, labels, model_file)?,
+            None => bail!("--calibration needs a task with a fixed label set"),
+        }
+        let method = method.unwrap_or(cal.confidence);
+        let target = args.target_accuracy.unwrap_or(cal.target_accuracy);
+        let Some(point) = cal.threshold_for(method, target) else {
+            let best = cal
+                .curves
+                .get(method.name())
+                .and_then(|c| c.iter().map(|p| p.accuracy).reduce(f64::max))
+                .unwrap_or(0.0);
+            bail!(
+                "no {} threshold reached accuracy {target} on the seed rows of {} (the best subset reached {best:.3}); lower --target-accuracy or calibrate on more seed rows",
+                method.name(),
+                path.display()
+            )
+        };
+        Ok(OperatingPoint {
+            method,
+            adjustment: cal.adjustment.clone(),
+            threshold: Some(point),
+            target_accuracy: Some(target),
+            calibration: Some(path.clone()),
+        })
+    }
+
+    /// The label chosen after the calibration (the model's argmax unless a bias was fitted).
+    pub fn label<'a>(&self, s: &'a Scored) -> &'a str {
+        &s.labels[self.adjustment.best(&s.scores.logprobs)]
+    }
+
+    pub fn confidence(&self, s: &Scored) -> f32 {
+        self.method.value(&s.scores, &self.adjustment)
+    }
+
+    /// P(label) over the label set after the calibration.
+    pub fn probs(&self, s: &Scored) -> Vec<f64> {
+        self.adjustment.probs(&s.scores.logprobs)
+    }
+
+    /// Whether a row's confidence reaches the threshold (every row does without one).
+    pub fn is_confident(&self, confidence: f32) -> bool {
+        self.threshold.is_none_or(|p| confidence >= p.threshold)
+    }
+
+    /// The extra column names for `--all-confidence-columns`.
+    pub fn all_columns(task: &str) -> Vec<String> {
+        ConfidenceMethod::ALL
+            .iter()
+            .map(|m| format!("{task}_task_confidence_{}", m.name()))
+            .collect()
+    }
+
+    /// The values of those columns for a row.
+    pub fn all_values(&self, s: &Scored) -> Vec<String> {
+        ConfidenceMethod::ALL
+            .iter()
+            .map(|m| format!("{:.6}", m.value(&s.scores, &self.adjustment)))
+            .collect()
+    }
+
+    pub fn describe(&self) -> String {
+        let cal = match &self.calibration {
+            Some(path) => format!(
+                "temperature {:.3}{} from {}",
+                self.adjustment.temperature,
+                if self.adjustment.bias.is_empty() {
+                    ""
+                } else {
+                    " and per-label bias"
+                },
+                path.display()
+            ),
+            None => "uncalibrated".into(),
+        };
+        match (&self.threshold, self.target_accuracy) {
+            (Some(p), Some(target)) => format!(
+                "{} >= {:.4} ({cal}; on the seed rows this kept {:.1}% at accuracy {:.3}, target {target})",
+                self.method.name(),
+                p.threshold,
+                100.0 * p.completion_rate,
+                p.accuracy
+            ),
+            _ => format!("{} ({cal})", self.method.name()),
+        }
+    }
+}
