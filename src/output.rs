@@ -33,7 +33,33 @@ pub fn default_out(data: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(format!("{stem}.{suffix}.csv"))
 }
 
+/// Output columns whose name is already an input column replace it in place (re-labeling a
+/// labeled file keeps one set of columns); the others are appended.
 pub fn write_output(path: &Path, data: &Dataset, extra: &OutputColumns) -> Result<()> {
+    let replaced: Vec<Option<usize>> = extra.names.iter().map(|n| data.column(n)).collect();
+    let appended: Vec<&String> = extra
+        .names
+        .iter()
+        .zip(&replaced)
+        .filter(|(_, r)| r.is_none())
+        .map(|(n, _)| n)
+        .collect();
+    let header: Vec<&String> = data.columns.iter().chain(appended).collect();
+    let record = |fields: &[String], values: &[String]| -> Vec<String> {
+        let mut out: Vec<String> = data
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, _)| fields.get(i).cloned().unwrap_or_default())
+            .collect();
+        for (v, r) in values.iter().zip(&replaced) {
+            match r {
+                Some(i) => out[*i] = v.clone(),
+                None => out.push(v.clone()),
+            }
+        }
+        out
+    };
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -45,11 +71,8 @@ pub fn write_output(path: &Path, data: &Dataset, extra: &OutputColumns) -> Resul
         let mut w = std::io::BufWriter::new(tmp.as_file_mut());
         for (row, values) in data.rows.iter().zip(&extra.rows) {
             let mut obj = serde_json::Map::new();
-            for (c, v) in data.columns.iter().zip(&row.fields) {
-                obj.insert(c.clone(), v.clone().into());
-            }
-            for (c, v) in extra.names.iter().zip(values) {
-                obj.insert(c.clone(), v.clone().into());
+            for (c, v) in header.iter().zip(record(&row.fields, values)) {
+                obj.insert(c.to_string(), v.into());
             }
             serde_json::to_writer(&mut w, &obj)?;
             w.write_all(b"\n")?;
@@ -64,9 +87,9 @@ pub fn write_output(path: &Path, data: &Dataset, extra: &OutputColumns) -> Resul
         let mut w = csv::WriterBuilder::new()
             .delimiter(delimiter)
             .from_writer(tmp.as_file_mut());
-        w.write_record(data.columns.iter().chain(extra.names.iter()))?;
+        w.write_record(&header)?;
         for (row, values) in data.rows.iter().zip(&extra.rows) {
-            w.write_record(row.fields.iter().chain(values.iter()))?;
+            w.write_record(record(&row.fields, values))?;
         }
         w.flush()?;
     }

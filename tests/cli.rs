@@ -347,3 +347,195 @@ fn every_autolabel_config_parses() {
     }
     assert!(n >= 40, "{n} configs");
 }
+
+fn read_csv(p: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut r = csv::Reader::from_path(p).unwrap();
+    let header = r.headers().unwrap().iter().map(String::from).collect();
+    let rows = r
+        .records()
+        .map(|x| x.unwrap().iter().map(String::from).collect())
+        .collect();
+    (header, rows)
+}
+
+/// 40 labeled rows for the tiny model (its labels are noise, which is all calibration needs).
+fn seed_rows() -> String {
+    let labels = ["positive", "negative", "not sure"];
+    let rows: String = (0..40)
+        .map(|i| format!("review {i} {},{}\n", "so ".repeat(i % 7), labels[i % 3]))
+        .collect();
+    format!("example,label\n{rows}")
+}
+
+#[test]
+fn calibrate_then_run_with_a_target_accuracy() {
+    let f = Fixture::new();
+    let config = f.file("task.json", CONFIG);
+    let data = f.file("seed.csv", &seed_rows());
+    let model = f.model.to_str().unwrap();
+    let o = f.run(&[
+        "calibrate",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        model,
+        "--target-accuracy",
+        "0.3",
+        "--holdout",
+        "0.25",
+        "--fit",
+        "bias",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "temperature:",
+        "held out, uncalibrated",
+        "held out, calibrated",
+        "AUROC",
+        "threshold for accuracy 0.3",
+    ] {
+        assert!(report.contains(want), "missing '{want}' in:\n{report}");
+    }
+    // Written beside the config by default, with its charts.
+    let cal_path = f.dir.path().join("task.calibration.json");
+    let cal: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cal_path).unwrap()).unwrap();
+    assert_eq!(cal["labels"].as_array().unwrap().len(), 3);
+    assert_eq!(cal["model"], "tiny.gguf");
+    assert_eq!(cal["adjustment"]["bias"].as_array().unwrap().len(), 3);
+    let threshold = cal["threshold"].as_f64().unwrap() as f32;
+    for chart in ["task.calibration.reliability.svg", "task.calibration.coverage.svg"] {
+        let svg = std::fs::read_to_string(f.dir.path().join(chart)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<text"), "{chart}");
+    }
+
+    // The run applies it: the confidence column is the calibrated probability and rows under
+    // the threshold are marked, not dropped.
+    let out = f.dir.path().join("out.csv");
+    let o = f.label(
+        &config,
+        &data,
+        &out,
+        &[
+            "--calibration",
+            cal_path.to_str().unwrap(),
+            "--all-confidence-columns",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("confidently labeled"), "{}", stderr(&o));
+    let (header, rows) = read_csv(&out);
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let (conf, sure, prob) = (
+        col("Sentiment_task_confidence"),
+        col("Sentiment_task_confidently_labeled"),
+        col("Sentiment_task_confidence_label_prob"),
+    );
+    assert!(header.contains(&"Sentiment_task_confidence_entropy".to_string()));
+    assert_eq!(rows.len(), 40);
+    let mut kept = 0;
+    for r in &rows {
+        let c: f32 = r[conf].parse().unwrap();
+        assert_eq!(r[conf], r[prob]);
+        if (c - threshold).abs() > 1e-5 {
+            // (the column is rounded to 6 decimals)
+            assert_eq!(r[sure], if c >= threshold { "True" } else { "False" });
+        }
+        kept += (r[sure] == "True") as usize;
+    }
+    assert!(kept > 0);
+
+    // A stricter target moves the threshold from the stored seed curve.
+    let strict = f.dir.path().join("strict.csv");
+    let o = f.label(
+        &config,
+        &data,
+        &strict,
+        &["--calibration", cal_path.to_str().unwrap(), "--target-accuracy", "1.0"],
+    );
+    if o.status.success() {
+        let (_, rows) = read_csv(&strict);
+        let strict_kept = rows.iter().filter(|r| r[sure] == "True").count();
+        assert!(strict_kept <= kept);
+    } else {
+        assert!(stderr(&o).contains("no label_prob threshold reached accuracy 1"), "{}", stderr(&o));
+    }
+
+    // A calibration for other labels or without a calibration file is refused with a reason.
+    let other = f.file("other.json", &CONFIG.replace("\"not sure\"", "\"unsure\""));
+    let o = f.label(&other, &data, &out, &["--calibration", cal_path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("was fitted for the labels"), "{}", stderr(&o));
+    let o = f.label(&config, &data, &out, &["--target-accuracy", "0.9"]);
+    assert!(stderr(&o).contains("--target-accuracy needs --calibration"), "{}", stderr(&o));
+    let o = f.label(&config, &data, &out, &["--confidence", "vibes"]);
+    assert!(stderr(&o).contains("label_prob, mean_logprob"), "{}", stderr(&o));
+}
+
+#[test]
+fn score_agrees_with_run_on_the_models_own_labels() {
+    let f = Fixture::new();
+    let config = f.file("task.json", CONFIG);
+    let data = f.file("data.csv", &seed_rows());
+    let labeled = f.dir.path().join("labeled.csv");
+    assert!(f.label(&config, &data, &labeled, &[]).status.success());
+    // Score the run's own labels, plus one label outside the set and one missing.
+    let (header, mut rows) = read_csv(&labeled);
+    rows[1][2] = "sarcastic".into();
+    rows[2][2] = String::new();
+    let mut w = csv::Writer::from_path(f.dir.path().join("given.csv")).unwrap();
+    w.write_record(&header).unwrap();
+    for r in &rows {
+        w.write_record(r).unwrap();
+    }
+    w.flush().unwrap();
+    let scored = f.dir.path().join("scored.csv");
+    let o = f.run(&[
+        "score",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        f.dir.path().join("given.csv").to_str().unwrap(),
+        "--model",
+        f.model.to_str().unwrap(),
+        "--label-column",
+        "Sentiment_task_label",
+        "--out",
+        scored.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "two rows have no scorable label: {}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("AUROC of P(given label)"));
+    let (h, out) = read_csv(&scored);
+    let col = |name: &str| h.iter().position(|x| x == name).unwrap();
+    for (i, r) in out.iter().enumerate() {
+        match i {
+            1 => assert!(
+                r[col("Sentiment_task_error")].contains("'sarcastic' is not one of the 3 labels"),
+                "{r:?}"
+            ),
+            2 => assert!(r[col("Sentiment_task_error")].contains("no label to score")),
+            _ => {
+                assert_eq!(r[col("Sentiment_task_agrees")], "True");
+                assert_eq!(r[col("Sentiment_task_local_label")], rows[i][2]);
+                let given: f32 = r[col("Sentiment_task_given_label_prob")].parse().unwrap();
+                let run_conf: f32 = rows[i][3].parse().unwrap();
+                assert!((given - run_conf).abs() < 1e-5, "row {i}: {given} vs {run_conf}");
+            }
+        }
+    }
+    let o = f.run(&[
+        "score",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        f.model.to_str().unwrap(),
+        "--label-column",
+        "gpt4_label",
+    ]);
+    assert!(stderr(&o).contains("no column 'gpt4_label' (--label-column); the columns are example, label"), "{}", stderr(&o));
+}

@@ -263,3 +263,59 @@ fn autolabel_banking_config_runs_unchanged() {
         "every answer is one of the 77 labels"
     );
 }
+
+/// Calibration on real data: SmolLM2 calls almost every SMS spam, a preference that `--fit bias`
+/// removes on held-out rows; then `run --calibration` uses it and `score` on the run's own labels
+/// agrees with the run.
+#[test]
+fn calibrate_run_and_score_on_sms_spam() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sms_spam/config.json");
+    let data = shared_data("sms_spam/SMSSpamCollection.tsv");
+    let data = data.to_str().unwrap();
+    let cal = dir.path().join("sms.calibration.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_autolabel-local"))
+        .args(["calibrate", "--config", config, "--data", data])
+        .args(["--max-items", "120", "--sample-seed", "3", "--holdout", "0.4"])
+        .args(["--fit", "bias", "--target-accuracy", "0.9", "--calibration"])
+        .arg(&cal)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{report}{}", String::from_utf8_lossy(&o.stderr));
+    eprintln!("{report}");
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cal).unwrap()).unwrap();
+    let (before, after) = (&c["holdout_uncalibrated"], &c["holdout"]);
+    let f = |v: &serde_json::Value| v.as_f64().unwrap();
+    assert!(f(&after["ece"]) < f(&before["ece"]), "{before} {after}");
+    assert!(f(&after["nll"]) < f(&before["nll"]), "{before} {after}");
+    assert!(f(&after["accuracy"]) > f(&before["accuracy"]) + 0.3, "{before} {after}");
+
+    let labeled = dir.path().join("labeled.csv");
+    let r = run_cli(
+        &[
+            "run", "--config", config, "--data", data, "--max-items", "24", "--calibration",
+            cal.to_str().unwrap(),
+        ],
+        &labeled,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let sure = r.headers.iter().position(|h| h == "SmsSpam_task_confidently_labeled");
+    assert!(sure.is_some(), "{:?}", r.headers);
+    let s = run_cli(
+        &[
+            "score", "--config", config, "--data", labeled.to_str().unwrap(), "--calibration",
+            cal.to_str().unwrap(), "--label-column", "SmsSpam_task_label",
+        ],
+        &dir.path().join("scored.csv"),
+    );
+    assert_eq!(s.code, Some(0), "{}", s.stderr);
+    let col = |name: &str| s.headers.iter().position(|h| h == name).unwrap();
+    for (run_row, score_row) in r.rows.iter().zip(&s.rows) {
+        assert_eq!(&score_row[col("SmsSpam_task_agrees")], "True");
+        let given: f64 = score_row[col("SmsSpam_task_given_label_prob")].parse().unwrap();
+        let conf: f64 = run_row[3].parse().unwrap();
+        assert!((given - conf).abs() < 1e-5, "{given} vs {conf}");
+    }
+}
