@@ -10,7 +10,7 @@ use crate::calibration::{
 use crate::confidence::{Adjustment, ConfidenceMethod};
 use crate::metrics::{auroc, format_table, metrics_table, Outcome, DEFAULT_THRESHOLDS};
 use crate::plots;
-use crate::scoring_pass::{score_all, Scored};
+use crate::scoring_pass::{score_all, PassOptions, Scored};
 use crate::session::{CommonArgs, Session};
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
@@ -119,7 +119,11 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
         .clone()
         .unwrap_or_else(|| default_path(&args.common.config));
     let labeler = session.labeler(&args.common)?;
-    let pass = score_all(&session, &labeler, args.batch_size, args.common.max_tokens);
+    let pass = score_all(
+        &session,
+        &labeler,
+        PassOptions::new(args.batch_size, args.common.max_tokens),
+    )?;
 
     let mut seeds = Vec::new();
     let (mut failed, mut outside) = (0, Vec::new());

@@ -213,6 +213,15 @@ impl<'a> Labeler<'a> {
 
     /// Scores a batch of prepared rows.
     pub fn score(&self, batch: &[&Prepared]) -> Result<Vec<LabelScores>> {
+        Ok(self
+            .score_tokens(batch)?
+            .iter()
+            .map(|t| LabelScores::from_token_logprobs(t))
+            .collect())
+    }
+
+    /// Per-token log-probabilities of every candidate of every row in a batch.
+    pub fn score_tokens(&self, batch: &[&Prepared]) -> Result<Vec<Vec<Vec<f32>>>> {
         let requests: Vec<ScoreRequest> = batch
             .iter()
             .map(|p| ScoreRequest {
@@ -221,9 +230,6 @@ impl<'a> Labeler<'a> {
             })
             .collect();
         let out = self.model.scorer.score_batch(&requests)?;
-        Ok(out
-            .iter()
-            .map(|c| LabelScores::from_token_logprobs(&c.token_logprobs))
-            .collect())
+        Ok(out.into_iter().map(|c| c.token_logprobs).collect())
     }
 }

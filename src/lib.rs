@@ -4,7 +4,8 @@
 //! [`prompt`] and [`chat_template`] (prompt text), [`task`] (task types), [`labeler`] (rows to
 //! scoring requests), [`scoring_pass`] (a dataset through the model), [`confidence`],
 //! [`calibration`] and [`operating_point`] (temperature and thresholds), [`metrics`], [`plots`],
-//! [`output`], and the commands [`run`], [`plan`], [`calibrate`], [`score`].
+//! [`output`], [`journal`] (resumable runs), and the commands [`run`], [`plan`], [`calibrate`],
+//! [`score`], [`status`].
 
 pub mod calibrate;
 pub mod calibration;
@@ -12,6 +13,7 @@ pub mod chat_template;
 pub mod confidence;
 pub mod config;
 pub mod dataset;
+pub mod journal;
 pub mod labeler;
 pub mod metrics;
 pub mod model_source;
@@ -24,4 +26,5 @@ pub mod run;
 pub mod score;
 pub mod scoring_pass;
 pub mod session;
+pub mod status;
 pub mod task;

@@ -1,4 +1,4 @@
-use autolabel_local::{calibrate, plan, run, score};
+use autolabel_local::{calibrate, plan, run, score, status};
 use autolabel_models::cards::ModelCard;
 use autolabel_models::fetch;
 use clap::{Parser, Subcommand};
@@ -24,15 +24,27 @@ enum Command {
     /// Score labels produced elsewhere: the local model's probability of each given label, its
     /// own label, and whether they agree.
     Score(score::ScoreArgs),
+    /// Progress of a run (also of one that was interrupted), from its journal.
+    Status(status::StatusArgs),
     /// List the model cards and whether each is in the local cache.
     Models,
 }
 
-/// Exit codes: 0 every row labeled, 2 some rows could not be labeled, 1 the run failed.
+/// Exit codes: 0 every row labeled, 2 some rows could not be labeled, 1 the run failed, 130
+/// interrupted by Ctrl-C (resumable).
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run::run(&args).map(|s| if s.errors > 0 { 2 } else { 0 }),
+        Command::Run(args) => run::run(&args).map(|s| {
+            if s.interrupted {
+                130
+            } else if s.errors > 0 {
+                2
+            } else {
+                0
+            }
+        }),
+        Command::Status(args) => status::status(&args).map(|_| 0),
         Command::Plan(args) => plan::plan(&args).map(|_| 0),
         Command::Calibrate(args) => calibrate::calibrate(&args).map(|_| 0),
         Command::Score(args) => score::score(&args).map(|s| if s.errors > 0 { 2 } else { 0 }),

@@ -1,12 +1,17 @@
 //! `autolabel-local run`: label every row, write the output, print the summary and metrics.
+//! Scores go to a journal beside the output as they are made, so an interrupted run (Ctrl-C,
+//! kill -9, power loss) resumes where it stopped when the same command is run again.
 
 use crate::metrics::{format_table, metrics_table, Outcome, DEFAULT_THRESHOLDS};
 use crate::operating_point::{ConfidenceArgs, OperatingPoint};
 use crate::output::{bool_text, default_out, write_output, OutputColumns};
-use crate::scoring_pass::score_all;
+use crate::journal::{journal_path, settings_key, Journal};
+use crate::scoring_pass::{score_all, PassOptions};
 use crate::session::{CommonArgs, Session};
 use anyhow::Result;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -20,6 +25,25 @@ pub struct RunArgs {
     /// Rows scored together in one batch.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    /// Ignore (and delete) the journal of an earlier run of this output; score every row again.
+    #[arg(long)]
+    pub fresh: bool,
+}
+
+/// Set by the first Ctrl-C: the run stops after the current batch. A second Ctrl-C exits at once
+/// (the journal still holds every finished batch).
+fn stop_flag() -> &'static AtomicBool {
+    static STOP: OnceLock<&'static AtomicBool> = OnceLock::new();
+    STOP.get_or_init(|| {
+        let flag: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping after the current batch (Ctrl-C again to quit at once)");
+        });
+        flag
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -30,6 +54,8 @@ pub struct RunSummary {
     pub truncated: usize,
     pub accuracy: Option<f64>,
     pub out: PathBuf,
+    /// Stopped early on request; no output was written.
+    pub interrupted: bool,
 }
 
 pub fn run(args: &RunArgs) -> Result<RunSummary> {
@@ -43,8 +69,51 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
         .out
         .clone()
         .unwrap_or_else(|| default_out(&session.data.path, "labeled"));
-    let pass = score_all(&session, &labeler, args.batch_size, args.common.max_tokens);
+    let journal_file = journal_path(&out);
+    if args.fresh {
+        Journal::remove(&journal_file)?;
+    }
+    let mut journal = Journal::open(&journal_file)?;
+    let settings = settings_key(
+        &journal.model_sha(&session.model.path)?,
+        &args.common.dtype,
+        &args.common.device,
+    );
+    let command: Vec<String> = std::env::args().collect();
+    let pass = score_all(
+        &session,
+        &labeler,
+        PassOptions {
+            batch_size: args.batch_size,
+            max_tokens: args.common.max_tokens,
+            journal: Some((&mut journal, settings, command.join(" "))),
+            stop: Some(stop_flag()),
+        },
+    )?;
     let data = &session.data;
+    if pass.interrupted {
+        let total = pass.rows.len();
+        let left = pass
+            .rows
+            .iter()
+            .filter(|r| r.as_ref().is_err_and(|e| e.contains("interrupted")))
+            .count();
+        eprintln!(
+            "interrupted: {} of {total} rows are done and kept in {}; run the same command again to resume (`autolabel-local status --out {}` shows progress)",
+            total - left,
+            journal_file.display(),
+            out.display()
+        );
+        return Ok(RunSummary {
+            rows: total,
+            labeled: 0,
+            errors: 0,
+            truncated: pass.truncated,
+            accuracy: None,
+            out,
+            interrupted: true,
+        });
+    }
     let task = session.task.name();
 
     let mut names: Vec<String> = ["label", "confidence", "successfully_labeled", "error"]
@@ -89,6 +158,7 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
         }
     }
     write_output(&out, data, &columns)?;
+    journal.finish()?;
 
     let labeled = labels.iter().filter(|l| l.is_some()).count();
     let errors = labels.len() - labeled;
@@ -96,10 +166,17 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
         "labeled {labeled}/{} rows in {:.1} s ({:.2} rows/s) with {} -> {}",
         labels.len(),
         pass.seconds,
-        labeled as f64 / pass.seconds.max(1e-9),
+        pass.scored as f64 / pass.seconds.max(1e-9),
         session.model.path.display(),
         out.display()
     );
+    if pass.reused > 0 {
+        eprintln!(
+            "{} rows came from the journal {} (an earlier run of this output); --fresh scores everything again",
+            pass.reused,
+            journal_file.display()
+        );
+    }
     eprintln!("confidence: {}", op.describe());
     if op.threshold.is_some() {
         eprintln!(
@@ -147,5 +224,6 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
         truncated: pass.truncated,
         accuracy,
         out,
+        interrupted: false,
     })
 }

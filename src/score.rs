@@ -6,7 +6,7 @@
 use crate::metrics::{auroc, format_table, metrics_table, Outcome, DEFAULT_THRESHOLDS};
 use crate::operating_point::{ConfidenceArgs, OperatingPoint};
 use crate::output::{bool_text, default_out, write_output, OutputColumns};
-use crate::scoring_pass::score_all;
+use crate::scoring_pass::{score_all, PassOptions};
 use crate::session::{CommonArgs, Session};
 use anyhow::{bail, Result};
 use std::path::PathBuf;
@@ -57,7 +57,11 @@ pub fn score(args: &ScoreArgs) -> Result<ScoreSummary> {
         .out
         .clone()
         .unwrap_or_else(|| default_out(&data.path, "scored"));
-    let pass = score_all(&session, &labeler, args.batch_size, args.common.max_tokens);
+    let pass = score_all(
+        &session,
+        &labeler,
+        PassOptions::new(args.batch_size, args.common.max_tokens),
+    )?;
     let task = session.task.name();
     let mut names: Vec<String> = [
         "given_label_prob",

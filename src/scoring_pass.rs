@@ -1,11 +1,16 @@
 //! One pass over a dataset: prepare every row, score them in length-sorted batches with a progress
 //! bar, and hand back each row's scores or the reason it could not be scored. `run`, `calibrate`
-//! and `score` all label through here.
+//! and `score` all label through here. With a journal, rows it already holds are not scored
+//! again, every scored batch is stored before the next starts, and a stop request ends the pass
+//! after the current batch.
 
 use crate::confidence::LabelScores;
+use crate::journal::{row_key, Journal, RowKey};
 use crate::labeler::{Labeler, Prepared};
 use crate::session::Session;
+use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,6 +32,33 @@ pub struct PassResult {
     pub rows: Vec<Result<Scored, String>>,
     pub truncated: usize,
     pub seconds: f64,
+    /// Rows taken from the journal instead of being scored.
+    pub reused: usize,
+    /// Rows scored in this pass.
+    pub scored: usize,
+    /// The pass stopped early on request; rows not reached hold an error.
+    pub interrupted: bool,
+}
+
+/// How a pass runs.
+pub struct PassOptions<'a> {
+    pub batch_size: usize,
+    pub max_tokens: usize,
+    /// Journal and the settings key of this model, weight format and device.
+    pub journal: Option<(&'a mut Journal, RowKey, String)>,
+    /// Set (e.g. by Ctrl-C) to stop after the current batch.
+    pub stop: Option<&'a AtomicBool>,
+}
+
+impl PassOptions<'_> {
+    pub fn new(batch_size: usize, max_tokens: usize) -> Self {
+        PassOptions {
+            batch_size,
+            max_tokens,
+            journal: None,
+            stop: None,
+        }
+    }
 }
 
 /// Prompt tokens allowed in one batch (rows x longest prompt), bounding attention memory.
@@ -53,12 +85,13 @@ pub fn batches(prepared: &[(usize, Prepared)], batch_size: usize) -> Vec<Vec<usi
     out
 }
 
-pub fn score_all(
-    session: &Session,
-    labeler: &Labeler,
-    batch_size: usize,
-    max_tokens: usize,
-) -> PassResult {
+pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Result<PassResult> {
+    let PassOptions {
+        batch_size,
+        max_tokens,
+        mut journal,
+        stop,
+    } = opts;
     let data = &session.data;
     let mut rows: Vec<Result<Scored, String>> =
         vec![Err("not scored".to_string()); data.rows.len()];
@@ -80,37 +113,100 @@ pub fn score_all(
         }
     }
 
+    // Rows the journal already holds.
+    let mut keys: Vec<Option<RowKey>> = vec![None; prepared.len()];
+    let mut done = vec![false; prepared.len()];
+    let mut reused = 0;
+    if let Some((journal, settings, command)) = journal.as_mut() {
+        let mut by_row: Vec<Option<RowKey>> = vec![None; data.rows.len()];
+        for (j, (i, p)) in prepared.iter().enumerate() {
+            let key = row_key(settings, &p.prompt_ids, &p.candidates);
+            keys[j] = Some(key);
+            by_row[*i] = Some(key);
+            if let Some(lp) = journal.lookup(&key)? {
+                if lp.len() == p.candidates.len() {
+                    rows[*i] = Ok(Scored {
+                        labels: p.labels.clone(),
+                        scores: LabelScores::from_token_logprobs(&lp),
+                    });
+                    done[j] = true;
+                    reused += 1;
+                }
+            }
+        }
+        journal.begin_run(command, &by_row)?;
+    }
+
     let started = Instant::now();
     let bar = ProgressBar::new(prepared.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  ETA {eta}")
             .expect("valid progress template"),
     );
+    bar.inc(reused as u64);
+    bar.reset_eta();
+    let mut scored = 0;
+    let mut interrupted = false;
+    // Batches are formed over every row, journaled or not, so a resumed run scores each row in
+    // the same company as an uninterrupted one and gets the same bits.
     for batch in batches(&prepared, batch_size) {
+        if batch.iter().all(|&j| done[j]) {
+            continue;
+        }
+        if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            interrupted = true;
+            break;
+        }
         let items: Vec<&Prepared> = batch.iter().map(|&j| &prepared[j].1).collect();
-        match labeler.score(&items) {
-            Ok(scores) => {
-                for (&j, scores) in batch.iter().zip(scores) {
+        match labeler.score_tokens(&items) {
+            Ok(token_logprobs) => {
+                if let Some((journal, _, _)) = journal.as_mut() {
+                    let record: Vec<(RowKey, &[Vec<f32>])> = batch
+                        .iter()
+                        .zip(&token_logprobs)
+                        .filter_map(|(&j, lp)| keys[j].map(|k| (k, lp.as_slice())))
+                        .collect();
+                    journal.record(&record)?;
+                }
+                for (&j, lp) in batch.iter().zip(&token_logprobs) {
                     let (i, p) = &prepared[j];
                     rows[*i] = Ok(Scored {
                         labels: p.labels.clone(),
-                        scores,
+                        scores: LabelScores::from_token_logprobs(lp),
                     });
+                    if !done[j] {
+                        done[j] = true;
+                        scored += 1;
+                        bar.inc(1);
+                    }
                 }
             }
             Err(e) => {
                 for &j in &batch {
                     let (i, _) = prepared[j];
                     rows[i] = Err(format!("line {}: scoring failed: {e:#}", data.rows[i].line));
+                    if !done[j] {
+                        done[j] = true;
+                        bar.inc(1);
+                    }
                 }
             }
         }
-        bar.inc(batch.len() as u64);
     }
     bar.finish_and_clear();
-    PassResult {
+    if interrupted {
+        for (j, (i, _)) in prepared.iter().enumerate() {
+            if !done[j] {
+                rows[*i] = Err("not scored: the run was interrupted".into());
+            }
+        }
+    }
+    Ok(PassResult {
         rows,
         truncated,
         seconds: started.elapsed().as_secs_f64(),
-    }
+        reused,
+        scored,
+        interrupted,
+    })
 }

@@ -539,3 +539,39 @@ fn score_agrees_with_run_on_the_models_own_labels() {
     ]);
     assert!(stderr(&o).contains("no column 'gpt4_label' (--label-column); the columns are example, label"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_rerun_reuses_the_journal_and_changes_rescore_only_what_they_affect() {
+    let f = Fixture::new();
+    let config = f.file("task.json", CONFIG);
+    let rows: String = (0..12)
+        .map(|i| format!("review {i} {},positive\n", "ok ".repeat(i)))
+        .collect();
+    let data = f.file("data.csv", &format!("example,label\n{rows}"));
+    let out = f.dir.path().join("out.csv");
+    let first = f.label(&config, &data, &out, &["--batch-size", "4"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(f.dir.path().join("out.csv.journal").exists());
+    let bytes = std::fs::read(&out).unwrap();
+
+    std::fs::remove_file(&out).unwrap();
+    let again = f.label(&config, &data, &out, &["--batch-size", "4"]);
+    assert!(stderr(&again).contains("12 rows came from the journal"), "{}", stderr(&again));
+    assert_eq!(std::fs::read(&out).unwrap(), bytes, "same bytes from the journal");
+
+    // One changed row is the only one scored again; the others keep their stored scores.
+    let changed = format!("example,label\n{}", rows.replacen("review 3 ", "review three ", 1));
+    let data2 = f.file("data.csv", &changed);
+    let third = f.label(&config, &data2, &out, &["--batch-size", "4"]);
+    assert!(stderr(&third).contains("11 rows came from the journal"), "{}", stderr(&third));
+
+    let fresh = f.label(&config, &data2, &out, &["--batch-size", "4", "--fresh"]);
+    assert!(!stderr(&fresh).contains("came from the journal"), "{}", stderr(&fresh));
+
+    let status = f.run(&["status", "--out", out.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("finished") && text.contains("12 of 12 rows done"), "{text}");
+    let none = f.run(&["status", "--out", f.dir.path().join("nope.csv").to_str().unwrap()]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(stderr(&none).contains("no run journal for"), "{}", stderr(&none));
+}
