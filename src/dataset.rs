@@ -11,6 +11,8 @@ pub struct ReadOptions {
     pub delimiter: Option<u8>,
     /// Treat quote characters as ordinary text (needed for files like the SMS spam TSV).
     pub disable_quoting: bool,
+    /// Replace bytes that are not UTF-8 with U+FFFD (with a warning) instead of stopping.
+    pub lossy: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -52,12 +54,30 @@ impl Dataset {
         }
         let bytes = std::fs::read(path)
             .with_context(|| format!("cannot read data file {}", path.display()))?;
-        let text = match std::str::from_utf8(&bytes) {
+        Self::parse(path, &bytes, opts)
+    }
+
+    /// Parses a file's bytes; `path` names the file in messages and picks the format by extension.
+    pub fn parse(path: &Path, bytes: &[u8], opts: &ReadOptions) -> Result<Self> {
+        let owned;
+        let text = match std::str::from_utf8(bytes) {
             Ok(t) => t,
+            Err(e) if opts.lossy => {
+                owned = String::from_utf8_lossy(bytes).into_owned();
+                eprintln!(
+                    "warning: data file {}: bytes that are not UTF-8 (first at offset {}, line {}) were replaced with U+FFFD (--lossy)",
+                    path.display(),
+                    e.valid_up_to(),
+                    line_at(bytes, e.valid_up_to())
+                );
+                &owned
+            }
             Err(e) => bail!(
-                "data file {} is not UTF-8: invalid byte at offset {}; convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+                "data file {} is not UTF-8: invalid byte 0x{:02x} at offset {} (line {}); convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8) or pass --lossy to replace such bytes",
                 path.display(),
-                e.valid_up_to()
+                bytes[e.valid_up_to()],
+                e.valid_up_to(),
+                line_at(bytes, e.valid_up_to())
             ),
         };
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -87,6 +107,15 @@ impl Dataset {
             .and_then(|i| row.fields.get(i))
             .map(String::as_str)
     }
+}
+
+/// 1-based line number of a byte offset.
+fn line_at(bytes: &[u8], offset: usize) -> usize {
+    bytes[..offset.min(bytes.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 fn read_delimited(
@@ -271,6 +300,7 @@ mod tests {
         let opts = ReadOptions {
             delimiter: None,
             disable_quoting: true,
+            lossy: false,
         };
         let ds = Dataset::read(&p, &opts).unwrap();
         assert_eq!(ds.rows[0].fields, vec!["ham", "say \"hi"]);
@@ -295,9 +325,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("not UTF-8") && err.contains("offset 10"),
+            err.contains("not UTF-8") && err.contains("offset 10") && err.contains("line 2"),
             "{err}"
         );
+        let lossy = ReadOptions {
+            lossy: true,
+            ..ReadOptions::default()
+        };
+        let ds = Dataset::read(&p, &lossy).unwrap();
+        assert_eq!(ds.rows[0].fields, vec!["ab\u{fffd}"]);
         let err = Dataset::read(Path::new("/nope.csv"), &ReadOptions::default())
             .unwrap_err()
             .to_string();

@@ -50,6 +50,9 @@ pub struct CommonArgs {
     /// Treat quotes in the data as plain text (like dataset.disable_quoting).
     #[arg(long)]
     pub disable_quoting: bool,
+    /// Replace bytes in the data that are not UTF-8 with U+FFFD instead of stopping.
+    #[arg(long)]
+    pub lossy: bool,
 }
 
 pub struct Session {
@@ -72,6 +75,7 @@ impl Session {
             delimiter: config.delimiter()?,
             disable_quoting: args.disable_quoting
                 || config.dataset.disable_quoting.unwrap_or(false),
+            lossy: args.lossy,
         };
         let mut data = Dataset::read(&args.data, &opts)?;
         if let Some(n) = args.max_items {

@@ -158,6 +158,7 @@ fn add_few_shot_examples(
             let opts = ReadOptions {
                 delimiter: config.delimiter()?,
                 disable_quoting: config.dataset.disable_quoting.unwrap_or(false),
+                lossy: false,
             };
             let seed = Dataset::read(&full, &opts).with_context(|| {
                 format!(

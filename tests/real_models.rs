@@ -319,3 +319,74 @@ fn calibrate_run_and_score_on_sms_spam() {
         assert!((given - conf).abs() < 1e-5, "{given} vs {conf}");
     }
 }
+
+/// kill -9 at random moments (and one Ctrl-C), rerun each time: the final output has the same
+/// bytes as a run that was never interrupted, every row exactly once. The long version is
+/// scripts/kill_test.sh (20 kills over 2000 rows).
+#[test]
+fn killed_runs_resume_to_the_same_bytes() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sms_spam/config.json");
+    let data = shared_data("sms_spam/SMSSpamCollection.tsv");
+    let base = [
+        "run", "--config", config, "--data", data.to_str().unwrap(), "--max-items", "320",
+    ];
+    let reference = dir.path().join("reference.csv");
+    let started = Instant::now();
+    let r = run_cli(&base, &reference);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.rows.len(), 320);
+    let full = started.elapsed().as_secs_f64();
+
+    let out = dir.path().join("killed.csv");
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("kill moments seed {seed}; an uninterrupted run took {full:.1} s");
+    let mut next = || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 11) as f64 / (1u64 << 53) as f64
+    };
+    for attempt in 0..4 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_autolabel-local"))
+            .args(base)
+            .arg("--out")
+            .arg(&out)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let wait = 1.0 + next() * full * 0.3;
+        std::thread::sleep(Duration::from_secs_f64(wait));
+        if attempt == 2 {
+            // Ctrl-C: stops after the current batch, says how to resume, writes no output.
+            Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            let o = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            if o.status.code() == Some(130) {
+                assert!(err.contains("run the same command again to resume"), "{err}");
+                assert!(!out.exists(), "an interrupted run writes no output");
+            } else {
+                assert_eq!(o.status.code(), Some(0), "{err}");
+            }
+        } else {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+        }
+        eprintln!("attempt {attempt}: stopped after {wait:.1} s");
+        if out.exists() {
+            break; // it finished before the signal
+        }
+    }
+    let last = run_cli(&base, &out);
+    assert_eq!(last.code, Some(0), "{}", last.stderr);
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&reference).unwrap(),
+        "resumed output differs from the uninterrupted one"
+    );
+}
