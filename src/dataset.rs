@@ -89,13 +89,21 @@ impl Dataset {
             .and_then(|e| e.to_str())
             .unwrap_or("")
             .to_lowercase();
-        if ext == "jsonl" || ext == "ndjson" {
-            return read_jsonl(path, text);
+        let ds = if ext == "jsonl" || ext == "ndjson" {
+            read_jsonl(path, text)?
+        } else {
+            let delimiter = opts
+                .delimiter
+                .unwrap_or(if ext == "tsv" { b'\t' } else { b',' });
+            read_delimited(path, text, delimiter, opts.disable_quoting)?
+        };
+        if ds.rows.is_empty() {
+            bail!(
+                "data file {} has a header but no rows; add rows to label",
+                path.display()
+            )
         }
-        let delimiter = opts
-            .delimiter
-            .unwrap_or(if ext == "tsv" { b'\t' } else { b',' });
-        read_delimited(path, text, delimiter, opts.disable_quoting)
+        Ok(ds)
     }
 
     pub fn column(&self, name: &str) -> Option<usize> {

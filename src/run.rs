@@ -69,6 +69,19 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
         .out
         .clone()
         .unwrap_or_else(|| default_out(&session.data.path, "labeled"));
+    let out_dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !out_dir.is_dir() {
+        anyhow::bail!(
+            "the output directory {} does not exist; create it or choose another --out",
+            out_dir.display()
+        )
+    }
+    if out.is_dir() {
+        anyhow::bail!("--out {} is a directory; name a file (.csv, .tsv or .jsonl)", out.display())
+    }
     let journal_file = journal_path(&out);
     if args.fresh {
         Journal::remove(&journal_file)?;
