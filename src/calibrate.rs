@@ -87,10 +87,16 @@ fn quality_line(name: &str, q: &Quality) -> String {
 pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
     let method = ConfidenceMethod::parse(&args.confidence)?;
     if !(0.0..1.0).contains(&args.holdout) {
-        bail!("--holdout {} must be at least 0 and below 1 (e.g. 0.3)", args.holdout)
+        bail!(
+            "--holdout {} must be at least 0 and below 1 (e.g. 0.3)",
+            args.holdout
+        )
     }
     if !(0.0..=1.0).contains(&args.target_accuracy) {
-        bail!("--target-accuracy {} must be between 0 and 1", args.target_accuracy)
+        bail!(
+            "--target-accuracy {} must be between 0 and 1",
+            args.target_accuracy
+        )
     }
     if !["temperature", "bias"].contains(&args.fit.as_str()) {
         bail!("--fit '{}' must be temperature or bias", args.fit)
@@ -107,7 +113,11 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
     };
     let data = &session.data;
     let label_column = session.config.dataset.label_column.clone();
-    if data.rows.iter().all(|r| session.task.ground_truth(data, r).is_none()) {
+    if data
+        .rows
+        .iter()
+        .all(|r| session.task.ground_truth(data, r).is_none())
+    {
         bail!(
             "{}: calibrate needs labeled seed rows, and no row has a value in the label column '{}' (dataset.label_column)",
             data.path.display(),
@@ -222,19 +232,30 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
         let show = |i: &usize| format!("{} {:+.2}", labels[*i], adj.bias[*i]);
         println!(
             "per-label bias (nats), most raised first: {}",
-            order.iter().take(5).map(show).collect::<Vec<_>>().join(", ")
+            order
+                .iter()
+                .take(5)
+                .map(show)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     println!();
     println!("| rows                         |     n | accuracy |     NLL |     ECE |   Brier |");
     println!("|------------------------------|------:|---------:|--------:|--------:|--------:|");
-    println!("{}", quality_line("fit, uncalibrated", &cal.fit_uncalibrated));
+    println!(
+        "{}",
+        quality_line("fit, uncalibrated", &cal.fit_uncalibrated)
+    );
     println!("{}", quality_line("fit, calibrated", &cal.fit));
     if let (Some(b), Some(a)) = (&cal.holdout_uncalibrated, &cal.holdout) {
         println!("{}", quality_line("held out, uncalibrated", b));
         if !adj.bias.is_empty() {
             let t_only = Adjustment::temperature(fit_temperature(&fit_rows));
-            println!("{}", quality_line("held out, temperature only", &quality(&held_rows, &t_only)));
+            println!(
+                "{}",
+                quality_line("held out, temperature only", &quality(&held_rows, &t_only))
+            );
         }
         println!("{}", quality_line("held out, calibrated", a));
     }
@@ -247,7 +268,9 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
             chosen[s.scored.scores.best] += 1;
             truth[s.row.truth] += 1;
         }
-        if let Some(k) = (0..labels.len()).find(|&k| chosen[k] as f64 > truth[k] as f64 + 0.25 * fit.len() as f64) {
+        if let Some(k) = (0..labels.len())
+            .find(|&k| chosen[k] as f64 > truth[k] as f64 + 0.25 * fit.len() as f64)
+        {
             println!(
                 "\nhint: the model chose '{}' for {} of {} fit rows, but it is right for {}; `--fit bias` corrects such a preference",
                 labels[k], chosen[k], fit.len(), truth[k]
@@ -282,7 +305,10 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
             confidence,
         })
         .collect();
-    println!("{}", format_table(&metrics_table(&o, eval.len(), DEFAULT_THRESHOLDS)));
+    println!(
+        "{}",
+        format_table(&metrics_table(&o, eval.len(), DEFAULT_THRESHOLDS))
+    );
     match point {
         Some(p) => {
             println!(
@@ -312,16 +338,28 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
 
     if !args.no_plots {
         let stem = path.with_extension("");
-        let reliability = PathBuf::from(format!("{}.reliability.{}", stem.display(), args.plot_format));
+        let reliability = PathBuf::from(format!(
+            "{}.reliability.{}",
+            stem.display(),
+            args.plot_format
+        ));
         let coverage = PathBuf::from(format!("{}.coverage.{}", stem.display(), args.plot_format));
-        let before: Vec<(f32, bool)> = eval.iter().map(|s| top_outcome(&s.row, &identity)).collect();
+        let before: Vec<(f32, bool)> = eval
+            .iter()
+            .map(|s| top_outcome(&s.row, &identity))
+            .collect();
         let after: Vec<(f32, bool)> = eval.iter().map(|s| top_outcome(&s.row, &adj)).collect();
         let which = if held.is_empty() { "fit" } else { "held-out" };
         plots::reliability_diagram(
             &reliability,
             &reliability_bins(&before, ECE_BINS),
             &reliability_bins(&after, ECE_BINS),
-            &format!("{}: reliability on {} {which} rows (T = {:.2})", session.task.name(), eval.len(), adj.temperature),
+            &format!(
+                "{}: reliability on {} {which} rows (T = {:.2})",
+                session.task.name(),
+                eval.len(),
+                adj.temperature
+            ),
         )?;
         let curve_list: Vec<(&str, &[CurvePoint])> = cal
             .curves
@@ -332,7 +370,11 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
             &coverage,
             &curve_list,
             args.target_accuracy,
-            &format!("{}: accuracy vs completion rate ({} fit rows)", session.task.name(), fit.len()),
+            &format!(
+                "{}: accuracy vs completion rate ({} fit rows)",
+                session.task.name(),
+                fit.len()
+            ),
         )?;
         println!("wrote {} and {}", reliability.display(), coverage.display());
     }

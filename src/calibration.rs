@@ -398,7 +398,10 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next(&mut self) -> f64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (self.0 >> 11) as f64 / (1u64 << 53) as f64
         }
     }
@@ -446,7 +449,10 @@ mod tests {
         let after = quality(&rows, &Adjustment::temperature(t));
         assert!(before.ece > 0.05, "{before:?}");
         assert!(after.ece < 0.02 && after.nll < before.nll && after.brier < before.brier);
-        assert_eq!(before.accuracy, after.accuracy, "a temperature never changes the argmax");
+        assert_eq!(
+            before.accuracy, after.accuracy,
+            "a temperature never changes the argmax"
+        );
     }
 
     #[test]
@@ -459,10 +465,16 @@ mod tests {
         let adj = fit_temperature_and_bias(&rows, 3);
         assert!((adj.temperature - 1.0).abs() < 0.05, "{adj:?}");
         let shift = (adj.bias[0] - adj.bias[1], adj.bias[0] - adj.bias[2]);
-        assert!((shift.0 + 2.0).abs() < 0.1 && (shift.1 + 2.0).abs() < 0.1, "{adj:?}");
+        assert!(
+            (shift.0 + 2.0).abs() < 0.1 && (shift.1 + 2.0).abs() < 0.1,
+            "{adj:?}"
+        );
         let before = quality(&rows, &Adjustment::default());
         let after = quality(&rows, &adj);
-        assert!(after.accuracy > before.accuracy + 0.05, "{before:?} {after:?}");
+        assert!(
+            after.accuracy > before.accuracy + 0.05,
+            "{before:?} {after:?}"
+        );
         assert!(after.ece < 0.02 && after.nll < before.nll);
         // Without a preference the bias stays near zero.
         let fair = fit_temperature_and_bias(&synthetic(20000, 3, 1.0, 9), 3);

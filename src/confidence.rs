@@ -62,7 +62,6 @@ impl LabelScores {
     pub fn confidence(&self) -> f32 {
         self.probs[self.best]
     }
-
 }
 
 /// What a calibration does to the label log-probabilities before the softmax over the label set:
@@ -122,7 +121,10 @@ impl Adjustment {
 fn argmax(values: impl Iterator<Item = f64>) -> usize {
     values
         .enumerate()
-        .fold((0, f64::NEG_INFINITY), |acc, (i, v)| if v > acc.1 { (i, v) } else { acc })
+        .fold(
+            (0, f64::NEG_INFINITY),
+            |acc, (i, v)| if v > acc.1 { (i, v) } else { acc },
+        )
         .0
 }
 
@@ -244,7 +246,9 @@ mod tests {
         assert!((v(ConfidenceMethod::Entropy) - (1.0 - h / 3f64.ln())).abs() < 1e-6);
         // A higher temperature flattens the distribution: less confidence, same argmax.
         let hot = Adjustment::temperature(3.0);
-        assert!(ConfidenceMethod::LabelProb.value(&s, &hot) < v(ConfidenceMethod::LabelProb) as f32);
+        assert!(
+            ConfidenceMethod::LabelProb.value(&s, &hot) < v(ConfidenceMethod::LabelProb) as f32
+        );
         assert_eq!(hot.best(&s.logprobs), 0);
         // A bias can change the chosen label; the confidences follow it.
         let biased = Adjustment {

@@ -157,7 +157,9 @@ impl Journal {
     fn meta(&self, name: &str) -> Result<Option<String>> {
         Ok(self
             .conn
-            .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 
@@ -172,8 +174,8 @@ impl Journal {
     /// The model file's sha256, remembered by (path, size, mtime) so a resume does not hash it
     /// again.
     pub fn model_sha(&self, model: &Path) -> Result<String> {
-        let meta = std::fs::metadata(model)
-            .with_context(|| format!("cannot read {}", model.display()))?;
+        let meta =
+            std::fs::metadata(model).with_context(|| format!("cannot read {}", model.display()))?;
         let mtime = meta
             .modified()
             .ok()
@@ -220,9 +222,11 @@ impl Journal {
     pub fn lookup(&self, key: &RowKey) -> Result<Option<Vec<Vec<f32>>>> {
         let bytes: Option<Vec<u8>> = self
             .conn
-            .query_row("SELECT logprobs FROM scores WHERE key = ?1", [&key[..]], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT logprobs FROM scores WHERE key = ?1",
+                [&key[..]],
+                |r| r.get(0),
+            )
             .optional()?;
         Ok(bytes.and_then(|b| decode(&b)))
     }
@@ -284,11 +288,19 @@ mod tests {
         let k1 = row_key(&s, &[1, 2, 3], &[vec![4], vec![5, 6]]);
         assert_ne!(k1, row_key(&s, &[1, 2, 3], &[vec![4], vec![5, 7]]));
         assert_ne!(k1, row_key(&s, &[1, 2], &[vec![3, 4], vec![5, 6]]));
-        assert_ne!(k1, row_key(&settings_key("abd", "f32", "cpu"), &[1, 2, 3], &[vec![4], vec![5, 6]]));
+        assert_ne!(
+            k1,
+            row_key(
+                &settings_key("abd", "f32", "cpu"),
+                &[1, 2, 3],
+                &[vec![4], vec![5, 6]]
+            )
+        );
         let lp = vec![vec![-0.5f32, -1e-9], vec![f32::MIN_POSITIVE, -3.25]];
         {
             let mut j = Journal::open(&path).unwrap();
-            j.begin_run("run x", &[Some(k1), None, Some([7; 32])]).unwrap();
+            j.begin_run("run x", &[Some(k1), None, Some([7; 32])])
+                .unwrap();
             j.record(&[(k1, &lp)]).unwrap();
         }
         let j = Journal::open_existing(&path).unwrap().unwrap();

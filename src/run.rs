@@ -2,10 +2,10 @@
 //! Scores go to a journal beside the output as they are made, so an interrupted run (Ctrl-C,
 //! kill -9, power loss) resumes where it stopped when the same command is run again.
 
+use crate::journal::{journal_path, settings_key, Journal};
 use crate::metrics::{format_table, metrics_table, Outcome, DEFAULT_THRESHOLDS};
 use crate::operating_point::{ConfidenceArgs, OperatingPoint};
 use crate::output::{bool_text, default_out, write_output, OutputColumns};
-use crate::journal::{journal_path, settings_key, Journal};
 use crate::scoring_pass::{score_all, PassOptions};
 use crate::session::{CommonArgs, Session};
 use anyhow::Result;
@@ -80,7 +80,10 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
         )
     }
     if out.is_dir() {
-        anyhow::bail!("--out {} is a directory; name a file (.csv, .tsv or .jsonl)", out.display())
+        anyhow::bail!(
+            "--out {} is a directory; name a file (.csv, .tsv or .jsonl)",
+            out.display()
+        )
     }
     let journal_file = journal_path(&out);
     if args.fresh {

@@ -87,7 +87,13 @@ pub fn score(args: &ScoreArgs) -> Result<ScoreSummary> {
             Ok(s) => s,
             Err(e) => {
                 errors += 1;
-                values.extend([String::new(), String::new(), String::new(), String::new(), e.clone()]);
+                values.extend([
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    e.clone(),
+                ]);
                 values.resize(width, String::new());
                 continue;
             }
@@ -112,7 +118,9 @@ pub fn score(args: &ScoreArgs) -> Result<ScoreSummary> {
             given_prob.map(|p| format!("{p:.6}")).unwrap_or_default(),
             local.to_string(),
             format!("{local_conf:.6}"),
-            given_prob.map(|_| bool_text(given == local)).unwrap_or_default(),
+            given_prob
+                .map(|_| bool_text(given == local))
+                .unwrap_or_default(),
             error,
         ]);
         if args.confidence.all_confidence_columns {

@@ -3,8 +3,8 @@
 use crate::config::{FewShotExamples, TaskConfig};
 use crate::dataset::{Dataset, ReadOptions};
 use crate::labeler::{Labeler, LabelerOptions};
-use crate::operating_point::{ConfidenceArgs, OperatingPoint};
 use crate::model_source::{choose_model, parse_device};
+use crate::operating_point::{ConfidenceArgs, OperatingPoint};
 use crate::task::{build_task, Task};
 use anyhow::{Context, Result};
 use autolabel_models::gguf::WeightFormat;

@@ -50,7 +50,11 @@ pub fn status(args: &StatusArgs) -> Result<()> {
         p.total,
         100.0 * p.done as f64 / p.total.max(1) as f64
     );
-    println!("  started {}, last batch {}", ago(p.started), ago(p.updated));
+    println!(
+        "  started {}, last batch {}",
+        ago(p.started),
+        ago(p.updated)
+    );
     let elapsed = (p.updated - p.started).max(1) as f64;
     if !p.finished && p.done > 0 && p.done < p.total {
         println!(

@@ -407,7 +407,10 @@ fn calibrate_then_run_with_a_target_accuracy() {
     assert_eq!(cal["model"], "tiny.gguf");
     assert_eq!(cal["adjustment"]["bias"].as_array().unwrap().len(), 3);
     let threshold = cal["threshold"].as_f64().unwrap() as f32;
-    for chart in ["task.calibration.reliability.svg", "task.calibration.coverage.svg"] {
+    for chart in [
+        "task.calibration.reliability.svg",
+        "task.calibration.coverage.svg",
+    ] {
         let svg = std::fs::read_to_string(f.dir.path().join(chart)).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("<text"), "{chart}");
     }
@@ -454,25 +457,51 @@ fn calibrate_then_run_with_a_target_accuracy() {
         &config,
         &data,
         &strict,
-        &["--calibration", cal_path.to_str().unwrap(), "--target-accuracy", "1.0"],
+        &[
+            "--calibration",
+            cal_path.to_str().unwrap(),
+            "--target-accuracy",
+            "1.0",
+        ],
     );
     if o.status.success() {
         let (_, rows) = read_csv(&strict);
         let strict_kept = rows.iter().filter(|r| r[sure] == "True").count();
         assert!(strict_kept <= kept);
     } else {
-        assert!(stderr(&o).contains("no label_prob threshold reached accuracy 1"), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("no label_prob threshold reached accuracy 1"),
+            "{}",
+            stderr(&o)
+        );
     }
 
     // A calibration for other labels or without a calibration file is refused with a reason.
     let other = f.file("other.json", &CONFIG.replace("\"not sure\"", "\"unsure\""));
-    let o = f.label(&other, &data, &out, &["--calibration", cal_path.to_str().unwrap()]);
+    let o = f.label(
+        &other,
+        &data,
+        &out,
+        &["--calibration", cal_path.to_str().unwrap()],
+    );
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("was fitted for the labels"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("was fitted for the labels"),
+        "{}",
+        stderr(&o)
+    );
     let o = f.label(&config, &data, &out, &["--target-accuracy", "0.9"]);
-    assert!(stderr(&o).contains("--target-accuracy needs --calibration"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--target-accuracy needs --calibration"),
+        "{}",
+        stderr(&o)
+    );
     let o = f.label(&config, &data, &out, &["--confidence", "vibes"]);
-    assert!(stderr(&o).contains("label_prob, mean_logprob"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("label_prob, mean_logprob"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -506,7 +535,12 @@ fn score_agrees_with_run_on_the_models_own_labels() {
         "--out",
         scored.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(2), "two rows have no scorable label: {}", stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "two rows have no scorable label: {}",
+        stderr(&o)
+    );
     assert!(String::from_utf8_lossy(&o.stdout).contains("AUROC of P(given label)"));
     let (h, out) = read_csv(&scored);
     let col = |name: &str| h.iter().position(|x| x == name).unwrap();
@@ -522,7 +556,10 @@ fn score_agrees_with_run_on_the_models_own_labels() {
                 assert_eq!(r[col("Sentiment_task_local_label")], rows[i][2]);
                 let given: f32 = r[col("Sentiment_task_given_label_prob")].parse().unwrap();
                 let run_conf: f32 = rows[i][3].parse().unwrap();
-                assert!((given - run_conf).abs() < 1e-5, "row {i}: {given} vs {run_conf}");
+                assert!(
+                    (given - run_conf).abs() < 1e-5,
+                    "row {i}: {given} vs {run_conf}"
+                );
             }
         }
     }
@@ -537,7 +574,12 @@ fn score_agrees_with_run_on_the_models_own_labels() {
         "--label-column",
         "gpt4_label",
     ]);
-    assert!(stderr(&o).contains("no column 'gpt4_label' (--label-column); the columns are example, label"), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .contains("no column 'gpt4_label' (--label-column); the columns are example, label"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -556,22 +598,52 @@ fn a_rerun_reuses_the_journal_and_changes_rescore_only_what_they_affect() {
 
     std::fs::remove_file(&out).unwrap();
     let again = f.label(&config, &data, &out, &["--batch-size", "4"]);
-    assert!(stderr(&again).contains("12 rows came from the journal"), "{}", stderr(&again));
-    assert_eq!(std::fs::read(&out).unwrap(), bytes, "same bytes from the journal");
+    assert!(
+        stderr(&again).contains("12 rows came from the journal"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        bytes,
+        "same bytes from the journal"
+    );
 
     // One changed row is the only one scored again; the others keep their stored scores.
-    let changed = format!("example,label\n{}", rows.replacen("review 3 ", "review three ", 1));
+    let changed = format!(
+        "example,label\n{}",
+        rows.replacen("review 3 ", "review three ", 1)
+    );
     let data2 = f.file("data.csv", &changed);
     let third = f.label(&config, &data2, &out, &["--batch-size", "4"]);
-    assert!(stderr(&third).contains("11 rows came from the journal"), "{}", stderr(&third));
+    assert!(
+        stderr(&third).contains("11 rows came from the journal"),
+        "{}",
+        stderr(&third)
+    );
 
     let fresh = f.label(&config, &data2, &out, &["--batch-size", "4", "--fresh"]);
-    assert!(!stderr(&fresh).contains("came from the journal"), "{}", stderr(&fresh));
+    assert!(
+        !stderr(&fresh).contains("came from the journal"),
+        "{}",
+        stderr(&fresh)
+    );
 
     let status = f.run(&["status", "--out", out.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(text.contains("finished") && text.contains("12 of 12 rows done"), "{text}");
-    let none = f.run(&["status", "--out", f.dir.path().join("nope.csv").to_str().unwrap()]);
+    assert!(
+        text.contains("finished") && text.contains("12 of 12 rows done"),
+        "{text}"
+    );
+    let none = f.run(&[
+        "status",
+        "--out",
+        f.dir.path().join("nope.csv").to_str().unwrap(),
+    ]);
     assert_eq!(none.status.code(), Some(1));
-    assert!(stderr(&none).contains("no run journal for"), "{}", stderr(&none));
+    assert!(
+        stderr(&none).contains("no run journal for"),
+        "{}",
+        stderr(&none)
+    );
 }

@@ -276,13 +276,24 @@ fn calibrate_run_and_score_on_sms_spam() {
     let cal = dir.path().join("sms.calibration.json");
     let o = Command::new(env!("CARGO_BIN_EXE_autolabel-local"))
         .args(["calibrate", "--config", config, "--data", data])
-        .args(["--max-items", "120", "--sample-seed", "3", "--holdout", "0.4"])
+        .args([
+            "--max-items",
+            "120",
+            "--sample-seed",
+            "3",
+            "--holdout",
+            "0.4",
+        ])
         .args(["--fit", "bias", "--target-accuracy", "0.9", "--calibration"])
         .arg(&cal)
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "{report}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     eprintln!("{report}");
     let c: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&cal).unwrap()).unwrap();
@@ -290,23 +301,43 @@ fn calibrate_run_and_score_on_sms_spam() {
     let f = |v: &serde_json::Value| v.as_f64().unwrap();
     assert!(f(&after["ece"]) < f(&before["ece"]), "{before} {after}");
     assert!(f(&after["nll"]) < f(&before["nll"]), "{before} {after}");
-    assert!(f(&after["accuracy"]) > f(&before["accuracy"]) + 0.3, "{before} {after}");
+    assert!(
+        f(&after["accuracy"]) > f(&before["accuracy"]) + 0.3,
+        "{before} {after}"
+    );
 
     let labeled = dir.path().join("labeled.csv");
     let r = run_cli(
         &[
-            "run", "--config", config, "--data", data, "--max-items", "24", "--calibration",
+            "run",
+            "--config",
+            config,
+            "--data",
+            data,
+            "--max-items",
+            "24",
+            "--calibration",
             cal.to_str().unwrap(),
         ],
         &labeled,
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let sure = r.headers.iter().position(|h| h == "SmsSpam_task_confidently_labeled");
+    let sure = r
+        .headers
+        .iter()
+        .position(|h| h == "SmsSpam_task_confidently_labeled");
     assert!(sure.is_some(), "{:?}", r.headers);
     let s = run_cli(
         &[
-            "score", "--config", config, "--data", labeled.to_str().unwrap(), "--calibration",
-            cal.to_str().unwrap(), "--label-column", "SmsSpam_task_label",
+            "score",
+            "--config",
+            config,
+            "--data",
+            labeled.to_str().unwrap(),
+            "--calibration",
+            cal.to_str().unwrap(),
+            "--label-column",
+            "SmsSpam_task_label",
         ],
         &dir.path().join("scored.csv"),
     );
@@ -314,7 +345,9 @@ fn calibrate_run_and_score_on_sms_spam() {
     let col = |name: &str| s.headers.iter().position(|h| h == name).unwrap();
     for (run_row, score_row) in r.rows.iter().zip(&s.rows) {
         assert_eq!(&score_row[col("SmsSpam_task_agrees")], "True");
-        let given: f64 = score_row[col("SmsSpam_task_given_label_prob")].parse().unwrap();
+        let given: f64 = score_row[col("SmsSpam_task_given_label_prob")]
+            .parse()
+            .unwrap();
         let conf: f64 = run_row[3].parse().unwrap();
         assert!((given - conf).abs() < 1e-5, "{given} vs {conf}");
     }
@@ -330,7 +363,13 @@ fn killed_runs_resume_to_the_same_bytes() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sms_spam/config.json");
     let data = shared_data("sms_spam/SMSSpamCollection.tsv");
     let base = [
-        "run", "--config", config, "--data", data.to_str().unwrap(), "--max-items", "320",
+        "run",
+        "--config",
+        config,
+        "--data",
+        data.to_str().unwrap(),
+        "--max-items",
+        "320",
     ];
     let reference = dir.path().join("reference.csv");
     let started = Instant::now();
@@ -346,7 +385,9 @@ fn killed_runs_resume_to_the_same_bytes() {
         .as_nanos() as u64;
     eprintln!("kill moments seed {seed}; an uninterrupted run took {full:.1} s");
     let mut next = || {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (seed >> 11) as f64 / (1u64 << 53) as f64
     };
     for attempt in 0..4 {
@@ -368,7 +409,10 @@ fn killed_runs_resume_to_the_same_bytes() {
             let o = child.wait_with_output().unwrap();
             let err = String::from_utf8_lossy(&o.stderr);
             if o.status.code() == Some(130) {
-                assert!(err.contains("run the same command again to resume"), "{err}");
+                assert!(
+                    err.contains("run the same command again to resume"),
+                    "{err}"
+                );
                 assert!(!out.exists(), "an interrupted run writes no output");
             } else {
                 assert_eq!(o.status.code(), Some(0), "{err}");
