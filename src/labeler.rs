@@ -43,6 +43,9 @@ pub struct Labeler<'a> {
 
 const ELLIPSIS: &str = " [...] ";
 
+/// Shorter common prefixes are prefilled with each row (sharing them saves too little).
+pub const MIN_SHARED_PREFIX: usize = 16;
+
 impl<'a> Labeler<'a> {
     pub fn new(model: &'a LocalModel, task: &'a dyn Task, opts: &LabelerOptions) -> Result<Self> {
         let chat = match (&model.chat_template, opts.chat_template) {
@@ -209,6 +212,30 @@ impl<'a> Labeler<'a> {
             row.line,
             prompt_ids.len()
         ))
+    }
+
+    /// Finds the token prefix every prepared prompt starts with (the instructions, labels and
+    /// few-shot examples) and lets the model prefill it once for all of them. Returns its length
+    /// (0 when shorter than [`MIN_SHARED_PREFIX`] tokens, where sharing is not worth it).
+    pub fn share_prefix<'p>(&self, prompts: impl IntoIterator<Item = &'p [u32]>) -> Result<usize> {
+        let mut common: Option<&[u32]> = None;
+        let mut shortest = usize::MAX;
+        for p in prompts {
+            shortest = shortest.min(p.len());
+            common = Some(match common {
+                None => p,
+                Some(c) => {
+                    let n = c.iter().zip(p).take_while(|(a, b)| a == b).count();
+                    &c[..n]
+                }
+            });
+        }
+        let Some(common) = common else { return Ok(0) };
+        // Every prompt keeps at least one token of its own (its last position predicts the answer).
+        let n = common.len().min(shortest.saturating_sub(1));
+        let n = if n >= MIN_SHARED_PREFIX { n } else { 0 };
+        self.model.scorer.set_shared_prefix(&common[..n])?;
+        Ok(n)
     }
 
     /// Scores a batch of prepared rows.

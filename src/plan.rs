@@ -73,6 +73,12 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
         p0.candidates.iter().map(Vec::len).sum::<usize>(),
         trie.len()
     );
+    let t = Instant::now();
+    let shared = labeler.share_prefix(ok.iter().map(|p| p.prompt_ids.as_slice()))?;
+    let prefix_seconds = t.elapsed().as_secs_f64();
+    println!(
+        "shared prompt prefix: {shared} tokens, prefilled once ({prefix_seconds:.2} s) instead of per row"
+    );
     let n = args.sample.clamp(1, ok.len());
     let sample: Vec<&Prepared> = ok.iter().take(n).collect();
     let t = Instant::now();
@@ -81,7 +87,7 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
     println!(
         "estimated run time on {}: {:.0} s for {} rows ({:.2} rows/s, measured on {n} rows)",
         args.common.device,
-        per_row * ok.len() as f64,
+        prefix_seconds + per_row * ok.len() as f64,
         ok.len(),
         1.0 / per_row
     );

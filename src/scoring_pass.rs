@@ -113,6 +113,10 @@ pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Res
         }
     }
 
+    // The instructions every prompt starts with are prefilled once for the whole pass (the
+    // prefix depends only on the rows, so a resumed run uses the same one).
+    labeler.share_prefix(prepared.iter().map(|(_, p)| p.prompt_ids.as_slice()))?;
+
     // Rows the journal already holds.
     let mut keys: Vec<Option<RowKey>> = vec![None; prepared.len()];
     let mut done = vec![false; prepared.len()];

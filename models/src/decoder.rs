@@ -117,6 +117,8 @@ pub struct Decoder {
     cos: Tensor,
     sin: Tensor,
     device: Device,
+    /// The shared prompt prefix and its KV cache (batch 1), if one was declared.
+    pub(crate) prefix: std::sync::Mutex<Option<(Vec<u32>, KvCache)>>,
 }
 
 impl Decoder {
@@ -141,6 +143,7 @@ impl Decoder {
             config,
             weights,
             device: device.clone(),
+            prefix: std::sync::Mutex::new(None),
         })
     }
 

@@ -1,9 +1,11 @@
 //! Exact candidate scoring for decoder-only models: one prefill of the (right-padded) prompts, then
 //! every candidate of every row in one pass laid out as a token trie that attends to the prompt's
 //! KV cache through a tree mask. The prompt cache is shared by all candidates, never copied per
-//! candidate, and logits are computed only at positions that predict a candidate token.
+//! candidate, and logits are computed only at positions that predict a candidate token. A shared
+//! prefix (the task's instructions) is prefilled once per run and its cache reused by every
+//! batch whose prompts all start with it, so each row's prefill covers only its own tokens.
 
-use crate::decoder::{build_mask, gather_rows, Decoder};
+use crate::decoder::{build_mask, gather_rows, Decoder, KvCache};
 use crate::scoring::{CandidateLogprobs, ContinuationScorer, ScoreRequest};
 use crate::trie::CandidateTrie;
 use candle_core::{bail, Result, Tensor};
@@ -11,6 +13,25 @@ use candle_core::{bail, Result, Tensor};
 impl ContinuationScorer for Decoder {
     fn context_length(&self) -> usize {
         self.config.context_length
+    }
+
+    fn set_shared_prefix(&self, prefix: &[u32]) -> Result<()> {
+        let mut slot = self.prefix.lock().expect("prefix lock");
+        if prefix.is_empty() {
+            *slot = None;
+            return Ok(());
+        }
+        if slot.as_ref().is_some_and(|(t, _)| t == prefix) {
+            return Ok(());
+        }
+        let dev = self.device().clone();
+        let n = prefix.len();
+        let toks = Tensor::from_vec(prefix.to_vec(), (1, n), &dev)?;
+        let pos = Tensor::arange(0u32, n as u32, &dev)?.reshape((1, n))?;
+        let mask = build_mask(1, n, n, &dev, |_, q, k| k <= q)?;
+        let (_, cache) = self.forward(&toks, &pos, &mask, None)?;
+        *slot = Some((prefix.to_vec(), cache));
+        Ok(())
     }
 
     fn score_batch(&self, requests: &[ScoreRequest]) -> Result<Vec<CandidateLogprobs>> {
@@ -41,21 +62,45 @@ impl ContinuationScorer for Decoder {
             }
         }
 
-        // 1. Prefill: right padding keeps real positions at 0..len, so a plain causal mask is
-        //    exact for real tokens; padded slots are masked out of everything that follows.
-        let lp = *lens.iter().max().unwrap();
+        // 0. The shared prefix's cache, when every prompt starts with it and goes beyond it,
+        //    repeated over the batch; the prefill below then covers only what follows it.
+        let shared: Option<KvCache> = {
+            let slot = self.prefix.lock().expect("prefix lock");
+            match slot.as_ref() {
+                Some((tokens, cache))
+                    if requests
+                        .iter()
+                        .all(|r| r.prompt.len() > tokens.len() && r.prompt.starts_with(tokens)) =>
+                {
+                    let layers = cache
+                        .layers
+                        .iter()
+                        .map(|(k, v)| Ok((k.repeat((b, 1, 1, 1))?, v.repeat((b, 1, 1, 1))?)))
+                        .collect::<Result<Vec<_>>>()?;
+                    Some(KvCache { layers })
+                }
+                _ => None,
+            }
+        };
+        let p = shared.as_ref().map_or(0, |c| c.len());
+
+        // 1. Prefill (of what follows the prefix): right padding keeps real positions at
+        //    p..len, so a causal mask is exact for real tokens; padded slots are masked out of
+        //    everything that follows.
+        let lp = *lens.iter().max().unwrap() - p;
         let mut toks = Vec::with_capacity(b * lp);
         let mut pos = Vec::with_capacity(b * lp);
         for r in requests {
             for t in 0..lp {
-                toks.push(*r.prompt.get(t).unwrap_or(&0));
-                pos.push(t as u32);
+                toks.push(*r.prompt.get(p + t).unwrap_or(&0));
+                pos.push((p + t) as u32);
             }
         }
         let toks = Tensor::from_vec(toks, (b, lp), &dev)?;
         let pos = Tensor::from_vec(pos, (b, lp), &dev)?;
-        let mask = build_mask(b, lp, lp, &dev, |_, q, k| k <= q)?;
-        let (hidden_prompt, cache) = self.forward(&toks, &pos, &mask, None)?;
+        let mask = build_mask(b, lp, p + lp, &dev, |_, q, k| k < p || k - p <= q)?;
+        let (hidden_prompt, cache) = self.forward(&toks, &pos, &mask, shared.as_ref())?;
+        let lp = p + lp; // cache length from here on
 
         // 2. Candidate pass: all tries, padded to the largest, with a tree mask.
         let n = tries.iter().map(|t| t.len()).max().unwrap();
@@ -88,7 +133,7 @@ impl ContinuationScorer for Decoder {
         let root_rows: Vec<(usize, usize)> = lens
             .iter()
             .enumerate()
-            .map(|(bi, &l)| (bi, l - 1))
+            .map(|(bi, &l)| (bi, l - 1 - p))
             .collect();
         let mut inner_rows = Vec::new();
         let mut inner_index: Vec<Vec<Option<usize>>> = Vec::with_capacity(b);

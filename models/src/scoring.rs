@@ -31,4 +31,12 @@ pub trait ContinuationScorer: Send + Sync {
 
     /// The longest prompt + candidate the model accepts, in tokens.
     fn context_length(&self) -> usize;
+
+    /// Declares a token prefix that most prompts of the coming batches start with (the task's
+    /// instructions and few-shot examples). A scorer may compute its state once and reuse it for
+    /// every request that starts with it and is longer; an empty prefix clears it. The results
+    /// must not change beyond floating-point rounding.
+    fn set_shared_prefix(&self, _prefix: &[u32]) -> Result<()> {
+        Ok(())
+    }
 }

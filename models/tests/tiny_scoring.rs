@@ -218,3 +218,53 @@ fn truncated_gguf_is_a_clear_error() {
         .to_string();
     assert!(err.contains("not a readable GGUF"), "{err}");
 }
+
+/// A declared shared prefix (prefilled once, its cache repeated over the batch) gives the same
+/// log-probs as scoring every full sequence from scratch; requests that do not start with it, or
+/// do not go beyond it, fall back to a full prefill.
+#[test]
+fn shared_prefix_gives_the_same_scores() {
+    for spec in [TinySpec::llama(), TinySpec::qwen2()] {
+        let (_dir, dec) = load(&spec, WeightFormat::F32);
+        let prefix: Vec<u32> = (0..24).map(|i| (i * 11 % 250) as u32).collect();
+        let cands = vec![vec![70, 80, 261], vec![70, 81, 261], vec![5, 261]];
+        let req = |tail: &[u32]| ScoreRequest {
+            prompt: prefix.iter().chain(tail).copied().collect(),
+            candidates: cands.clone(),
+        };
+        let reqs = vec![req(&[1, 2, 3]), req(&[9]), req(&[4, 5, 6, 7, 8, 9, 10])];
+        let plain = dec.score_batch(&reqs).unwrap();
+        dec.set_shared_prefix(&prefix).unwrap();
+        let shared = dec.score_batch(&reqs).unwrap();
+        for ((r, a), b) in reqs.iter().zip(&plain).zip(&shared) {
+            let want: Vec<Vec<f32>> = r
+                .candidates
+                .iter()
+                .map(|c| from_scratch(&dec, &r.prompt, c))
+                .collect();
+            assert_close(&b.token_logprobs, &want, 1e-4, "shared prefix vs from scratch");
+            assert_close(&b.token_logprobs, &a.token_logprobs, 1e-4, "shared vs plain");
+        }
+        // A request that is only the prefix, or another prompt, is still scored exactly.
+        let other = vec![
+            ScoreRequest {
+                prompt: prefix.clone(),
+                candidates: cands.clone(),
+            },
+            ScoreRequest {
+                prompt: vec![259, 11, 12],
+                candidates: cands.clone(),
+            },
+        ];
+        let got = dec.score_batch(&other).unwrap();
+        for (r, g) in other.iter().zip(&got) {
+            let want: Vec<Vec<f32>> = r
+                .candidates
+                .iter()
+                .map(|c| from_scratch(&dec, &r.prompt, c))
+                .collect();
+            assert_close(&g.token_logprobs, &want, 1e-4, "fallback without the prefix");
+        }
+        dec.set_shared_prefix(&[]).unwrap();
+    }
+}
