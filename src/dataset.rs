@@ -30,6 +30,9 @@ pub struct Dataset {
     pub path: PathBuf,
     pub columns: Vec<String>,
     pub rows: Vec<Row>,
+    /// Read as delimited text with quoting off, and with which delimiter: an output in the same
+    /// format is written the same way, so it reads back with the same config.
+    pub unquoted_delimiter: Option<u8>,
     index: HashMap<String, usize>,
 }
 
@@ -44,6 +47,7 @@ impl Dataset {
             path,
             columns,
             rows,
+            unquoted_delimiter: None,
             index,
         }
     }
@@ -95,7 +99,11 @@ impl Dataset {
             let delimiter = opts
                 .delimiter
                 .unwrap_or(if ext == "tsv" { b'\t' } else { b',' });
-            read_delimited(path, text, delimiter, opts.disable_quoting)?
+            let mut ds = read_delimited(path, text, delimiter, opts.disable_quoting)?;
+            if opts.disable_quoting {
+                ds.unquoted_delimiter = Some(delimiter);
+            }
+            ds
         };
         if ds.rows.is_empty() {
             bail!(

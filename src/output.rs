@@ -27,10 +27,15 @@ pub fn bool_text(b: bool) -> String {
     if b { "True" } else { "False" }.to_string()
 }
 
-/// `<data stem>.labeled.csv` in the current directory, the default output of `run`.
+/// `<data stem>.<suffix>.<data extension>` (csv, tsv or jsonl; csv otherwise) in the current
+/// directory: the default output of `run` and `score`, in the input's format.
 pub fn default_out(data: &Path, suffix: &str) -> PathBuf {
     let stem = data.file_stem().and_then(|s| s.to_str()).unwrap_or("data");
-    PathBuf::from(format!("{stem}.{suffix}.csv"))
+    let ext = match data.extension().and_then(|e| e.to_str()) {
+        Some(e) if ["tsv", "jsonl"].contains(&e.to_lowercase().as_str()) => e.to_lowercase(),
+        _ => "csv".into(),
+    };
+    PathBuf::from(format!("{stem}.{suffix}.{ext}"))
 }
 
 /// Output columns whose name is already an input column replace it in place (re-labeling a
@@ -84,12 +89,27 @@ pub fn write_output(path: &Path, data: &Dataset, extra: &OutputColumns) -> Resul
         } else {
             b','
         };
+        // Input read with quoting off in this delimiter is written back the same way (its
+        // fields cannot hold the delimiter or a newline), so it reads back with the same config.
+        let unquoted = data.unquoted_delimiter == Some(delimiter);
         let mut w = csv::WriterBuilder::new()
             .delimiter(delimiter)
+            .quote_style(if unquoted {
+                csv::QuoteStyle::Never
+            } else {
+                csv::QuoteStyle::Necessary
+            })
             .from_writer(tmp.as_file_mut());
+        let clean = |v: String| -> String {
+            if unquoted {
+                v.replace([delimiter as char, '\n', '\r'], " ")
+            } else {
+                v
+            }
+        };
         w.write_record(&header)?;
         for (row, values) in data.rows.iter().zip(&extra.rows) {
-            w.write_record(record(&row.fields, values))?;
+            w.write_record(record(&row.fields, values).into_iter().map(clean))?;
         }
         w.flush()?;
     }

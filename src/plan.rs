@@ -3,8 +3,9 @@
 
 use crate::labeler::Prepared;
 use crate::session::{CommonArgs, Session};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use autolabel_models::trie::CandidateTrie;
+use std::io::Write;
 use std::time::Instant;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -14,6 +15,10 @@ pub struct PlanArgs {
     /// Rows scored to estimate the run time.
     #[arg(long, default_value_t = 4)]
     pub sample: usize,
+    /// Write every row's exact scoring request (prompt text and token ids, labels and their
+    /// token ids) as JSONL, e.g. to score the same requests with another engine.
+    #[arg(long)]
+    pub dump_requests: Option<std::path::PathBuf>,
 }
 
 pub fn plan(args: &PlanArgs) -> Result<()> {
@@ -45,11 +50,34 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
 
     let mut ok: Vec<Prepared> = Vec::new();
     let mut errors = 0;
+    let mut dump = match &args.dump_requests {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot write --dump-requests file {}", path.display()))?,
+        )),
+        None => None,
+    };
     for row in &data.rows {
         match labeler.prepare(data, row) {
-            Ok(p) => ok.push(p),
+            Ok(p) => {
+                if let Some(w) = dump.as_mut() {
+                    let line = serde_json::json!({
+                        "line": row.line,
+                        "prompt_ids": p.prompt_ids,
+                        "labels": p.labels.as_ref(),
+                        "candidate_ids": p.candidates.as_ref(),
+                        "truth": session.task.ground_truth(data, row),
+                    });
+                    writeln!(w, "{line}")?;
+                }
+                ok.push(p)
+            }
             Err(_) => errors += 1,
         }
+    }
+    if let (Some(mut w), Some(path)) = (dump, &args.dump_requests) {
+        w.flush()?;
+        println!("wrote {} requests to {}", ok.len(), path.display());
     }
     let Some(p0) = ok.first() else {
         bail!("no row of {} can be labeled", data.path.display())

@@ -115,6 +115,7 @@ pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Res
 
     // The instructions every prompt starts with are prefilled once for the whole pass (the
     // prefix depends only on the rows, so a resumed run uses the same one).
+    let started = Instant::now();
     labeler.share_prefix(prepared.iter().map(|(_, p)| p.prompt_ids.as_slice()))?;
 
     // Rows the journal already holds.
@@ -141,7 +142,6 @@ pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Res
         journal.begin_run(command, &by_row)?;
     }
 
-    let started = Instant::now();
     let bar = ProgressBar::new(prepared.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  ETA {eta}")

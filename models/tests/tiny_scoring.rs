@@ -242,8 +242,18 @@ fn shared_prefix_gives_the_same_scores() {
                 .iter()
                 .map(|c| from_scratch(&dec, &r.prompt, c))
                 .collect();
-            assert_close(&b.token_logprobs, &want, 1e-4, "shared prefix vs from scratch");
-            assert_close(&b.token_logprobs, &a.token_logprobs, 1e-4, "shared vs plain");
+            assert_close(
+                &b.token_logprobs,
+                &want,
+                1e-4,
+                "shared prefix vs from scratch",
+            );
+            assert_close(
+                &b.token_logprobs,
+                &a.token_logprobs,
+                1e-4,
+                "shared vs plain",
+            );
         }
         // A request that is only the prefix, or another prompt, is still scored exactly.
         let other = vec![
@@ -263,7 +273,12 @@ fn shared_prefix_gives_the_same_scores() {
                 .iter()
                 .map(|c| from_scratch(&dec, &r.prompt, c))
                 .collect();
-            assert_close(&g.token_logprobs, &want, 1e-4, "fallback without the prefix");
+            assert_close(
+                &g.token_logprobs,
+                &want,
+                1e-4,
+                "fallback without the prefix",
+            );
         }
         dec.set_shared_prefix(&[]).unwrap();
     }

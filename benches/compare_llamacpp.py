@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""End-to-end speed against llama.cpp on the same model file, the same rendered prompts and the
+same label token ids, in one invocation. Prints one markdown table.
+
+autolabel-local dumps every row's exact scoring request (`plan --dump-requests`); then
+- autolabel-local labels the rows (`run --fresh`, release build), timed from its own summary;
+- llama.cpp (PyPI `llama-cpp-python`, in a child process so its peak RSS is its own) does the same
+  exact scoring as well as it can be done there: one prompt eval, then each label continuation
+  evaluated token by token after rewinding the KV cache to the end of the prompt (n_tokens set
+  back; llama.cpp drops the cache past it), summing token log-probs, logits_all off.
+Both choose the label with the highest total log-prob; the table shows rows/s, the ratio to
+autolabel-local, peak RSS, accuracy and agreement of the chosen labels.
+
+Usage (a venv with llama-cpp-python and numpy; see scripts/llamacpp_reference.py):
+    /path/to/venv/bin/python benches/compare_llamacpp.py [--model smollm2-135m-instruct] \
+        [--rows movie_reviews=60,sms_spam=60,banking77=30] [--threads 2]
+"""
+import argparse, csv, json, os, re, resource, subprocess, sys, tempfile, time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+DATA = os.path.join(ROOT, "..", "shared", "data")
+BIN = os.path.join(ROOT, "target", "release", "autolabel-local")
+SETS = {
+    "movie_reviews": ("examples/movie_reviews/config.json", "autolabel_movie_reviews/movie_reviews.csv"),
+    "sms_spam": ("examples/sms_spam/config.json", "sms_spam/SMSSpamCollection.tsv"),
+    "banking77": ("examples/banking77/config.json", "banking77/test.csv"),
+}
+
+
+def llama_worker(model, requests_file, out_file, threads):
+    import llama_cpp
+    import numpy as np
+
+    reqs = [json.loads(l) for l in open(requests_file)]
+    n_ctx = max(len(r["prompt_ids"]) + max(map(len, r["candidate_ids"])) for r in reqs) + 8
+    llm = llama_cpp.Llama(model_path=model, n_ctx=n_ctx, n_batch=512, n_threads=threads,
+                          logits_all=False, verbose=False)
+
+    def logsoftmax(x):
+        x = np.asarray(x, dtype=np.float64)
+        m = x.max()
+        return x - m - np.log(np.exp(x - m).sum())
+
+    chosen = []
+    start = time.perf_counter()
+    for r in reqs:
+        llm.reset()
+        llm.eval(r["prompt_ids"])
+        base = llm.n_tokens
+        first = logsoftmax(llm.scores[base - 1])
+        totals = []
+        for cand in r["candidate_ids"]:
+            llm.n_tokens = base  # rewind: the next eval drops the cache past the prompt
+            total = first[cand[0]]
+            for i in range(len(cand) - 1):
+                llm.eval([cand[i]])
+                total += logsoftmax(llm.scores[llm.n_tokens - 1])[cand[i + 1]]
+            totals.append(total)
+        chosen.append(r["labels"][int(np.argmax(totals))])
+    seconds = time.perf_counter() - start
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    json.dump({"labels": chosen, "seconds": seconds, "rss_mb": rss_mb}, open(out_file, "w"))
+
+
+def model_path(card):
+    out = subprocess.run([BIN, "models"], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith(card + " ") and "cached at " in line:
+            return line.split("cached at ", 1)[1].split("  (default)")[0].strip()
+    sys.exit(f"model card {card} is not cached; run `autolabel-local run --model {card} ...` once first")
+
+
+def run_ours(config, data, rows, model, dtype, tmp):
+    out = os.path.join(tmp, f"ours-{dtype}" + os.path.splitext(data)[1])
+    cmd = ["/usr/bin/time", "-f", "RSS %M", BIN, "run", "--config", config, "--data", data,
+           "--max-items", str(rows), "--sample-seed", "7", "--model", model, "--dtype", dtype,
+           "--fresh", "--out", out]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if p.returncode not in (0, 2):
+        sys.exit(p.stderr)
+    m = re.search(r"labeled (\d+)/(\d+) rows in ([0-9.]+) s", p.stderr)
+    rss = int(re.search(r"RSS (\d+)", p.stderr).group(1)) / 1024
+    tsv = out.endswith(".tsv")
+    with open(out, newline="") as f:
+        reader = csv.reader(f, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+        header = next(reader)
+        col = next(i for i, h in enumerate(header) if h.endswith("_task_label"))
+        labels = [r[col] for r in reader]
+    return {"labels": labels, "seconds": float(m.group(3)), "rss_mb": rss}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--rows", default="movie_reviews=60,sms_spam=60,banking77=30")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--dtypes", default="f32,q")
+    ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        return llama_worker(*a.worker, a.threads)
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    model = model_path(a.model)
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    print(f"machine: {os.cpu_count()} cores, {cpu}; model {a.model} ({os.path.basename(model)})\n")
+    print("| dataset | rows | engine | rows/s | ratio to autolabel-local f32 | peak RSS MB | accuracy | agreement with autolabel-local f32 |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for item in a.rows.split(","):
+            name, rows = item.split("=")
+            config, data = SETS[name]
+            config, data = os.path.join(ROOT, config), os.path.join(DATA, data)
+            reqs = os.path.join(tmp, f"{name}.jsonl")
+            subprocess.run([BIN, "plan", "--config", config, "--data", data, "--max-items", rows,
+                            "--sample-seed", "7", "--model", model, "--sample", "1",
+                            "--dump-requests", reqs], capture_output=True, check=True, cwd=ROOT)
+            truth = [json.loads(l)["truth"] for l in open(reqs)]
+            results = {}
+            for dtype in a.dtypes.split(","):
+                results[f"autolabel-local --dtype {dtype}"] = run_ours(config, data, rows, model, dtype, tmp)
+            out = os.path.join(tmp, f"{name}-llama.json")
+            subprocess.run([sys.executable, __file__, "--threads", str(a.threads), "--worker", model, reqs, out], check=True)
+            results["llama.cpp exact (KV rewind)"] = json.load(open(out))
+            ref = results["autolabel-local --dtype f32"] if "autolabel-local --dtype f32" in results else next(iter(results.values()))
+            for engine, r in results.items():
+                n = len(r["labels"])
+                acc = sum(l == t for l, t in zip(r["labels"], truth)) / n
+                agree = sum(l == t for l, t in zip(r["labels"], ref["labels"])) / n
+                rps = n / r["seconds"]
+                ratio = rps / (len(ref["labels"]) / ref["seconds"])
+                print(f"| {name} | {n} | {engine} | {rps:.2f} | {ratio:.2f} | {r['rss_mb']:.0f} | {acc:.3f} | {agree:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
