@@ -36,6 +36,12 @@ def llama_worker(model, requests_file, out_file, threads):
     llm = llama_cpp.Llama(model_path=model, n_ctx=n_ctx, n_batch=512, n_threads=threads,
                           logits_all=False, verbose=False)
 
+    n_vocab = llm.n_vocab()
+
+    def last_logits():
+        # With logits_all off llama.cpp keeps only the last evaluated position's logits.
+        return np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
+
     def logsoftmax(x):
         x = np.asarray(x, dtype=np.float64)
         m = x.max()
@@ -47,14 +53,14 @@ def llama_worker(model, requests_file, out_file, threads):
         llm.reset()
         llm.eval(r["prompt_ids"])
         base = llm.n_tokens
-        first = logsoftmax(llm.scores[base - 1])
+        first = logsoftmax(last_logits())
         totals = []
         for cand in r["candidate_ids"]:
             llm.n_tokens = base  # rewind: the next eval drops the cache past the prompt
             total = first[cand[0]]
             for i in range(len(cand) - 1):
                 llm.eval([cand[i]])
-                total += logsoftmax(llm.scores[llm.n_tokens - 1])[cand[i + 1]]
+                total += logsoftmax(last_logits())[cand[i + 1]]
             totals.append(total)
         chosen.append(r["labels"][int(np.argmax(totals))])
     seconds = time.perf_counter() - start
