@@ -77,6 +77,16 @@ fn outcomes(seeds: &[&Seed], method: ConfidenceMethod, adj: &Adjustment) -> Vec<
         .collect()
 }
 
+fn metric_outcomes(seeds: &[&Seed], method: ConfidenceMethod, adj: &Adjustment) -> Vec<Outcome> {
+    outcomes(seeds, method, adj)
+        .into_iter()
+        .map(|(confidence, correct)| Outcome {
+            correct,
+            confidence,
+        })
+        .collect()
+}
+
 fn quality_line(name: &str, q: &Quality) -> String {
     format!(
         "| {name:<28} | {:>5} | {:>8.4} | {:>7.4} | {:>7.4} | {:>7.4} |",
@@ -280,13 +290,7 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
     println!("\nconfidence as a predictor of a right label (AUROC; 0.5 is chance):");
     let eval = if held.is_empty() { &fit } else { &held };
     for m in ConfidenceMethod::ALL {
-        let o: Vec<Outcome> = outcomes(eval, m, &adj)
-            .into_iter()
-            .map(|(confidence, correct)| Outcome {
-                correct,
-                confidence,
-            })
-            .collect();
+        let o = metric_outcomes(eval, m, &adj);
         println!(
             "  {:<13} {}",
             m.name(),
@@ -298,13 +302,7 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
         if held.is_empty() { "fit" } else { "held-out" },
         method.name()
     );
-    let o: Vec<Outcome> = outcomes(eval, method, &adj)
-        .into_iter()
-        .map(|(confidence, correct)| Outcome {
-            correct,
-            confidence,
-        })
-        .collect();
+    let o = metric_outcomes(eval, method, &adj);
     println!(
         "{}",
         format_table(&metrics_table(&o, eval.len(), DEFAULT_THRESHOLDS))
