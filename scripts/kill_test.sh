@@ -13,11 +13,11 @@ DIR=$(mktemp -d)
 trap 'rm -rf "$DIR"' EXIT
 ARGS=(run --config examples/sms_spam/config.json --data ../shared/data/sms_spam/SMSSpamCollection.tsv --max-items "$N")
 start=$(date +%s.%N)
-"$BIN" "${ARGS[@]}" --out "$DIR/reference.csv" 2>/dev/null
+"$BIN" "${ARGS[@]}" --out "$DIR/reference.csv" >/dev/null 2>&1
 full=$(echo "$(date +%s.%N) - $start" | bc)
 echo "uninterrupted run: $full s"
 for i in $(seq 1 "$K"); do
-  "$BIN" "${ARGS[@]}" --out "$DIR/killed.csv" 2>/dev/null &
+  "$BIN" "${ARGS[@]}" --out "$DIR/killed.csv" >/dev/null 2>&1 &
   pid=$!
   # A random moment within the time the remaining rows would take (at least 1 s).
   wait_s=$(python3 -c "import random; print(round(1 + random.random() * $full / $K * 2, 2))")
@@ -28,7 +28,7 @@ for i in $(seq 1 "$K"); do
   echo "kill $i after $wait_s s: $done_rows rows in the journal"
   [ -f "$DIR/killed.csv" ] && break
 done
-"$BIN" "${ARGS[@]}" --out "$DIR/killed.csv" 2>/dev/null || true
+"$BIN" "${ARGS[@]}" --out "$DIR/killed.csv" >/dev/null 2>&1 || true
 if cmp -s "$DIR/reference.csv" "$DIR/killed.csv"; then
   echo "PASS: the output after $i interruptions equals the uninterrupted output ($(($(wc -l < "$DIR/reference.csv") - 1)) rows)"
 else
