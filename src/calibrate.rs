@@ -348,7 +348,8 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
             .collect();
         let after: Vec<(f32, bool)> = eval.iter().map(|s| top_outcome(&s.row, &adj)).collect();
         let which = if held.is_empty() { "fit" } else { "held-out" };
-        plots::reliability_diagram(
+        // The calibration is already written: a chart that cannot be drawn is a warning.
+        let drawn = plots::reliability_diagram(
             &reliability,
             &reliability_bins(&before, ECE_BINS),
             &reliability_bins(&after, ECE_BINS),
@@ -358,23 +359,28 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
                 eval.len(),
                 adj.temperature
             ),
-        )?;
+        );
         let curve_list: Vec<(&str, &[CurvePoint])> = cal
             .curves
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_slice()))
             .collect();
-        plots::coverage_chart(
-            &coverage,
-            &curve_list,
-            args.target_accuracy,
-            &format!(
-                "{}: accuracy vs completion rate ({} fit rows)",
-                session.task.name(),
-                fit.len()
-            ),
-        )?;
-        println!("wrote {} and {}", reliability.display(), coverage.display());
+        let drawn = drawn.and_then(|()| {
+            plots::coverage_chart(
+                &coverage,
+                &curve_list,
+                args.target_accuracy,
+                &format!(
+                    "{}: accuracy vs completion rate ({} fit rows)",
+                    session.task.name(),
+                    fit.len()
+                ),
+            )
+        });
+        match drawn {
+            Ok(()) => println!("wrote {} and {}", reliability.display(), coverage.display()),
+            Err(e) => eprintln!("warning: charts not written: {e:#}"),
+        }
     }
     Ok(cal)
 }

@@ -59,6 +59,8 @@ pub struct RunSummary {
 }
 
 pub fn run(args: &RunArgs) -> Result<RunSummary> {
+    // Ctrl-C from the start: before scoring begins it simply stops before the first batch.
+    let stop = stop_flag();
     let session = Session::open(&args.common)?;
     for n in &session.notices {
         eprintln!("note: {n}");
@@ -103,7 +105,7 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
             batch_size: args.batch_size,
             max_tokens: args.common.max_tokens,
             journal: Some((&mut journal, settings, command.join(" "))),
-            stop: Some(stop_flag()),
+            stop: Some(stop),
         },
     )?;
     let data = &session.data;
