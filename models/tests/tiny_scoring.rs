@@ -43,6 +43,14 @@ fn from_scratch(dec: &Decoder, prompt: &[u32], cand: &[u32]) -> Vec<f32> {
         .collect()
 }
 
+/// [`from_scratch`] for every candidate of a request.
+fn all_from_scratch(dec: &Decoder, r: &ScoreRequest) -> Vec<Vec<f32>> {
+    r.candidates
+        .iter()
+        .map(|c| from_scratch(dec, &r.prompt, c))
+        .collect()
+}
+
 fn requests() -> Vec<ScoreRequest> {
     // Candidates share prefixes (a trie with branching), end with the same end token (261), and
     // differ in length; prompts differ in length so batching pads.
@@ -83,11 +91,7 @@ fn check_against_scratch(spec: &TinySpec, format: WeightFormat, tol: f32) {
     let reqs = requests();
     let batched = dec.score_batch(&reqs).unwrap();
     for (r, got) in reqs.iter().zip(&batched) {
-        let want: Vec<Vec<f32>> = r
-            .candidates
-            .iter()
-            .map(|c| from_scratch(&dec, &r.prompt, c))
-            .collect();
+        let want = all_from_scratch(&dec, r);
         assert_close(
             &got.token_logprobs,
             &want,
@@ -237,11 +241,7 @@ fn shared_prefix_gives_the_same_scores() {
         dec.set_shared_prefix(&prefix).unwrap();
         let shared = dec.score_batch(&reqs).unwrap();
         for ((r, a), b) in reqs.iter().zip(&plain).zip(&shared) {
-            let want: Vec<Vec<f32>> = r
-                .candidates
-                .iter()
-                .map(|c| from_scratch(&dec, &r.prompt, c))
-                .collect();
+            let want = all_from_scratch(&dec, r);
             assert_close(
                 &b.token_logprobs,
                 &want,
@@ -268,11 +268,7 @@ fn shared_prefix_gives_the_same_scores() {
         ];
         let got = dec.score_batch(&other).unwrap();
         for (r, g) in other.iter().zip(&got) {
-            let want: Vec<Vec<f32>> = r
-                .candidates
-                .iter()
-                .map(|c| from_scratch(&dec, &r.prompt, c))
-                .collect();
+            let want = all_from_scratch(&dec, r);
             assert_close(
                 &g.token_logprobs,
                 &want,
