@@ -121,6 +121,9 @@ impl Classification {
     }
 }
 
+/// One few-shot example: its value for a column name.
+type ColumnLookup = Box<dyn Fn(&str) -> Option<String>>;
+
 fn add_few_shot_examples(
     config: &TaskConfig,
     prompt: &mut PromptBuilder,
@@ -134,7 +137,7 @@ fn add_few_shot_examples(
         .few_shot_selection
         .as_deref()
         .unwrap_or("fixed");
-    let rows: Vec<Box<dyn Fn(&str) -> Option<String>>> = match examples {
+    let rows: Vec<ColumnLookup> = match examples {
         FewShotExamples::Inline(list) => list
             .iter()
             .map(|ex| {

@@ -197,7 +197,11 @@ impl GgufFile {
             .u32(&key("attention.key_length"))
             .map(|x| x as usize)
             .unwrap_or(hidden_size / n_heads.max(1));
-        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 || head_dim % 2 != 0 {
+        if n_heads == 0
+            || n_kv_heads == 0
+            || !n_heads.is_multiple_of(n_kv_heads)
+            || !head_dim.is_multiple_of(2)
+        {
             bail!(
                 "{}: inconsistent attention shape (heads {n_heads}, kv heads {n_kv_heads}, head dim {head_dim})",
                 self.path.display()
