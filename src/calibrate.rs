@@ -52,8 +52,17 @@ pub struct CalibrateArgs {
 /// A seed row: scores, truth index, and which split it is in.
 struct Seed {
     scored: Scored,
-    row: SeedRow,
+    truth: usize,
     held_out: bool,
+}
+
+impl Seed {
+    fn row(&self) -> SeedRow {
+        SeedRow {
+            logprobs: self.scored.scores.logprobs.clone(),
+            truth: self.truth,
+        }
+    }
 }
 
 /// Deterministic split: a row is held out when its index hashes into the held-out share.
@@ -71,7 +80,7 @@ fn outcomes(seeds: &[&Seed], method: ConfidenceMethod, adj: &Adjustment) -> Vec<
         .map(|s| {
             (
                 method.value(&s.scored.scores, adj),
-                adj.best(&s.row.logprobs) == s.row.truth,
+                adj.best(&s.scored.scores.logprobs) == s.truth,
             )
         })
         .collect()
@@ -164,11 +173,8 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
             continue;
         };
         seeds.push(Seed {
-            row: SeedRow {
-                logprobs: scored.scores.logprobs.clone(),
-                truth: t,
-            },
             scored,
+            truth: t,
             held_out: held_out(i, args.holdout),
         });
     }
@@ -188,7 +194,7 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
             fit.len()
         )
     }
-    let rows = |v: &[&Seed]| v.iter().map(|s| s.row.clone()).collect::<Vec<_>>();
+    let rows = |v: &[&Seed]| v.iter().map(|s| s.row()).collect::<Vec<_>>();
     let (fit_rows, held_rows) = (rows(&fit), rows(&held));
     let adj = match args.fit.as_str() {
         "bias" => fit_temperature_and_bias(&fit_rows, labels.len()),
@@ -276,7 +282,7 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
         let mut truth = vec![0usize; labels.len()];
         for s in &fit {
             chosen[s.scored.scores.best] += 1;
-            truth[s.row.truth] += 1;
+            truth[s.truth] += 1;
         }
         if let Some(k) = (0..labels.len())
             .find(|&k| chosen[k] as f64 > truth[k] as f64 + 0.25 * fit.len() as f64)
@@ -344,9 +350,9 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
         let coverage = PathBuf::from(format!("{}.coverage.{}", stem.display(), args.plot_format));
         let before: Vec<(f32, bool)> = eval
             .iter()
-            .map(|s| top_outcome(&s.row, &identity))
+            .map(|s| top_outcome(&s.row(), &identity))
             .collect();
-        let after: Vec<(f32, bool)> = eval.iter().map(|s| top_outcome(&s.row, &adj)).collect();
+        let after: Vec<(f32, bool)> = eval.iter().map(|s| top_outcome(&s.row(), &adj)).collect();
         let which = if held.is_empty() { "fit" } else { "held-out" };
         // The calibration is already written: a chart that cannot be drawn is a warning.
         let drawn = plots::reliability_diagram(

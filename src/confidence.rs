@@ -9,23 +9,10 @@ pub struct LabelScores {
     pub best: usize,
     /// log P(candidate | prompt) for every candidate (sum over its tokens, end token included).
     pub logprobs: Vec<f32>,
-    /// P(candidate) normalised over the candidate set.
-    pub probs: Vec<f32>,
     /// Mean token log-probability of every candidate (Autolabel's confidence measure).
     pub mean_token_logprobs: Vec<f32>,
     /// The least likely token of every candidate.
     pub min_token_logprobs: Vec<f32>,
-}
-
-/// softmax(logprobs / temperature), computed in f64.
-pub fn softmax_with_temperature(logprobs: &[f32], temperature: f64) -> Vec<f64> {
-    let max = logprobs.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let exps: Vec<f64> = logprobs
-        .iter()
-        .map(|&l| ((l as f64 - max) / temperature).exp())
-        .collect();
-    let total: f64 = exps.iter().sum();
-    exps.iter().map(|e| e / total).collect()
 }
 
 impl LabelScores {
@@ -39,28 +26,12 @@ impl LabelScores {
             .iter()
             .map(|t| t.iter().copied().fold(0.0f32, f32::min))
             .collect();
-        let probs: Vec<f32> = softmax_with_temperature(&logprobs, 1.0)
-            .into_iter()
-            .map(|p| p as f32)
-            .collect();
-        let best = logprobs
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
-            .map(|(i, _)| i)
-            .unwrap_or(0);
         LabelScores {
-            best,
+            best: Adjustment::default().best(&logprobs),
             logprobs,
-            probs,
             mean_token_logprobs,
             min_token_logprobs,
         }
-    }
-
-    /// Probability of the chosen label over the label set.
-    pub fn confidence(&self) -> f32 {
-        self.probs[self.best]
     }
 }
 
@@ -218,9 +189,11 @@ mod tests {
             vec![-0.2, -0.2, -2.0],
         ]);
         assert_eq!(s.best, 0);
-        assert!((s.probs.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        let probs = Adjustment::default().probs(&s.logprobs);
+        assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-6);
         let expected = 1.0 / (1.0 + (-1.5f32).exp() + (-0.9f32).exp());
-        assert!((s.confidence() - expected).abs() < 1e-6);
+        let confidence = ConfidenceMethod::LabelProb.value(&s, &Adjustment::default());
+        assert!((confidence - expected).abs() < 1e-6);
         assert!((s.mean_token_logprobs[2] - (-0.8)).abs() < 1e-6);
         assert_eq!(s.min_token_logprobs[2], -2.0);
     }
@@ -229,7 +202,8 @@ mod tests {
     fn ties_go_to_the_first_label() {
         let s = LabelScores::from_token_logprobs(&[vec![-1.0], vec![-1.0]]);
         assert_eq!(s.best, 0);
-        assert!((s.confidence() - 0.5).abs() < 1e-6);
+        let confidence = ConfidenceMethod::LabelProb.value(&s, &Adjustment::default());
+        assert!((confidence - 0.5).abs() < 1e-6);
     }
 
     #[test]
