@@ -61,16 +61,11 @@ pub struct RunSummary {
 pub fn run(args: &RunArgs) -> Result<RunSummary> {
     // Ctrl-C from the start: before scoring begins it simply stops before the first batch.
     let stop = stop_flag();
-    let session = Session::open(&args.common)?;
-    for n in &session.notices {
-        eprintln!("note: {n}");
-    }
-    let labeler = session.labeler(&args.common)?;
-    let op = session.operating_point(&args.confidence)?;
+    // The output location is checked before the model loads.
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| default_out(&session.data.path, "labeled"));
+        .unwrap_or_else(|| default_out(&args.common.data, "labeled"));
     let out_dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -87,6 +82,12 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
             out.display()
         )
     }
+    let session = Session::open(&args.common)?;
+    for n in &session.notices {
+        eprintln!("note: {n}");
+    }
+    let labeler = session.labeler(&args.common)?;
+    let op = session.operating_point(&args.confidence)?;
     let journal_file = journal_path(&out);
     if args.fresh {
         Journal::remove(&journal_file)?;
