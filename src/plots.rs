@@ -78,24 +78,43 @@ const COLORS: [RGBColor; 5] = [
     RGBColor(148, 103, 189),
 ];
 
+type Chart<'a, DB> = ChartContext<
+    'a,
+    DB,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A white chart with a caption, x from 0 to 1, the given y range, described axes and no minor
+/// grid lines.
+fn axes<'a, DB: DrawingBackend + 'a>(
+    root: &'a DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    y: std::ops::Range<f64>,
+    x_desc: &str,
+    y_desc: &str,
+) -> Result<Chart<'a, DB>> {
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..1f64, y)
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .light_line_style(WHITE)
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(chart)
+}
+
 /// Accuracy against mean confidence per bin, before and after calibration, with the diagonal.
 pub fn reliability_diagram(path: &Path, before: &[Bin], after: &[Bin], title: &str) -> Result<()> {
     with_backend!(path, root => {
-        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0f64..1f64, 0f64..1f64)
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .configure_mesh()
-            .light_line_style(WHITE)
-            .x_desc("confidence (mean per bin)")
-            .y_desc("accuracy")
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
+        let mut chart = axes(&root, title, 0.0..1.0, "confidence (mean per bin)", "accuracy")?;
         chart
             .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.4)))
             .map_err(|e| anyhow!("{e}"))?
@@ -139,21 +158,13 @@ pub fn coverage_chart(
         .fold(target, f64::min);
     let y0 = ((lowest - 0.05).max(0.0) * 20.0).floor() / 20.0;
     with_backend!(path, root => {
-        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0f64..1f64, y0..1.0f64)
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .configure_mesh()
-            .light_line_style(WHITE)
-            .x_desc("completion rate (share of rows kept)")
-            .y_desc("accuracy of kept rows")
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
+        let mut chart = axes(
+            &root,
+            title,
+            y0..1.0,
+            "completion rate (share of rows kept)",
+            "accuracy of kept rows",
+        )?;
         for (i, (name, curve)) in curves.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
             let points: Vec<(f64, f64)> = curve.iter().map(|p| (p.completion_rate, p.accuracy)).collect();
