@@ -8,8 +8,9 @@
 //! - the KV cache of one call can be passed to the next without copying it per label;
 //! - the forward pass returns hidden states, and logits are computed only for chosen rows.
 
-use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Result, Tensor};
+pub use crate::linear::{Linear, MatWeight};
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Device, Result, Tensor};
 use std::sync::Arc;
 
 /// How rotary embeddings pair up dimensions.
@@ -34,6 +35,52 @@ pub struct DecoderConfig {
     pub vocab_size: usize,
     pub context_length: usize,
     pub rope_style: RopeStyle,
+    pub rope_scaling: RopeScaling,
+}
+
+/// Rotary frequency scaling for contexts beyond the training length.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum RopeScaling {
+    #[default]
+    None,
+    /// Positions divided by `factor` (every frequency divided by it).
+    Linear { factor: f32 },
+    /// Llama 3.x: low frequencies divided by `factor`, high ones kept, a smooth ramp between.
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_max_position_embeddings: usize,
+    },
+}
+
+impl RopeScaling {
+    fn apply(self, inv_freq: f32) -> f32 {
+        match self {
+            RopeScaling::None => inv_freq,
+            RopeScaling::Linear { factor } => inv_freq / factor,
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                let old = original_max_position_embeddings as f32;
+                let low_freq_wavelen = old / low_freq_factor;
+                let high_freq_wavelen = old / high_freq_factor;
+                let wavelen = 2.0 * std::f32::consts::PI / inv_freq;
+                if wavelen < high_freq_wavelen {
+                    inv_freq
+                } else if wavelen > low_freq_wavelen {
+                    inv_freq / factor
+                } else {
+                    let smooth =
+                        (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                    (1.0 - smooth) * inv_freq / factor + smooth * inv_freq
+                }
+            }
+        }
+    }
 }
 
 /// Token embedding table: quantized tables are looked up row by row without dequantizing the
@@ -51,24 +98,10 @@ impl Embedding {
                 let flat = ids.flatten_all()?;
                 let mut dims = ids.dims().to_vec();
                 dims.push(t.dim(1)?);
-                t.index_select(&flat, 0)?.reshape(dims)
+                t.index_select(&flat, 0)?
+                    .to_dtype(DType::F32)?
+                    .reshape(dims)
             }
-        }
-    }
-}
-
-pub struct Linear {
-    pub weight: QMatMul,
-    pub bias: Option<Tensor>,
-}
-
-impl Linear {
-    /// `x` is `[n, in]`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.weight.forward(x)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
         }
     }
 }
@@ -89,7 +122,7 @@ pub struct DecoderWeights {
     pub embedding: Embedding,
     pub layers: Vec<Layer>,
     pub final_norm: Tensor,
-    pub lm_head: QMatMul,
+    pub lm_head: MatWeight,
 }
 
 /// Keys and values of every layer for a batch: `[batch, kv_heads, len, head_dim]` each.
@@ -126,9 +159,11 @@ impl Decoder {
         let half = config.head_dim / 2;
         let inv_freq: Vec<f32> = (0..half)
             .map(|i| {
-                1.0 / config
-                    .rope_theta
-                    .powf(2.0 * i as f32 / config.head_dim as f32)
+                config.rope_scaling.apply(
+                    1.0 / config
+                        .rope_theta
+                        .powf(2.0 * i as f32 / config.head_dim as f32),
+                )
             })
             .collect();
         let max_pos = config.context_length.max(1);
@@ -255,7 +290,7 @@ impl Decoder {
             &self.weights.final_norm,
             self.config.rms_norm_eps as f32,
         )?;
-        self.weights.lm_head.forward(&xn)?.to_dtype(DType::F32)
+        self.weights.lm_head.forward(&xn)
     }
 }
 

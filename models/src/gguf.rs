@@ -1,6 +1,9 @@
 //! Reading GGUF files: metadata with errors that name the file and key, and decoder weights.
 
-use crate::decoder::{Decoder, DecoderConfig, DecoderWeights, Embedding, Layer, Linear, RopeStyle};
+use crate::decoder::{
+    Decoder, DecoderConfig, DecoderWeights, Embedding, Layer, Linear, MatWeight, RopeScaling,
+    RopeStyle,
+};
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{gguf_file, QMatMul, QTensor};
 use candle_core::Device;
@@ -20,6 +23,8 @@ pub enum WeightFormat {
     F32,
     /// Expanded to f16.
     F16,
+    /// Expanded to bf16.
+    BF16,
 }
 
 impl WeightFormat {
@@ -28,17 +33,21 @@ impl WeightFormat {
             "q" | "quantized" => Ok(WeightFormat::Quantized),
             "f32" => Ok(WeightFormat::F32),
             "f16" => Ok(WeightFormat::F16),
+            "bf16" => Ok(WeightFormat::BF16),
             other => bail!(
-                "--dtype '{other}' is unknown; use q (keep the file's quantization), f32 or f16"
+                "--dtype '{other}' is unknown; use q (keep a GGUF file's quantization), f32, f16 or bf16"
             ),
         }
     }
 
-    fn matmul(self, q: Arc<QTensor>, device: &Device) -> Result<QMatMul> {
+    fn matmul(self, q: Arc<QTensor>, device: &Device) -> Result<MatWeight> {
         Ok(match self {
-            WeightFormat::Quantized => QMatMul::from_arc(q)?,
-            WeightFormat::F32 => QMatMul::Tensor(q.dequantize(device)?),
-            WeightFormat::F16 => QMatMul::TensorF16(q.dequantize_f16(device)?),
+            WeightFormat::Quantized => MatWeight::Q(QMatMul::from_arc(q)?),
+            WeightFormat::F32 => MatWeight::Q(QMatMul::Tensor(q.dequantize(device)?)),
+            WeightFormat::F16 => MatWeight::Q(QMatMul::TensorF16(q.dequantize_f16(device)?)),
+            WeightFormat::BF16 => {
+                MatWeight::Dense(q.dequantize(device)?.to_dtype(candle_core::DType::BF16)?)
+            }
         })
     }
 }
@@ -222,6 +231,7 @@ impl GgufFile {
             vocab_size,
             context_length: m.u32(&key("context_length"))? as usize,
             rope_style,
+            rope_scaling: RopeScaling::None,
             architecture: arch,
         })
     }

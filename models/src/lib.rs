@@ -4,6 +4,9 @@
 //! - [`decoder`] + [`decoder_scorer`]: Llama/Qwen2 decoders with prefix KV reuse and tree masks;
 //! - [`gguf`] + [`gguf_tokenizer`]: GGUF weights and tokenizers from GGUF metadata;
 //! - [`cards`] + [`fetch`]: model cards and verified, cached resolution of model files;
+//! - [`hf_config`] + [`safetensors_weights`] + [`safetensors_decoder`] + [`t5`]: Hugging Face
+//!   checkpoints (Llama, Mistral, Qwen2, T5, FLAN-T5, umT5) in safetensors;
+//! - [`hub`]: Hub repositories resolved to local snapshots (download, cache, offline);
 //! - [`local_model`]: everything a labeling run needs from one model.
 
 pub mod cards;
@@ -12,8 +15,15 @@ pub mod decoder_scorer;
 pub mod fetch;
 pub mod gguf;
 pub mod gguf_tokenizer;
+pub mod hf_config;
+pub mod hub;
+pub mod linear;
 pub mod local_model;
+pub mod safetensors_decoder;
+pub mod safetensors_weights;
 pub mod scoring;
+pub mod sentencepiece;
+pub mod t5;
 pub mod testing;
 pub mod trie;
 

@@ -2,11 +2,25 @@
 
 use crate::gguf::{GgufFile, WeightFormat};
 use crate::gguf_tokenizer::tokenizer_from_gguf;
+use crate::hf_config::HfConfig;
+use crate::safetensors_weights::Weights;
 use crate::scoring::ContinuationScorer;
+use crate::t5::{T5Config, T5Model};
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
+use candle_core::{DType, Device};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
+
+/// How a model turns a prompt into label probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Decoder-only: labels continue the prompt (Llama, Mistral, Qwen2).
+    Decoder,
+    /// Encoder-decoder: the prompt is encoded, labels are decoded from scratch and end with the
+    /// end-of-sequence token (T5, FLAN-T5, umT5).
+    EncoderDecoder,
+}
 
 pub struct LocalModel {
     /// Where the weights came from.
@@ -21,6 +35,9 @@ pub struct LocalModel {
     /// Prepend the BOS token id to every prompt (from `tokenizer.ggml.add_bos_token`).
     pub add_bos: bool,
     pub bos_token_id: Option<u32>,
+    pub kind: ModelKind,
+    /// End-of-sequence token id (ends every prompt and label of an encoder-decoder).
+    pub eos_token_id: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -32,9 +49,18 @@ pub struct LoadOptions {
 }
 
 impl LocalModel {
-    /// Loads a .gguf file, or a directory holding exactly one .gguf file. A `tokenizer.json` next
-    /// to the weights replaces the tokenizer built from GGUF metadata.
+    /// Loads a .gguf file, a directory holding exactly one .gguf file, or a Hugging Face model
+    /// directory (config.json, tokenizer.json and safetensors weights).
     pub fn load(path: &Path, device: &Device, opts: &LoadOptions) -> Result<Self> {
+        if path.is_dir() && path.join("config.json").exists() {
+            return Self::load_safetensors(path, device, opts);
+        }
+        Self::load_gguf(path, device, opts)
+    }
+
+    /// A .gguf file (or a directory with one). A `tokenizer.json` next to the weights replaces
+    /// the tokenizer built from GGUF metadata.
+    pub fn load_gguf(path: &Path, device: &Device, opts: &LoadOptions) -> Result<Self> {
         let file = resolve_weights_file(path)?;
         let mut gguf = GgufFile::open(&file)?;
         let architecture = gguf.architecture()?;
@@ -73,9 +99,97 @@ impl LocalModel {
             tokenizer,
             chat_template,
             bos_token_id: bos.as_ref().map(|b| b.0),
+            eos_token_id: eos.as_ref().map(|e| e.0),
             bos_token: bos.map(|b| b.1),
             eos_token: eos.map(|e| e.1),
             add_bos,
+            kind: ModelKind::Decoder,
+        })
+    }
+
+    /// A Hugging Face model directory: config.json, tokenizer.json (tokenizer_config.json for
+    /// special tokens and the chat template) and safetensors weights, single or sharded.
+    pub fn load_safetensors(dir: &Path, device: &Device, opts: &LoadOptions) -> Result<Self> {
+        let cfg = HfConfig::read(&dir.join("config.json"))?;
+        let model_type = cfg.model_type()?;
+        let dtype = match opts.weights {
+            WeightFormat::F32 => DType::F32,
+            WeightFormat::F16 => DType::F16,
+            WeightFormat::BF16 => DType::BF16,
+            WeightFormat::Quantized => bail!(
+                "--dtype q keeps a GGUF file's quantization; {} holds safetensors weights: use f32, f16 or bf16",
+                dir.display()
+            ),
+        };
+        let tokenizer = read_tokenizer(dir)?;
+        let tc = TokenizerConfig::read(dir)?;
+        let token = |name: Option<String>| -> Option<(u32, String)> {
+            let name = name?;
+            Some((tokenizer.token_to_id(&name)?, name))
+        };
+        let weights = Weights::open(dir, dtype, device)?;
+        let (scorer, vocab_size, kind, bos, eos): (Box<dyn ContinuationScorer>, _, _, _, _) =
+            if model_type == "t5" || model_type == "umt5" {
+                let config = T5Config::from_hf(&cfg, opts.max_context)?;
+                let eos_id = config.eos_token_id;
+                let eos = token(tc.eos_token.clone())
+                    .filter(|(id, _)| *id == eos_id)
+                    .or_else(|| tokenizer.id_to_token(eos_id).map(|t| (eos_id, t)));
+                let model = T5Model::load_with(config, &weights, device)?;
+                let v = model.config.vocab_size;
+                (Box::new(model), v, ModelKind::EncoderDecoder, None, eos)
+            } else {
+                let decoder = crate::safetensors_decoder::load_decoder(
+                    &cfg,
+                    &weights,
+                    device,
+                    opts.max_context,
+                )?;
+                let v = decoder.config.vocab_size;
+                let id_of = |key: &str| cfg.opt_token_id(key).ok().flatten();
+                let bos = token(tc.bos_token.clone()).or_else(|| {
+                    let id = id_of("bos_token_id")?;
+                    Some((id, tokenizer.id_to_token(id)?))
+                });
+                let eos = token(tc.eos_token.clone()).or_else(|| {
+                    let id = id_of("eos_token_id")?;
+                    Some((id, tokenizer.id_to_token(id)?))
+                });
+                (Box::new(decoder), v, ModelKind::Decoder, bos, eos)
+            };
+        if tokenizer.get_vocab_size(true) > vocab_size {
+            bail!(
+                "{}: the tokenizer has {} tokens but config.json's vocab_size is {vocab_size}; the tokenizer does not belong to this model",
+                dir.display(),
+                tokenizer.get_vocab_size(true)
+            )
+        }
+        // Whether prompts start with BOS: tokenizer_config.json says so, else the tokenizer's
+        // own post-processor does when it adds one.
+        let add_bos = kind == ModelKind::Decoder
+            && match (tc.add_bos_token, &bos) {
+                (Some(v), _) => v,
+                (None, Some((id, _))) => tokenizer
+                    .encode("a", true)
+                    .is_ok_and(|e| e.get_ids().first() == Some(id)),
+                (None, None) => false,
+            };
+        Ok(LocalModel {
+            path: dir.to_path_buf(),
+            architecture: model_type,
+            scorer,
+            tokenizer,
+            chat_template: if kind == ModelKind::Decoder {
+                tc.chat_template
+            } else {
+                None
+            },
+            bos_token_id: bos.as_ref().map(|b| b.0),
+            bos_token: bos.map(|b| b.1),
+            eos_token_id: eos.as_ref().map(|e| e.0),
+            eos_token: eos.map(|e| e.1),
+            add_bos,
+            kind,
         })
     }
 
@@ -116,7 +230,7 @@ fn resolve_weights_file(path: &Path) -> Result<PathBuf> {
     match ggufs.as_slice() {
         [one] => Ok(one.clone()),
         [] => bail!(
-            "model directory {} holds no .gguf file (only GGUF models are supported so far; safetensors directories are planned)",
+            "model directory {} holds no .gguf file and no config.json; pass a .gguf file or a Hugging Face model directory (config.json, tokenizer.json, safetensors)",
             path.display()
         ),
         many => bail!(
@@ -124,5 +238,67 @@ fn resolve_weights_file(path: &Path) -> Result<PathBuf> {
             path.display(),
             many.len()
         ),
+    }
+}
+
+/// `tokenizer.json` of a model directory.
+fn read_tokenizer(dir: &Path) -> Result<Tokenizer> {
+    let path = dir.join("tokenizer.json");
+    if !path.exists() {
+        if dir.join("spiece.model").exists() {
+            return crate::sentencepiece::tokenizer_from_spiece(&dir.join("spiece.model"));
+        }
+        bail!(
+            "{} has no tokenizer.json (and no spiece.model); the model directory needs its tokenizer",
+            dir.display()
+        )
+    }
+    Tokenizer::from_file(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+}
+
+/// What `tokenizer_config.json` says about special tokens and the chat template.
+#[derive(Debug, Default)]
+struct TokenizerConfig {
+    bos_token: Option<String>,
+    eos_token: Option<String>,
+    add_bos_token: Option<bool>,
+    chat_template: Option<String>,
+}
+
+impl TokenizerConfig {
+    fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join("tokenizer_config.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(Self::default());
+        };
+        let v: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        // A token is a string or an AddedToken object with "content".
+        let token = |key: &str| -> Option<String> {
+            match v.get(key)? {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => o.get("content")?.as_str().map(String::from),
+                _ => None,
+            }
+        };
+        // A template is a string, or a list of {name, template} where "default" is the one.
+        let chat_template = match v.get("chat_template") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Array(list)) => list
+                .iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                .or(list.first())
+                .and_then(|t| t.get("template")?.as_str().map(String::from)),
+            _ => None,
+        };
+        // Newer checkpoints keep the template in its own file.
+        let chat_template =
+            chat_template.or_else(|| std::fs::read_to_string(dir.join("chat_template.jinja")).ok());
+        Ok(TokenizerConfig {
+            bos_token: token("bos_token"),
+            eos_token: token("eos_token"),
+            add_bos_token: v.get("add_bos_token").and_then(Value::as_bool),
+            chat_template,
+        })
     }
 }

@@ -1,0 +1,205 @@
+//! Safetensors checkpoints (Llama with Llama-3 rope scaling, sharded Qwen2, Mistral, T5, FLAN-T5
+//! style t5-v1_1, umT5) against Hugging Face transformers: tiny random-weight models and reference
+//! log-probabilities written by scripts/make_reference_models.py (transformers, CPU, float32).
+
+use autolabel_models::gguf::WeightFormat;
+use autolabel_models::local_model::ModelKind;
+use autolabel_models::{LoadOptions, LocalModel, ScoreRequest};
+use candle_core::Device;
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(name)
+}
+
+struct Reference {
+    requests: Vec<ScoreRequest>,
+    logprobs: Vec<Vec<Vec<f64>>>,
+    texts: Vec<String>,
+    text_ids: Vec<Vec<u32>>,
+}
+
+fn reference(name: &str) -> Reference {
+    let v: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture(name).join("reference.json")).unwrap(),
+    )
+    .unwrap();
+    let ids = |v: &Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let prompts: Vec<Vec<u32>> = v["prompts"].as_array().unwrap().iter().map(ids).collect();
+    let cands: Vec<Vec<Vec<u32>>> = v["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(ids).collect())
+        .collect();
+    let logprobs = v["logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    c.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64().unwrap())
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    Reference {
+        requests: prompts
+            .into_iter()
+            .zip(cands)
+            .map(|(prompt, candidates)| ScoreRequest { prompt, candidates })
+            .collect(),
+        logprobs,
+        texts: v["texts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect(),
+        text_ids: v["text_ids"].as_array().unwrap().iter().map(ids).collect(),
+    }
+}
+
+fn load(name: &str, weights: WeightFormat) -> LocalModel {
+    LocalModel::load(
+        &fixture(name),
+        &Device::Cpu,
+        &LoadOptions {
+            max_context: None,
+            weights,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e:#}"))
+}
+
+/// Largest difference between our token log-probs and the reference, absolute and relative to
+/// the reference's magnitude.
+fn max_error(model: &LocalModel, r: &Reference, batched: bool) -> (f64, f64) {
+    let outputs = if batched {
+        model.scorer.score_batch(&r.requests).unwrap()
+    } else {
+        r.requests
+            .iter()
+            .map(|q| {
+                model
+                    .scorer
+                    .score_batch(std::slice::from_ref(q))
+                    .unwrap()
+                    .remove(0)
+            })
+            .collect()
+    };
+    let (mut worst, mut worst_rel) = (0f64, 0f64);
+    for (out, want) in outputs.iter().zip(&r.logprobs) {
+        assert_eq!(out.token_logprobs.len(), want.len());
+        for (got, want) in out.token_logprobs.iter().zip(want) {
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(want) {
+                worst = worst.max((*g as f64 - w).abs());
+                worst_rel = worst_rel.max((*g as f64 - w).abs() / w.abs().max(1.0));
+            }
+        }
+    }
+    (worst, worst_rel)
+}
+
+fn check(name: &str, kind: ModelKind, arch: &str) {
+    let r = reference(name);
+    let model = load(name, WeightFormat::F32);
+    assert_eq!(model.kind, kind, "{name}");
+    assert_eq!(model.architecture, arch, "{name}");
+    for (text, ids) in r.texts.iter().zip(&r.text_ids) {
+        assert_eq!(
+            &model.encode(text).unwrap(),
+            ids,
+            "{name}: tokenization of {text:?}"
+        );
+    }
+    let (batched, _) = max_error(&model, &r, true);
+    let (single, _) = max_error(&model, &r, false);
+    assert!(
+        batched < 1e-4 && single < 1e-4,
+        "{name}: batched {batched}, single {single}"
+    );
+    // Narrower weights stay close (activations, norms and softmax remain f32); random weights
+    // amplify rounding, so the bound is relative to the log-prob.
+    for (fmt, tol) in [(WeightFormat::F16, 0.02), (WeightFormat::BF16, 0.05)] {
+        let m = load(name, fmt);
+        let (abs, rel) = max_error(&m, &r, true);
+        assert!(
+            rel < tol,
+            "{name} {fmt:?}: max error {abs} ({rel} relative)"
+        );
+    }
+}
+
+#[test]
+fn llama_with_llama3_rope_scaling_matches_transformers() {
+    check("tiny-llama", ModelKind::Decoder, "llama");
+    let m = load("tiny-llama", WeightFormat::F32);
+    assert!(m.add_bos, "tokenizer_config.json asks for BOS");
+    assert_eq!(m.bos_token.as_deref(), Some("<|endoftext|>"));
+}
+
+#[test]
+fn sharded_qwen2_matches_transformers() {
+    check("tiny-qwen2", ModelKind::Decoder, "qwen2");
+    let m = load("tiny-qwen2", WeightFormat::F32);
+    assert!(m.chat_template.as_deref().unwrap().contains("<|im_start|>"));
+    assert_eq!(m.eos_token.as_deref(), Some("<|im_end|>"));
+    assert!(!m.add_bos);
+}
+
+#[test]
+fn mistral_matches_transformers() {
+    check("tiny-mistral", ModelKind::Decoder, "mistral");
+}
+
+#[test]
+fn t5_relu_tied_matches_transformers() {
+    check("tiny-t5", ModelKind::EncoderDecoder, "t5");
+    let m = load("tiny-t5", WeightFormat::F32);
+    assert_eq!(m.eos_token_id, Some(1));
+    assert!(m.chat_template.is_none());
+}
+
+#[test]
+fn flan_t5_style_gated_gelu_untied_matches_transformers() {
+    check("tiny-flan-t5", ModelKind::EncoderDecoder, "t5");
+}
+
+#[test]
+fn umt5_matches_transformers() {
+    check("tiny-umt5", ModelKind::EncoderDecoder, "umt5");
+}
+
+#[test]
+fn quantized_dtype_is_refused_for_safetensors() {
+    let e = LocalModel::load(
+        &fixture("tiny-t5"),
+        &Device::Cpu,
+        &LoadOptions {
+            max_context: None,
+            weights: WeightFormat::Quantized,
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("--dtype q"), "{e}");
+}
