@@ -173,7 +173,42 @@ impl Journal {
 
     /// The model file's sha256, remembered by (path, size, mtime) so a resume does not hash it
     /// again.
+    /// The sha256 of a model file; of a model directory, a sha256 over the shas of the files
+    /// that decide its outputs (config, tokenizer files, weights).
     pub fn model_sha(&self, model: &Path) -> Result<String> {
+        if !model.is_dir() {
+            return self.file_sha(model);
+        }
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(model)
+            .with_context(|| format!("cannot list {}", model.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let n = p.file_name().unwrap_or_default().to_string_lossy();
+                n == "config.json"
+                    || n.starts_with("tokenizer")
+                    || n == "spiece.model"
+                    || n == "chat_template.jinja"
+                    || n.ends_with(".safetensors")
+                    || n.ends_with(".gguf")
+            })
+            .collect();
+        files.sort();
+        let mut h = Sha256::new();
+        for f in &files {
+            h.update(f.file_name().unwrap_or_default().as_encoded_bytes());
+            h.update(self.file_sha(f)?.as_bytes());
+        }
+        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    fn file_sha(&self, model: &Path) -> Result<String> {
+        // Files in a Hugging Face cache snapshot link to blobs named by their sha256.
+        if let Ok(target) = std::fs::read_link(model) {
+            let name = target.file_name().unwrap_or_default().to_string_lossy();
+            if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(name.to_lowercase());
+            }
+        }
         let meta =
             std::fs::metadata(model).with_context(|| format!("cannot read {}", model.display()))?;
         let mtime = meta

@@ -6,6 +6,7 @@ use crate::confidence::LabelScores;
 use crate::dataset::{Dataset, Row};
 use crate::task::Task;
 use anyhow::{bail, Result};
+use autolabel_models::local_model::ModelKind;
 use autolabel_models::{LocalModel, ScoreRequest};
 use std::sync::{Arc, Mutex};
 
@@ -48,8 +49,9 @@ pub const MIN_SHARED_PREFIX: usize = 16;
 
 impl<'a> Labeler<'a> {
     pub fn new(model: &'a LocalModel, task: &'a dyn Task, opts: &LabelerOptions) -> Result<Self> {
+        let encoder_decoder = model.kind == ModelKind::EncoderDecoder;
         let chat = match (&model.chat_template, opts.chat_template) {
-            (Some(t), true) => Some(ChatTemplate::new(
+            (Some(t), true) if !encoder_decoder => Some(ChatTemplate::new(
                 t,
                 model.bos_token.clone(),
                 model.eos_token.clone(),
@@ -57,6 +59,14 @@ impl<'a> Labeler<'a> {
             _ => None,
         };
         let answer_end = match &chat {
+            // An encoder-decoder's answer is a whole decoded sequence: it ends with EOS.
+            None if encoder_decoder => match model.eos_token_id {
+                Some(eos) => vec![eos],
+                None => bail!(
+                    "{}: the model names no end-of-sequence token (eos_token_id in config.json)",
+                    model.path.display()
+                ),
+            },
             Some(c) => {
                 let suffix = model.encode(&c.answer_suffix()?)?;
                 match suffix.first() {
@@ -102,12 +112,20 @@ impl<'a> Labeler<'a> {
         }
     }
 
+    fn encoder_decoder(&self) -> bool {
+        self.model.kind == ModelKind::EncoderDecoder
+    }
+
     fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
         let mut ids = Vec::new();
         if self.model.add_bos && self.chat.is_none() {
             ids.extend(self.model.bos_token_id);
         }
         ids.extend(self.model.encode(text)?);
+        if self.encoder_decoder() {
+            // The encoder input ends with EOS, as T5's tokenizers write it.
+            ids.extend(&self.answer_end);
+        }
         Ok(ids)
     }
 
@@ -121,7 +139,7 @@ impl<'a> Labeler<'a> {
         }
         let mut out: Vec<Vec<u32>> = Vec::with_capacity(labels.len());
         for label in labels.iter() {
-            let text = if self.chat.is_some() {
+            let text = if self.chat.is_some() || self.encoder_decoder() {
                 label.clone()
             } else {
                 format!(" {label}")
@@ -231,6 +249,9 @@ impl<'a> Labeler<'a> {
             });
         }
         let Some(common) = common else { return Ok(0) };
+        if self.encoder_decoder() {
+            return Ok(0); // a bidirectional encoder has no reusable prefix state
+        }
         // Every prompt keeps at least one token of its own (its last position predicts the answer).
         let n = common.len().min(shortest.saturating_sub(1));
         let n = if n >= MIN_SHARED_PREFIX { n } else { 0 };

@@ -1,6 +1,6 @@
 use autolabel_local::{calibrate, plan, run, score, status};
 use autolabel_models::cards::ModelCard;
-use autolabel_models::fetch;
+use autolabel_models::{fetch, hub};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -26,7 +26,8 @@ enum Command {
     Score(score::ScoreArgs),
     /// Progress of a run (also of one that was interrupted), from its journal.
     Status(status::StatusArgs),
-    /// List the model cards and whether each is in the local cache.
+    /// List the model cards and whether each is in the local cache, and the models in the
+    /// Hugging Face cache.
     Models,
 }
 
@@ -66,6 +67,31 @@ fn main() -> ExitCode {
                     "",
                     card.license
                 );
+            }
+            let hub = fetch::hf_hub_cache();
+            let repos = hub::list_cache(&hub);
+            println!("\nHugging Face cache {}:", hub.display());
+            if repos.is_empty() {
+                println!("  (no models; --model org/name downloads one)");
+            }
+            for r in repos {
+                let refs: Vec<String> = r
+                    .refs
+                    .iter()
+                    .map(|(name, commit)| format!("{name} -> {}", &commit[..commit.len().min(12)]))
+                    .collect();
+                println!(
+                    "  {:<40} {:>8.1} MB  {}",
+                    r.repo,
+                    r.bytes as f64 / 1e6,
+                    refs.join(", ")
+                );
+                for (dir, what) in r.snapshots {
+                    println!(
+                        "    {}: {what}",
+                        dir.file_name().unwrap_or_default().to_string_lossy()
+                    );
+                }
             }
             Ok(0)
         }

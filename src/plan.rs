@@ -104,9 +104,13 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
     let t = Instant::now();
     let shared = labeler.share_prefix(ok.iter().map(|p| p.prompt_ids.as_slice()))?;
     let prefix_seconds = t.elapsed().as_secs_f64();
-    println!(
-        "shared prompt prefix: {shared} tokens, prefilled once ({prefix_seconds:.2} s) instead of per row"
-    );
+    if shared > 0 {
+        println!(
+            "shared prompt prefix: {shared} tokens, prefilled once ({prefix_seconds:.2} s) instead of per row"
+        );
+    } else {
+        println!("shared prompt prefix: none (too short, or an encoder-decoder, whose encoder sees each prompt whole)");
+    }
     let n = args.sample.clamp(1, ok.len());
     let sample: Vec<&Prepared> = ok.iter().take(n).collect();
     let t = Instant::now();

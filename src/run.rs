@@ -95,7 +95,7 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
     let mut journal = Journal::open(&journal_file)?;
     let settings = settings_key(
         &journal.model_sha(&session.model.path)?,
-        &args.common.dtype,
+        &args.common.dtype_name(),
         &args.common.device,
     );
     let command: Vec<String> = std::env::args().collect();

@@ -3,7 +3,7 @@
 use crate::config::{FewShotExamples, TaskConfig};
 use crate::dataset::{Dataset, ReadOptions};
 use crate::labeler::{Labeler, LabelerOptions};
-use crate::model_source::{choose_model, parse_device};
+use crate::model_source::{choose_model, dtype_for, model_name, parse_device};
 use crate::operating_point::{ConfidenceArgs, OperatingPoint};
 use crate::task::{build_task, Task};
 use anyhow::{Context, Result};
@@ -19,11 +19,15 @@ pub struct CommonArgs {
     /// Data to label: CSV, TSV or JSONL.
     #[arg(long)]
     pub data: PathBuf,
-    /// Model: a model card name (see `autolabel-local models`), a local .gguf file or directory,
-    /// or org/repo:file.gguf on the Hugging Face Hub. Default: the config's local model, else
-    /// the default card.
+    /// Model: a model card name (see `autolabel-local models`), a local .gguf file, a local
+    /// Hugging Face model directory (config.json, tokenizer.json, safetensors), a Hugging Face
+    /// Hub repo (org/name, e.g. google/flan-t5-large), or a GGUF file in one
+    /// (org/name:file.gguf). Default: the config's local model, else the default card.
     #[arg(long)]
     pub model: Option<String>,
+    /// Branch, tag or commit of a Hugging Face Hub model (default main).
+    #[arg(long)]
+    pub revision: Option<String>,
     /// cpu, cuda or metal (cuda and metal need a build with that cargo feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -40,10 +44,10 @@ pub struct CommonArgs {
     /// Longest prompt + answer in tokens; longer inputs are cut from the middle (with a warning).
     #[arg(long, default_value_t = 2048)]
     pub max_tokens: usize,
-    /// Weights in memory: f32 (default; fastest on CPU), f16, or q (keep the file's quantization:
-    /// least memory, slower prompt processing on CPU).
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    /// Weights in memory: f32, f16, bf16, or q (keep a GGUF file's quantization: least memory,
+    /// slower prompt processing on CPU). Default: f32 on the CPU, bf16 on a GPU.
+    #[arg(long)]
+    pub dtype: Option<String>,
     /// Seed examples file (CSV/TSV/JSONL) to use instead of the config's prompt.few_shot_examples.
     #[arg(long)]
     pub few_shot_examples: Option<PathBuf>,
@@ -53,6 +57,13 @@ pub struct CommonArgs {
     /// Replace bytes in the data that are not UTF-8 with U+FFFD instead of stopping.
     #[arg(long)]
     pub lossy: bool,
+}
+
+impl CommonArgs {
+    /// The dtype this run uses (`--dtype`, else the device's default).
+    pub fn dtype_name(&self) -> String {
+        dtype_for(self.dtype.as_deref(), &self.device)
+    }
 }
 
 pub struct Session {
@@ -86,13 +97,14 @@ impl Session {
         }
         let task = build_task(&config, &data)?;
         let device = parse_device(&args.device)?;
-        let (model_path, model_notice) = choose_model(args.model.as_deref(), &config)?;
+        let (model_path, model_notice) =
+            choose_model(args.model.as_deref(), args.revision.as_deref(), &config)?;
         let model = LocalModel::load(
             &model_path,
             &device,
             &LoadOptions {
                 max_context: Some(args.max_tokens),
-                weights: WeightFormat::parse(&args.dtype)?,
+                weights: WeightFormat::parse(&args.dtype_name())?,
             },
         )
         .with_context(|| format!("cannot load model {}", model_path.display()))?;
@@ -110,13 +122,10 @@ impl Session {
         })
     }
 
-    /// The model's file name (what a calibration file records).
+    /// The model's file name, or `org/name@commit` for a Hub model (what a calibration file
+    /// records).
     pub fn model_file(&self) -> String {
-        self.model
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        model_name(&self.model.path)
     }
 
     /// Confidence method, temperature and threshold, checked against this task and model.

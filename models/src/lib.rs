@@ -19,6 +19,7 @@ pub mod hf_config;
 pub mod hub;
 pub mod linear;
 pub mod local_model;
+pub mod mock_hub;
 pub mod safetensors_decoder;
 pub mod safetensors_weights;
 pub mod scoring;

@@ -127,36 +127,7 @@ impl LocalModel {
             let name = name?;
             Some((tokenizer.token_to_id(&name)?, name))
         };
-        let weights = Weights::open(dir, dtype, device)?;
-        let (scorer, vocab_size, kind, bos, eos): (Box<dyn ContinuationScorer>, _, _, _, _) =
-            if model_type == "t5" || model_type == "umt5" {
-                let config = T5Config::from_hf(&cfg, opts.max_context)?;
-                let eos_id = config.eos_token_id;
-                let eos = token(tc.eos_token.clone())
-                    .filter(|(id, _)| *id == eos_id)
-                    .or_else(|| tokenizer.id_to_token(eos_id).map(|t| (eos_id, t)));
-                let model = T5Model::load_with(config, &weights, device)?;
-                let v = model.config.vocab_size;
-                (Box::new(model), v, ModelKind::EncoderDecoder, None, eos)
-            } else {
-                let decoder = crate::safetensors_decoder::load_decoder(
-                    &cfg,
-                    &weights,
-                    device,
-                    opts.max_context,
-                )?;
-                let v = decoder.config.vocab_size;
-                let id_of = |key: &str| cfg.opt_token_id(key).ok().flatten();
-                let bos = token(tc.bos_token.clone()).or_else(|| {
-                    let id = id_of("bos_token_id")?;
-                    Some((id, tokenizer.id_to_token(id)?))
-                });
-                let eos = token(tc.eos_token.clone()).or_else(|| {
-                    let id = id_of("eos_token_id")?;
-                    Some((id, tokenizer.id_to_token(id)?))
-                });
-                (Box::new(decoder), v, ModelKind::Decoder, bos, eos)
-            };
+        let vocab_size = cfg.usize("vocab_size")?;
         if tokenizer.get_vocab_size(true) > vocab_size {
             bail!(
                 "{}: the tokenizer has {} tokens but config.json's vocab_size is {vocab_size}; the tokenizer does not belong to this model",
@@ -164,6 +135,31 @@ impl LocalModel {
                 tokenizer.get_vocab_size(true)
             )
         }
+        let weights = Weights::open(dir, dtype, device)?;
+        let (scorer, kind, bos, eos): (Box<dyn ContinuationScorer>, _, _, _) = if model_type == "t5"
+            || model_type == "umt5"
+        {
+            let config = T5Config::from_hf(&cfg, opts.max_context)?;
+            let eos_id = config.eos_token_id;
+            let eos = token(tc.eos_token.clone())
+                .filter(|(id, _)| *id == eos_id)
+                .or_else(|| tokenizer.id_to_token(eos_id).map(|t| (eos_id, t)));
+            let model = T5Model::load_with(config, &weights, device)?;
+            (Box::new(model), ModelKind::EncoderDecoder, None, eos)
+        } else {
+            let decoder =
+                crate::safetensors_decoder::load_decoder(&cfg, &weights, device, opts.max_context)?;
+            let id_of = |key: &str| cfg.opt_token_id(key).ok().flatten();
+            let bos = token(tc.bos_token.clone()).or_else(|| {
+                let id = id_of("bos_token_id")?;
+                Some((id, tokenizer.id_to_token(id)?))
+            });
+            let eos = token(tc.eos_token.clone()).or_else(|| {
+                let id = id_of("eos_token_id")?;
+                Some((id, tokenizer.id_to_token(id)?))
+            });
+            (Box::new(decoder), ModelKind::Decoder, bos, eos)
+        };
         // Whether prompts start with BOS: tokenizer_config.json says so, else the tokenizer's
         // own post-processor does when it adds one.
         let add_bos = kind == ModelKind::Decoder

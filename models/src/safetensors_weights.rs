@@ -83,9 +83,11 @@ impl Weights {
         // assumes nobody truncates them while the model is loaded.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
             .map_err(|e| {
+                let e = e.to_string();
                 anyhow::anyhow!(
-                    "cannot read the safetensors weights in {} ({e}); a file may be truncated: download it again",
-                    dir.display()
+                    "cannot read the safetensors weights in {} ({}); a file may be truncated: download it again",
+                    dir.display(),
+                    e.lines().next().unwrap_or_default()
                 )
             })?;
         Ok(Weights {
@@ -114,9 +116,12 @@ impl Weights {
         self.vb
             .get_with_hints_dtype(shape, name, Default::default(), dtype)
             .map_err(|e| {
+                // candle appends a backtrace when RUST_BACKTRACE is set; the first line says it.
+                let e = e.to_string();
                 anyhow::anyhow!(
-                    "{}: tensor '{name}': {e}; the weights do not match config.json",
-                    self.dir.display()
+                    "{}: tensor '{name}': {}; the weights do not match config.json",
+                    self.dir.display(),
+                    e.lines().next().unwrap_or_default()
                 )
             })
     }

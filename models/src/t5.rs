@@ -96,7 +96,8 @@ impl T5Config {
                 cfg.path.display()
             ),
         };
-        let act_name = cfg.opt_string("dense_act_fn")?.unwrap_or(act_name);
+        // Like transformers, the activation follows feed_forward_proj (a saved dense_act_fn is
+        // derived from it, not read).
         let activation = Activation::parse(&act_name).ok_or_else(|| {
             anyhow::anyhow!(
                 "{}: activation '{act_name}' is not supported (relu, gelu, gelu_new, silu)",

@@ -203,3 +203,108 @@ fn quantized_dtype_is_refused_for_safetensors() {
     .unwrap();
     assert!(e.to_string().contains("--dtype q"), "{e}");
 }
+
+/// A copy of a fixture with `edit` applied to its config.json, and the load error.
+fn load_error(
+    name: &str,
+    edit: impl Fn(&mut serde_json::Map<String, Value>),
+    remove: &[&str],
+) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(fixture(name)).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    let cfg_path = dir.path().join("config.json");
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    edit(cfg.as_object_mut().unwrap());
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    for f in remove {
+        std::fs::remove_file(dir.path().join(f)).unwrap();
+    }
+    let e = LocalModel::load(dir.path(), &Device::Cpu, &LoadOptions::default())
+        .err()
+        .unwrap_or_else(|| panic!("expected a load error from {name} with {remove:?}"));
+    format!("{e:#}")
+}
+
+#[test]
+fn bad_model_directories_get_clear_errors() {
+    let e = load_error(
+        "tiny-llama",
+        |c| {
+            c.insert("model_type".into(), "gpt2".into());
+        },
+        &[],
+    );
+    assert!(
+        e.contains("model_type 'gpt2' is not supported")
+            && e.contains("llama, mistral, qwen2, t5, umt5"),
+        "{e}"
+    );
+    let e = load_error(
+        "tiny-llama",
+        |c| {
+            c.remove("num_hidden_layers");
+        },
+        &[],
+    );
+    assert!(
+        e.contains("config.json") && e.contains("'num_hidden_layers' is missing"),
+        "{e}"
+    );
+    let e = load_error(
+        "tiny-t5",
+        |c| {
+            c.remove("d_model");
+        },
+        &[],
+    );
+    assert!(e.contains("'d_model' is missing"), "{e}");
+    let e = load_error(
+        "tiny-llama",
+        |c| {
+            c.insert("vocab_size".into(), 100.into());
+        },
+        &[],
+    );
+    assert!(
+        e.contains("the tokenizer has") && e.contains("does not belong to this model"),
+        "{e}"
+    );
+    let e = load_error(
+        "tiny-qwen2",
+        |c| {
+            c.insert("hidden_size".into(), 64.into());
+        },
+        &[],
+    );
+    assert!(e.contains("the weights do not match config.json"), "{e}");
+    let e = load_error("tiny-qwen2", |_| {}, &["model-00003-of-00005.safetensors"]);
+    assert!(
+        e.contains("model-00003-of-00005.safetensors") && e.contains("missing"),
+        "{e}"
+    );
+    let e = load_error("tiny-t5", |_| {}, &["tokenizer.json"]);
+    assert!(e.contains("no tokenizer.json"), "{e}");
+    let e = load_error(
+        "tiny-llama",
+        |c| {
+            c.insert(
+                "rope_parameters".into(),
+                serde_json::json!({"rope_type": "yarn", "factor": 4.0}),
+            );
+        },
+        &[],
+    );
+    assert!(e.contains("rope scaling 'yarn' is not supported"), "{e}");
+    let e = load_error(
+        "tiny-flan-t5",
+        |c| {
+            c.insert("feed_forward_proj".into(), "gated-tanh".into());
+        },
+        &[],
+    );
+    assert!(e.contains("activation 'tanh' is not supported"), "{e}");
+}
