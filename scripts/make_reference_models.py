@@ -23,7 +23,8 @@ model.safetensors or shards + model.safetensors.index.json) and reference.json:
 
 The tokenizers are trained here on rows of ../shared/data (SMS spam and movie reviews): a
 byte-level BPE for the decoders and a SentencePiece-style Unigram for T5, with the usual special
-tokens. Rerunning the script rewrites identical files (seeds are fixed).
+tokens. Rerunning the script rewrites the same models and references (seeds are fixed); only the
+last digits of the Unigram scores in tokenizer.json may differ (the trainer is multithreaded).
 """
 
 import csv
@@ -252,8 +253,48 @@ def build_t5(name, config_cls, model_cls, tok, extra, untied=False):
     )
 
 
+SPIECE_TEXTS = [
+    "Free entry in 2 a wkly comp to win FA Cup final tkts",
+    "  leading and   repeated   spaces  ",
+    "Caf\u00e9 \uff21\uff22\uff23 \u2460 full-width and circled",
+    "tabs\tand\nnewlines",
+    "\u00bd price! 50% off, call 0800-123",
+]
+
+
+def build_spiece(texts):
+    """A SentencePiece Unigram model (like google/t5-v1_1-*'s spiece.model) and the ids
+    SentencePiece itself gives, for testing our conversion of spiece.model into a tokenizer."""
+    import io
+
+    import sentencepiece as spm
+
+    d = OUT.parent / "spiece"
+    d.mkdir(parents=True, exist_ok=True)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=model,
+        vocab_size=300,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        normalization_rule_name="nmt_nfkc",
+        minloglevel=2,
+    )
+    (d / "spiece.model").write_bytes(model.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    write_json(
+        d / "reference.json",
+        {"texts": SPIECE_TEXTS, "ids": [sp.encode(t) for t in SPIECE_TEXTS]},
+    )
+
+
 def main():
     texts = training_texts()
+    build_spiece(texts)
     bpe = bpe_tokenizer(texts)
     uni = unigram_tokenizer(texts)
     small = dict(

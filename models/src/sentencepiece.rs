@@ -21,7 +21,6 @@ pub struct SpModel {
     pub byte_fallback: bool,
     pub precompiled_charsmap: Vec<u8>,
     pub add_dummy_prefix: bool,
-    pub remove_extra_whitespaces: bool,
 }
 
 struct Reader<'a> {
@@ -89,7 +88,6 @@ impl SpModel {
         let mut m = SpModel {
             model_type: 1,
             add_dummy_prefix: true,
-            remove_extra_whitespaces: true,
             ..Default::default()
         };
         each_field(buf, |num, field| {
@@ -124,7 +122,6 @@ impl SpModel {
                     match (n, f) {
                         (2, Field::Bytes(b)) => m.precompiled_charsmap = b.to_vec(),
                         (3, Field::Varint(v)) => m.add_dummy_prefix = v != 0,
-                        (4, Field::Varint(v)) => m.remove_extra_whitespaces = v != 0,
                         _ => {}
                     }
                     Ok(())
@@ -169,16 +166,16 @@ pub fn build(sp: &SpModel) -> Result<Tokenizer> {
             .map_err(|e| anyhow::anyhow!("invalid precompiled_charsmap: {e}"))?;
         normalizers.push(pre.into());
     }
-    if sp.remove_extra_whitespaces {
-        normalizers.push(
-            Replace::new(
-                tokenizers::normalizers::replace::ReplacePattern::Regex(" {2,}".into()),
-                " ",
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .into(),
-        );
-    }
+    // As transformers' SentencePiece converter: strip the right end, collapse runs of spaces.
+    normalizers.push(tokenizers::normalizers::strip::Strip::new(false, true).into());
+    normalizers.push(
+        Replace::new(
+            tokenizers::normalizers::replace::ReplacePattern::Regex(" {2,}".into()),
+            "\u{2581}",
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .into(),
+    );
     tok.with_normalizer(Some(Sequence::new(normalizers)))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let scheme = if sp.add_dummy_prefix {

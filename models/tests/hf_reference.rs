@@ -308,3 +308,57 @@ fn bad_model_directories_get_clear_errors() {
     );
     assert!(e.contains("activation 'tanh' is not supported"), "{e}");
 }
+
+#[test]
+fn spiece_model_tokenizes_like_sentencepiece() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spiece");
+    let tok =
+        autolabel_models::sentencepiece::tokenizer_from_spiece(&dir.join("spiece.model")).unwrap();
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    for (text, ids) in r["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(r["ids"].as_array().unwrap())
+    {
+        let text = text.as_str().unwrap();
+        let want: Vec<u32> = ids
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        let got = tok.encode(text, false).unwrap().get_ids().to_vec();
+        assert_eq!(got, want, "{text:?}");
+    }
+    // Control tokens written in text are special tokens, as in transformers' fast tokenizers.
+    assert_eq!(tok.encode("<pad> </s>", false).unwrap().get_ids(), &[0, 1]);
+    // With special tokens, T5-style: </s> appended.
+    let with = tok.encode("hello", true).unwrap().get_ids().to_vec();
+    assert_eq!(with.last(), Some(&1));
+    // A model directory with spiece.model and no tokenizer.json loads with it.
+    let m = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(fixture("tiny-t5")).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "tokenizer.json" {
+            std::fs::copy(e.path(), m.path().join(e.file_name())).unwrap();
+        }
+    }
+    std::fs::copy(dir.join("spiece.model"), m.path().join("spiece.model")).unwrap();
+    let model = LocalModel::load(m.path(), &Device::Cpu, &LoadOptions::default()).unwrap();
+    let first = r["texts"][0].as_str().unwrap();
+    assert_eq!(
+        serde_json::json!(model.encode(first).unwrap()),
+        r["ids"][0],
+        "spiece-only directory"
+    );
+    let e = autolabel_models::sentencepiece::tokenizer_from_spiece(&dir.join("reference.json"))
+        .err()
+        .unwrap();
+    assert!(
+        format!("{e:#}").contains("not a readable SentencePiece model"),
+        "{e:#}"
+    );
+}
