@@ -169,7 +169,7 @@ def build_decoder(name, config_cls, model_cls, tok, extra, shard=None, chat_temp
     widen(model)
     model.save_pretrained(d, max_shard_size=shard) if shard else model.save_pretrained(d)
     tok.save(str(d / "tokenizer.json"))
-    tc = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "model_max_length": 256}
+    tc = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "model_max_length": 1024}
     if bos:
         tc["bos_token"] = bos
         tc["add_bos_token"] = True
@@ -303,7 +303,7 @@ def main():
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=256,
+        max_position_embeddings=1024,
     )
     build_decoder(
         "tiny-llama",
