@@ -439,3 +439,167 @@ fn killed_runs_resume_to_the_same_bytes() {
         "resumed output differs from the uninterrupted one"
     );
 }
+
+/// Writes a GGUF decoder as a Hugging Face checkpoint (config.json, tokenizer.json,
+/// tokenizer_config.json, f32 model.safetensors), undoing llama.cpp's rotary permutation of
+/// Llama's q/k rows; the result is what the Hub's safetensors of the same weights would hold.
+fn gguf_to_hf_dir(gguf_path: &Path, out: &Path) {
+    use autolabel_models::gguf::GgufFile;
+    use candle_core::Tensor;
+    let mut g = GgufFile::open(gguf_path).unwrap();
+    let cfg = g.decoder_config().unwrap();
+    let dev = Device::Cpu;
+    let mut tensors: std::collections::HashMap<String, Tensor> = Default::default();
+    let mut take = |g: &mut GgufFile, from: &str, to: &str, unpermute: Option<usize>| {
+        let mut t = g.tensor(from, &dev).unwrap().dequantize(&dev).unwrap();
+        if let Some(heads) = unpermute {
+            let (rows, cols) = t.dims2().unwrap();
+            t = t
+                .reshape((heads, rows / heads / 2, 2, cols))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .reshape((rows, cols))
+                .unwrap();
+        }
+        tensors.insert(to.to_string(), t);
+    };
+    let llama = cfg.architecture == "llama";
+    take(&mut g, "token_embd.weight", "model.embed_tokens.weight", None);
+    take(&mut g, "output_norm.weight", "model.norm.weight", None);
+    let tied = !g.has_tensor("output.weight");
+    if !tied {
+        take(&mut g, "output.weight", "lm_head.weight", None);
+    }
+    for i in 0..cfg.n_layers {
+        let (b, l) = (format!("blk.{i}"), format!("model.layers.{i}"));
+        let names = [
+            ("attn_norm.weight", "input_layernorm.weight", None),
+            ("ffn_norm.weight", "post_attention_layernorm.weight", None),
+            ("attn_q.weight", "self_attn.q_proj.weight", llama.then_some(cfg.n_heads)),
+            ("attn_k.weight", "self_attn.k_proj.weight", llama.then_some(cfg.n_kv_heads)),
+            ("attn_v.weight", "self_attn.v_proj.weight", None),
+            ("attn_output.weight", "self_attn.o_proj.weight", None),
+            ("ffn_gate.weight", "mlp.gate_proj.weight", None),
+            ("ffn_up.weight", "mlp.up_proj.weight", None),
+            ("ffn_down.weight", "mlp.down_proj.weight", None),
+            ("attn_q.bias", "self_attn.q_proj.bias", None),
+            ("attn_k.bias", "self_attn.k_proj.bias", None),
+            ("attn_v.bias", "self_attn.v_proj.bias", None),
+        ];
+        for (from, to, perm) in names {
+            if g.has_tensor(&format!("{b}.{from}")) {
+                take(&mut g, &format!("{b}.{from}"), &format!("{l}.{to}"), perm);
+            }
+        }
+    }
+    let ffn = tensors["model.layers.0.mlp.up_proj.weight"].dim(0).unwrap();
+    std::fs::create_dir_all(out).unwrap();
+    candle_core::safetensors::save(&tensors, out.join("model.safetensors")).unwrap();
+    let config = serde_json::json!({
+        "model_type": cfg.architecture,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": ffn,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "vocab_size": cfg.vocab_size,
+        "max_position_embeddings": cfg.context_length,
+        "tie_word_embeddings": tied,
+        "hidden_act": "silu",
+    });
+    std::fs::write(out.join("config.json"), config.to_string()).unwrap();
+    let model = LocalModel::load(gguf_path, &dev, &LoadOptions::default()).unwrap();
+    model.tokenizer.save(out.join("tokenizer.json"), false).unwrap();
+    let tc = serde_json::json!({
+        "bos_token": model.bos_token,
+        "eos_token": model.eos_token,
+        "add_bos_token": model.add_bos,
+        "chat_template": model.chat_template,
+    });
+    std::fs::write(out.join("tokenizer_config.json"), tc.to_string()).unwrap();
+}
+
+/// The safetensors loader on real trained weights: both real models rewritten as Hugging Face
+/// checkpoints score llama.cpp's reference requests like the GGUF loader does (same dequantized
+/// weights; Hugging Face's half-split rotary layout instead of llama.cpp's permuted one), and a
+/// labeling run gives the same labels.
+#[test]
+fn safetensors_checkpoints_score_like_their_gguf() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/llamacpp_reference.json"
+    ))
+    .unwrap();
+    let fixture: Fixture = serde_json::from_str(&text).unwrap();
+    for fm in &fixture.models {
+        let gguf = model_path(&fm.name);
+        let dir = tempfile::tempdir().unwrap();
+        let hf = dir.path().join(&fm.name);
+        gguf_to_hf_dir(&gguf, &hf);
+        let opts = LoadOptions {
+            max_context: Some(2048),
+            weights: WeightFormat::F32,
+        };
+        let a = LocalModel::load(&gguf, &Device::Cpu, &opts).unwrap();
+        let b = LocalModel::load(&hf, &Device::Cpu, &opts).unwrap();
+        assert_eq!(b.chat_template, a.chat_template);
+        let requests: Vec<ScoreRequest> = fm
+            .cases
+            .iter()
+            .step_by(3)
+            .map(|c| ScoreRequest {
+                prompt: c.prompt_ids.clone(),
+                candidates: c.candidate_ids.clone(),
+            })
+            .collect();
+        let mut worst = 0f32;
+        for chunk in requests.chunks(4) {
+            let (x, y) = (
+                a.scorer.score_batch(chunk).unwrap(),
+                b.scorer.score_batch(chunk).unwrap(),
+            );
+            for (p, q) in x.iter().zip(&y) {
+                for (s, t) in p.totals().iter().zip(q.totals()) {
+                    worst = worst.max((s - t).abs());
+                }
+            }
+        }
+        eprintln!(
+            "{}: safetensors vs GGUF, {} rows: worst label log-prob difference {worst:.2e} nats",
+            fm.name,
+            requests.len()
+        );
+        assert!(worst < 2e-3, "{}: worst difference {worst}", fm.name);
+        drop((a, b));
+        // The command line labels the same with either form.
+        let data = shared_data("sms_spam/SMSSpamCollection.tsv");
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sms_spam/config.json");
+        let run = |model: &Path, out: &Path| {
+            run_cli(
+                &[
+                    "run",
+                    "--config",
+                    config.to_str().unwrap(),
+                    "--data",
+                    data.to_str().unwrap(),
+                    "--max-items",
+                    "24",
+                    "--model",
+                    model.to_str().unwrap(),
+                ],
+                out,
+            )
+        };
+        let r1 = run(&gguf, &dir.path().join("a.tsv"));
+        let r2 = run(&hf, &dir.path().join("b.tsv"));
+        assert_eq!(r1.code, Some(0), "{}", r1.stderr);
+        assert_eq!(r2.code, Some(0), "{}", r2.stderr);
+        let labels = |r: &RunResult| r.rows.iter().map(|x| x[2].to_string()).collect::<Vec<_>>();
+        assert_eq!(labels(&r1), labels(&r2), "{}", fm.name);
+    }
+}
