@@ -105,6 +105,29 @@ fn hub_models_download_label_and_work_offline() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&out).unwrap(), first);
     assert!(hub.requests.lock().unwrap().is_empty());
+    // Autolabel's own way to name a Hub model in the config, with no --model.
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    cfg["model"] =
+        serde_json::json!({"provider": "huggingface_pipeline", "name": "acme/tiny-flan-t5"});
+    let hf_config = dir.path().join("hf_config.json");
+    std::fs::write(&hf_config, cfg.to_string()).unwrap();
+    let o = cli(
+        &[
+            "run",
+            "--config",
+            hf_config.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--fresh",
+        ],
+        &env,
+        true,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), first);
     // Offline and not cached: a clear error naming repo and file.
     let o = run("acme/tiny-qwen2", true, &[]);
     assert_eq!(o.status.code(), Some(1));

@@ -467,7 +467,12 @@ fn gguf_to_hf_dir(gguf_path: &Path, out: &Path) {
         tensors.insert(to.to_string(), t);
     };
     let llama = cfg.architecture == "llama";
-    take(&mut g, "token_embd.weight", "model.embed_tokens.weight", None);
+    take(
+        &mut g,
+        "token_embd.weight",
+        "model.embed_tokens.weight",
+        None,
+    );
     take(&mut g, "output_norm.weight", "model.norm.weight", None);
     let tied = !g.has_tensor("output.weight");
     if !tied {
@@ -478,8 +483,16 @@ fn gguf_to_hf_dir(gguf_path: &Path, out: &Path) {
         let names = [
             ("attn_norm.weight", "input_layernorm.weight", None),
             ("ffn_norm.weight", "post_attention_layernorm.weight", None),
-            ("attn_q.weight", "self_attn.q_proj.weight", llama.then_some(cfg.n_heads)),
-            ("attn_k.weight", "self_attn.k_proj.weight", llama.then_some(cfg.n_kv_heads)),
+            (
+                "attn_q.weight",
+                "self_attn.q_proj.weight",
+                llama.then_some(cfg.n_heads),
+            ),
+            (
+                "attn_k.weight",
+                "self_attn.k_proj.weight",
+                llama.then_some(cfg.n_kv_heads),
+            ),
             ("attn_v.weight", "self_attn.v_proj.weight", None),
             ("attn_output.weight", "self_attn.o_proj.weight", None),
             ("ffn_gate.weight", "mlp.gate_proj.weight", None),
@@ -514,7 +527,10 @@ fn gguf_to_hf_dir(gguf_path: &Path, out: &Path) {
     });
     std::fs::write(out.join("config.json"), config.to_string()).unwrap();
     let model = LocalModel::load(gguf_path, &dev, &LoadOptions::default()).unwrap();
-    model.tokenizer.save(out.join("tokenizer.json"), false).unwrap();
+    model
+        .tokenizer
+        .save(out.join("tokenizer.json"), false)
+        .unwrap();
     let tc = serde_json::json!({
         "bos_token": model.bos_token,
         "eos_token": model.eos_token,
