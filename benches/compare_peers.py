@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""End-to-end speed against llama.cpp on the same model file, the same rendered prompts and the
-same label token ids, in one invocation. Prints one markdown table.
+"""End-to-end speed against llama.cpp and Hugging Face transformers on the same model file, the
+same rendered prompts and the same label token ids, in one invocation. Prints one markdown table.
 
 autolabel-local dumps every row's exact scoring request (`plan --dump-requests`); then
 - autolabel-local labels the rows (`run --fresh`, release build), timed from its own summary;
@@ -8,12 +8,18 @@ autolabel-local dumps every row's exact scoring request (`plan --dump-requests`)
   exact scoring as well as it can be done there: one prompt eval, then each label continuation
   evaluated token by token after rewinding the KV cache to the end of the prompt (n_tokens set
   back; llama.cpp drops the cache past it), summing token log-probs, logits_all off.
-Both choose the label with the highest total log-prob; the table shows rows/s, the ratio to
+- transformers (PyPI `transformers` + `torch` + `gguf`, also in a child process) loads the same
+  GGUF file (dequantized to float32, as `--dtype f32` does) and scores as well as it can be done
+  with its API: one forward of the prompt with its KV cache, then all labels of the row in one
+  batched forward (padded, attention-masked) over the cache repeated per label.
+All choose the label with the highest total log-prob; the table shows rows/s, the ratio to
 autolabel-local, peak RSS, accuracy and agreement of the chosen labels.
 
-Usage (a venv with llama-cpp-python and numpy; see scripts/llamacpp_reference.py):
-    /path/to/venv/bin/python benches/compare_llamacpp.py [--model smollm2-135m-instruct] \
-        [--rows movie_reviews=60,sms_spam=60,banking77=30] [--threads 2]
+Usage (a venv with llama-cpp-python, numpy, and for the transformers peer torch, transformers
+and gguf; see scripts/llamacpp_reference.py and scripts/make_reference_models.py):
+    /path/to/venv/bin/python benches/compare_peers.py [--model smollm2-135m-instruct] \
+        [--rows movie_reviews=60,sms_spam=60,banking77=30] [--threads 2] \
+        [--peers llama.cpp,transformers] [--hf-python /other/venv/bin/python]
 """
 import argparse, csv, json, os, re, resource, subprocess, sys, tempfile, time
 
@@ -68,6 +74,45 @@ def llama_worker(model, requests_file, out_file, threads):
     json.dump({"labels": chosen, "seconds": seconds, "rss_mb": rss_mb}, open(out_file, "w"))
 
 
+def transformers_worker(model, requests_file, out_file, threads):
+    import torch
+    import transformers
+
+    torch.set_num_threads(threads)
+    reqs = [json.loads(l) for l in open(requests_file)]
+    m = transformers.AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(model), gguf_file=os.path.basename(model), dtype=torch.float32
+    ).eval()
+    chosen = []
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for r in reqs:
+            prompt = torch.tensor([r["prompt_ids"]])
+            out = m(input_ids=prompt, use_cache=True)
+            first = torch.log_softmax(out.logits[0, -1].double(), -1)
+            cands = r["candidate_ids"]
+            totals = [first[c[0]].item() for c in cands]
+            longest = max(map(len, cands))
+            if longest > 1:
+                n, p = len(cands), prompt.shape[1]
+                inputs = torch.zeros((n, longest - 1), dtype=torch.long)
+                mask = torch.zeros((n, p + longest - 1), dtype=torch.long)
+                mask[:, :p] = 1
+                for i, c in enumerate(cands):
+                    inputs[i, : len(c) - 1] = torch.tensor(c[:-1])
+                    mask[i, p : p + len(c) - 1] = 1
+                cache = out.past_key_values
+                cache.batch_repeat_interleave(n)
+                logits = m(input_ids=inputs, past_key_values=cache, attention_mask=mask).logits
+                lp = torch.log_softmax(logits.double(), -1)
+                for i, c in enumerate(cands):
+                    totals[i] += sum(lp[i, j, c[j + 1]].item() for j in range(len(c) - 1))
+            chosen.append(r["labels"][max(range(len(totals)), key=totals.__getitem__)])
+    seconds = time.perf_counter() - start
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    json.dump({"labels": chosen, "seconds": seconds, "rss_mb": rss_mb}, open(out_file, "w"))
+
+
 def model_path(card):
     out = subprocess.run([BIN, "models"], capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
@@ -101,10 +146,13 @@ def main():
     ap.add_argument("--rows", default="movie_reviews=60,sms_spam=60,banking77=30")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--dtypes", default="f32,q")
-    ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--peers", default="llama.cpp,transformers")
+    ap.add_argument("--hf-python", default=sys.executable, help="python with torch, transformers and gguf")
+    ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
-        return llama_worker(*a.worker, a.threads)
+        kind, rest = a.worker[0], a.worker[1:]
+        return (llama_worker if kind == "llama.cpp" else transformers_worker)(*rest, a.threads)
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     model = model_path(a.model)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -124,9 +172,13 @@ def main():
             results = {}
             for dtype in a.dtypes.split(","):
                 results[f"autolabel-local --dtype {dtype}"] = run_ours(config, data, rows, model, dtype, tmp)
-            out = os.path.join(tmp, f"{name}-llama.json")
-            subprocess.run([sys.executable, __file__, "--threads", str(a.threads), "--worker", model, reqs, out], check=True)
-            results["llama.cpp exact (KV rewind)"] = json.load(open(out))
+            peers = {"llama.cpp": ("llama.cpp exact (KV rewind)", sys.executable),
+                     "transformers": ("transformers f32 (prompt cache, labels batched)", a.hf_python)}
+            for peer in a.peers.split(","):
+                label, python = peers[peer]
+                out = os.path.join(tmp, f"{name}-{peer}.json")
+                subprocess.run([python, __file__, "--threads", str(a.threads), "--worker", peer, model, reqs, out], check=True)
+                results[label] = json.load(open(out))
             ref = results["autolabel-local --dtype f32"] if "autolabel-local --dtype f32" in results else next(iter(results.values()))
             for engine, r in results.items():
                 n = len(r["labels"])
