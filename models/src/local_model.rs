@@ -52,8 +52,21 @@ impl LocalModel {
     /// Loads a .gguf file, a directory holding exactly one .gguf file, or a Hugging Face model
     /// directory (config.json, tokenizer.json and safetensors weights).
     pub fn load(path: &Path, device: &Device, opts: &LoadOptions) -> Result<Self> {
+        // Some GGUF repos ship a config.json too: a directory is a safetensors model when it has
+        // config.json and either safetensors weights or no .gguf file.
         if path.is_dir() && path.join("config.json").exists() {
-            return Self::load_safetensors(path, device, opts);
+            let has = |ext: &str| {
+                std::fs::read_dir(path).is_ok_and(|rd| {
+                    rd.flatten()
+                        .any(|e| e.path().extension().is_some_and(|x| x == ext))
+                })
+            };
+            if has("safetensors")
+                || path.join(crate::safetensors_weights::INDEX_FILE).exists()
+                || !has("gguf")
+            {
+                return Self::load_safetensors(path, device, opts);
+            }
         }
         Self::load_gguf(path, device, opts)
     }
