@@ -12,7 +12,11 @@ autolabel-local dumps every row's exact scoring request (`plan --dump-requests`)
   GGUF file (dequantized to float32, as `--dtype f32` does) and scores as well as it can be done
   with its API: one forward of the prompt with its KV cache, then all labels of the row in one
   batched forward (padded, attention-masked) over the cache repeated per label.
-All choose the label with the highest total log-prob; the table shows rows/s, the ratio to
+- transformers the Autolabel way (`transformers-generate`): greedy generation of up to 8 tokens
+  after the prompt, the answer matched to a label (exact match after stripping whitespace and
+  the end-of-turn token, else case-insensitive); an answer that matches no label counts as wrong
+  and the share of such answers is printed.
+The exact engines choose the label with the highest total log-prob; the table shows rows/s, the ratio to
 autolabel-local, peak RSS, accuracy and agreement of the chosen labels.
 
 Usage (a venv with llama-cpp-python, numpy, and for the transformers peer torch, transformers
@@ -113,6 +117,33 @@ def transformers_worker(model, requests_file, out_file, threads):
     json.dump({"labels": chosen, "seconds": seconds, "rss_mb": rss_mb}, open(out_file, "w"))
 
 
+def transformers_generate_worker(model, requests_file, out_file, threads):
+    import torch
+    import transformers
+
+    torch.set_num_threads(threads)
+    reqs = [json.loads(l) for l in open(requests_file)]
+    directory, name = os.path.dirname(model), os.path.basename(model)
+    m = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(directory, gguf_file=name)
+    stops = [t for t in (tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")) if t is not None]
+    chosen, outside = [], 0
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for r in reqs:
+            out = m.generate(torch.tensor([r["prompt_ids"]]), max_new_tokens=8, do_sample=False,
+                             eos_token_id=stops, pad_token_id=stops[0])
+            text = tok.decode(out[0, len(r["prompt_ids"]):], skip_special_tokens=True).strip()
+            label = next((l for l in r["labels"] if l == text), None) or next(
+                (l for l in r["labels"] if l.lower() == text.lower()), None)
+            if label is None:
+                outside += 1
+            chosen.append(label or f"<outside: {text}>")
+    seconds = time.perf_counter() - start
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    json.dump({"labels": chosen, "seconds": seconds, "rss_mb": rss_mb, "outside": outside}, open(out_file, "w"))
+
+
 def model_path(card):
     out = subprocess.run([BIN, "models"], capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
@@ -146,13 +177,15 @@ def main():
     ap.add_argument("--rows", default="movie_reviews=60,sms_spam=60,banking77=30")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--dtypes", default="f32,q")
-    ap.add_argument("--peers", default="llama.cpp,transformers")
+    ap.add_argument("--peers", default="llama.cpp,transformers,transformers-generate")
     ap.add_argument("--hf-python", default=sys.executable, help="python with torch, transformers and gguf")
     ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         kind, rest = a.worker[0], a.worker[1:]
-        return (llama_worker if kind == "llama.cpp" else transformers_worker)(*rest, a.threads)
+        workers = {"llama.cpp": llama_worker, "transformers": transformers_worker,
+                   "transformers-generate": transformers_generate_worker}
+        return workers[kind](*rest, a.threads)
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     model = model_path(a.model)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -173,7 +206,8 @@ def main():
             for dtype in a.dtypes.split(","):
                 results[f"autolabel-local --dtype {dtype}"] = run_ours(config, data, rows, model, dtype, tmp)
             peers = {"llama.cpp": ("llama.cpp exact (KV rewind)", sys.executable),
-                     "transformers": ("transformers f32 (prompt cache, labels batched)", a.hf_python)}
+                     "transformers": ("transformers f32 exact (prompt cache, labels batched)", a.hf_python),
+                     "transformers-generate": ("transformers f32 generate + match (Autolabel way)", a.hf_python)}
             for peer in a.peers.split(","):
                 label, python = peers[peer]
                 out = os.path.join(tmp, f"{name}-{peer}.json")
@@ -186,7 +220,8 @@ def main():
                 agree = sum(l == t for l, t in zip(r["labels"], ref["labels"])) / n
                 rps = n / r["seconds"]
                 ratio = rps / (len(ref["labels"]) / ref["seconds"])
-                print(f"| {name} | {n} | {engine} | {rps:.2f} | {ratio:.2f} | {r['rss_mb']:.0f} | {acc:.3f} | {agree:.3f} |", flush=True)
+                note = f" ({r['outside'] / n:.0%} outside the label set)" if "outside" in r else ""
+                print(f"| {name} | {n} | {engine} | {rps:.2f} | {ratio:.2f} | {r['rss_mb']:.0f} | {acc:.3f}{note} | {agree:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -171,10 +171,9 @@ impl Journal {
         Ok(())
     }
 
-    /// The model file's sha256, remembered by (path, size, mtime) so a resume does not hash it
-    /// again.
     /// The sha256 of a model file; of a model directory, a sha256 over the shas of the files
-    /// that decide its outputs (config, tokenizer files, weights).
+    /// that decide its outputs (config, tokenizer files, weights). File shas are remembered by
+    /// (path, size, mtime) so a resume does not hash them again.
     pub fn model_sha(&self, model: &Path) -> Result<String> {
         if !model.is_dir() {
             return self.file_sha(model);

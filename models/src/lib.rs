@@ -4,7 +4,7 @@
 //! - [`decoder`] + [`decoder_scorer`]: Llama/Qwen2 decoders with prefix KV reuse and tree masks;
 //! - [`gguf`] + [`gguf_tokenizer`]: GGUF weights and tokenizers from GGUF metadata;
 //! - [`cards`] + [`fetch`]: model cards and verified, cached resolution of model files;
-//! - [`hf_config`] + [`safetensors_weights`] + [`safetensors_decoder`] + [`t5`]: Hugging Face
+//! - [`hf_model`] with [`hf_config`], [`safetensors_weights`], [`safetensors_decoder`], [`t5`]: Hugging Face
 //!   checkpoints (Llama, Mistral, Qwen2, T5, FLAN-T5, umT5) in safetensors;
 //! - [`hub`]: Hub repositories resolved to local snapshots (download, cache, offline);
 //! - [`local_model`]: everything a labeling run needs from one model.
@@ -16,6 +16,7 @@ pub mod fetch;
 pub mod gguf;
 pub mod gguf_tokenizer;
 pub mod hf_config;
+pub mod hf_model;
 pub mod hub;
 pub mod linear;
 pub mod local_model;

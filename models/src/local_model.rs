@@ -2,13 +2,9 @@
 
 use crate::gguf::{GgufFile, WeightFormat};
 use crate::gguf_tokenizer::tokenizer_from_gguf;
-use crate::hf_config::HfConfig;
-use crate::safetensors_weights::Weights;
 use crate::scoring::ContinuationScorer;
-use crate::t5::{T5Config, T5Model};
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
-use serde_json::Value;
+use candle_core::Device;
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
 
@@ -120,88 +116,6 @@ impl LocalModel {
         })
     }
 
-    /// A Hugging Face model directory: config.json, tokenizer.json (tokenizer_config.json for
-    /// special tokens and the chat template) and safetensors weights, single or sharded.
-    pub fn load_safetensors(dir: &Path, device: &Device, opts: &LoadOptions) -> Result<Self> {
-        let cfg = HfConfig::read(&dir.join("config.json"))?;
-        let model_type = cfg.model_type()?;
-        let dtype = match opts.weights {
-            WeightFormat::F32 => DType::F32,
-            WeightFormat::F16 => DType::F16,
-            WeightFormat::BF16 => DType::BF16,
-            WeightFormat::Quantized => bail!(
-                "--dtype q keeps a GGUF file's quantization; {} holds safetensors weights: use f32, f16 or bf16",
-                dir.display()
-            ),
-        };
-        let tokenizer = read_tokenizer(dir)?;
-        let tc = TokenizerConfig::read(dir)?;
-        let token = |name: Option<String>| -> Option<(u32, String)> {
-            let name = name?;
-            Some((tokenizer.token_to_id(&name)?, name))
-        };
-        let vocab_size = cfg.usize("vocab_size")?;
-        if tokenizer.get_vocab_size(true) > vocab_size {
-            bail!(
-                "{}: the tokenizer has {} tokens but config.json's vocab_size is {vocab_size}; the tokenizer does not belong to this model",
-                dir.display(),
-                tokenizer.get_vocab_size(true)
-            )
-        }
-        let weights = Weights::open(dir, dtype, device)?;
-        let (scorer, kind, bos, eos): (Box<dyn ContinuationScorer>, _, _, _) = if model_type == "t5"
-            || model_type == "umt5"
-        {
-            let config = T5Config::from_hf(&cfg, opts.max_context)?;
-            let eos_id = config.eos_token_id;
-            let eos = token(tc.eos_token.clone())
-                .filter(|(id, _)| *id == eos_id)
-                .or_else(|| tokenizer.id_to_token(eos_id).map(|t| (eos_id, t)));
-            let model = T5Model::load_with(config, &weights, device)?;
-            (Box::new(model), ModelKind::EncoderDecoder, None, eos)
-        } else {
-            let decoder =
-                crate::safetensors_decoder::load_decoder(&cfg, &weights, device, opts.max_context)?;
-            let id_of = |key: &str| cfg.opt_token_id(key).ok().flatten();
-            let bos = token(tc.bos_token.clone()).or_else(|| {
-                let id = id_of("bos_token_id")?;
-                Some((id, tokenizer.id_to_token(id)?))
-            });
-            let eos = token(tc.eos_token.clone()).or_else(|| {
-                let id = id_of("eos_token_id")?;
-                Some((id, tokenizer.id_to_token(id)?))
-            });
-            (Box::new(decoder), ModelKind::Decoder, bos, eos)
-        };
-        // Whether prompts start with BOS: tokenizer_config.json says so, else the tokenizer's
-        // own post-processor does when it adds one.
-        let add_bos = kind == ModelKind::Decoder
-            && match (tc.add_bos_token, &bos) {
-                (Some(v), _) => v,
-                (None, Some((id, _))) => tokenizer
-                    .encode("a", true)
-                    .is_ok_and(|e| e.get_ids().first() == Some(id)),
-                (None, None) => false,
-            };
-        Ok(LocalModel {
-            path: dir.to_path_buf(),
-            architecture: model_type,
-            scorer,
-            tokenizer,
-            chat_template: if kind == ModelKind::Decoder {
-                tc.chat_template
-            } else {
-                None
-            },
-            bos_token_id: bos.as_ref().map(|b| b.0),
-            bos_token: bos.map(|b| b.1),
-            eos_token_id: eos.as_ref().map(|e| e.0),
-            eos_token: eos.map(|e| e.1),
-            add_bos,
-            kind,
-        })
-    }
-
     pub fn context_length(&self) -> usize {
         self.scorer.context_length()
     }
@@ -247,67 +161,5 @@ fn resolve_weights_file(path: &Path) -> Result<PathBuf> {
             path.display(),
             many.len()
         ),
-    }
-}
-
-/// `tokenizer.json` of a model directory.
-fn read_tokenizer(dir: &Path) -> Result<Tokenizer> {
-    let path = dir.join("tokenizer.json");
-    if !path.exists() {
-        if dir.join("spiece.model").exists() {
-            return crate::sentencepiece::tokenizer_from_spiece(&dir.join("spiece.model"));
-        }
-        bail!(
-            "{} has no tokenizer.json (and no spiece.model); the model directory needs its tokenizer",
-            dir.display()
-        )
-    }
-    Tokenizer::from_file(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
-}
-
-/// What `tokenizer_config.json` says about special tokens and the chat template.
-#[derive(Debug, Default)]
-struct TokenizerConfig {
-    bos_token: Option<String>,
-    eos_token: Option<String>,
-    add_bos_token: Option<bool>,
-    chat_template: Option<String>,
-}
-
-impl TokenizerConfig {
-    fn read(dir: &Path) -> Result<Self> {
-        let path = dir.join("tokenizer_config.json");
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            return Ok(Self::default());
-        };
-        let v: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", path.display()))?;
-        // A token is a string or an AddedToken object with "content".
-        let token = |key: &str| -> Option<String> {
-            match v.get(key)? {
-                Value::String(s) => Some(s.clone()),
-                Value::Object(o) => o.get("content")?.as_str().map(String::from),
-                _ => None,
-            }
-        };
-        // A template is a string, or a list of {name, template} where "default" is the one.
-        let chat_template = match v.get("chat_template") {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Array(list)) => list
-                .iter()
-                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
-                .or(list.first())
-                .and_then(|t| t.get("template")?.as_str().map(String::from)),
-            _ => None,
-        };
-        // Newer checkpoints keep the template in its own file.
-        let chat_template =
-            chat_template.or_else(|| std::fs::read_to_string(dir.join("chat_template.jinja")).ok());
-        Ok(TokenizerConfig {
-            bos_token: token("bos_token"),
-            eos_token: token("eos_token"),
-            add_bos_token: v.get("add_bos_token").and_then(Value::as_bool),
-            chat_template,
-        })
     }
 }
