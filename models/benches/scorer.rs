@@ -73,8 +73,7 @@ fn prompts(model: &LocalModel, labels: &[String], n: usize) -> Prompts {
         "<|im_start|>user\nClassify the customer's banking query into one of these intents:\n{}\n\nQuery: ",
         labels.join("\n")
     );
-    let instructions = model.encode(&head).unwrap();
-    let rows = queries(n)
+    let rows: Vec<Vec<u32>> = queries(n)
         .iter()
         .map(|q| {
             model
@@ -82,6 +81,14 @@ fn prompts(model: &LocalModel, labels: &[String], n: usize) -> Prompts {
                 .unwrap()
         })
         .collect();
+    // The shared prefix is the rows' common token prefix (the head's last token may merge with
+    // a query's first word), as the labeler computes it.
+    let common = rows
+        .iter()
+        .map(|r| r.iter().zip(&rows[0]).take_while(|(a, b)| a == b).count())
+        .min()
+        .unwrap();
+    let instructions = rows[0][..common].to_vec();
     Prompts { instructions, rows }
 }
 

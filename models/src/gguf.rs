@@ -277,21 +277,19 @@ impl GgufFile {
             let gate = linear("ffn_gate")?;
             let up = linear("ffn_up")?;
             let down = linear("ffn_down")?;
-            layers.push(Layer {
-                attn_norm: self
-                    .tensor(&format!("{p}.attn_norm.weight"), device)?
-                    .dequantize(device)?,
-                ffn_norm: self
-                    .tensor(&format!("{p}.ffn_norm.weight"), device)?
+            layers.push(Layer::new(
+                self.tensor(&format!("{p}.attn_norm.weight"), device)?
                     .dequantize(device)?,
                 q,
                 k,
                 v,
                 o,
+                self.tensor(&format!("{p}.ffn_norm.weight"), device)?
+                    .dequantize(device)?,
                 gate,
                 up,
                 down,
-            });
+            )?);
         }
         let final_norm = self
             .tensor("output_norm.weight", device)?

@@ -127,17 +127,17 @@ pub fn load_decoder(
     let mut layers = Vec::with_capacity(config.n_layers);
     for i in 0..config.n_layers {
         let p = format!("model.layers.{i}");
-        layers.push(Layer {
-            attn_norm: f32w(&format!("{p}.input_layernorm.weight"), &[h])?,
-            q: linear(&format!("{p}.self_attn.q_proj"), q_out, h)?,
-            k: linear(&format!("{p}.self_attn.k_proj"), kv_out, h)?,
-            v: linear(&format!("{p}.self_attn.v_proj"), kv_out, h)?,
-            o: linear(&format!("{p}.self_attn.o_proj"), h, q_out)?,
-            ffn_norm: f32w(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
-            gate: linear(&format!("{p}.mlp.gate_proj"), ffn, h)?,
-            up: linear(&format!("{p}.mlp.up_proj"), ffn, h)?,
-            down: linear(&format!("{p}.mlp.down_proj"), h, ffn)?,
-        });
+        layers.push(Layer::new(
+            f32w(&format!("{p}.input_layernorm.weight"), &[h])?,
+            linear(&format!("{p}.self_attn.q_proj"), q_out, h)?,
+            linear(&format!("{p}.self_attn.k_proj"), kv_out, h)?,
+            linear(&format!("{p}.self_attn.v_proj"), kv_out, h)?,
+            linear(&format!("{p}.self_attn.o_proj"), h, q_out)?,
+            f32w(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+            linear(&format!("{p}.mlp.gate_proj"), ffn, h)?,
+            linear(&format!("{p}.mlp.up_proj"), ffn, h)?,
+            linear(&format!("{p}.mlp.down_proj"), h, ffn)?,
+        )?);
     }
     let weights = DecoderWeights {
         embedding: Embedding::Dense(embed),
