@@ -223,6 +223,21 @@ impl Decoder {
         mask: &Tensor,
         cache: Option<&KvCache>,
     ) -> Result<(Tensor, KvCache)> {
+        self.forward_with_prefix(tokens, positions, mask, None, cache)
+    }
+
+    /// [`Self::forward`] with a batch-1 `prefix` cache that every row attends to before its own
+    /// `cache` (keys in the mask: prefix, then cache, then these tokens). The prefix is shared
+    /// by all rows through one matmul over the rows' queries stacked together, never repeated
+    /// per row; the returned cache holds only `cache` + these tokens.
+    pub fn forward_with_prefix(
+        &self,
+        tokens: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        prefix: Option<&KvCache>,
+        cache: Option<&KvCache>,
+    ) -> Result<(Tensor, KvCache)> {
         let (b, t) = tokens.dims2()?;
         let cfg = &self.config;
         let (h, kvh, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
@@ -254,7 +269,11 @@ impl Decoder {
             let heads = |x: &Tensor, n: usize| -> Result<Tensor> {
                 x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
             };
-            let (q, k, v) = (heads(&qkv[0], h)?, heads(&qkv[1], kvh)?, heads(&qkv[2], kvh)?);
+            let (q, k, v) = (
+                heads(&qkv[0], h)?,
+                heads(&qkv[1], kvh)?,
+                heads(&qkv[2], kvh)?,
+            );
             let (q, k) = match cfg.rope_style {
                 RopeStyle::Interleaved => (
                     candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
@@ -274,13 +293,57 @@ impl Decoder {
             };
             // Grouped-query attention without repeating K/V: fold the query group into rows.
             let qg = q.reshape((b, kvh, group * t, hd))?;
-            let scores = (qg.matmul(&k_all.t()?)? * scale)?;
-            let scores = scores
+            let own = qg.matmul(&k_all.t()?)?;
+            // The shared prefix: every row's queries stacked as [kvh, b*group*t, hd] against the
+            // one prefix cache [kvh, P, hd].
+            let stacked = match prefix {
+                Some(_) => Some(qg.transpose(0, 1)?.contiguous()?.reshape((
+                    kvh,
+                    b * group * t,
+                    hd,
+                ))?),
+                None => None,
+            };
+            let prefix_kv = prefix.map(|p| {
+                let (pk, pv) = &p.layers[i];
+                (
+                    pk.squeeze(0).expect("batch-1 prefix"),
+                    pv.squeeze(0).expect("batch-1 prefix"),
+                )
+            });
+            let scores = match (&stacked, &prefix_kv) {
+                (Some(sq), Some((pk, _))) => {
+                    let plen = pk.dim(1)?;
+                    let ps = sq
+                        .matmul(&pk.t()?)?
+                        .reshape((kvh, b, group * t, plen))?
+                        .transpose(0, 1)?;
+                    Tensor::cat(&[&ps, &own], 3)?
+                }
+                _ => own,
+            };
+            let scores = (scores * scale)?
                 .reshape((b, kvh, group, t, k_len))?
                 .broadcast_add(&mask)?;
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             let probs = probs.reshape((b, kvh, group * t, k_len))?;
-            let attn = probs.matmul(&v_all)?; // [b, kvh, group*t, hd]
+            let attn = match &prefix_kv {
+                Some((_, pv)) => {
+                    let plen = pv.dim(1)?;
+                    let pp = probs
+                        .narrow(3, 0, plen)?
+                        .transpose(0, 1)?
+                        .contiguous()?
+                        .reshape((kvh, b * group * t, plen))?;
+                    let from_prefix = pp
+                        .matmul(pv)?
+                        .reshape((kvh, b, group * t, hd))?
+                        .transpose(0, 1)?;
+                    let own_probs = probs.narrow(3, plen, k_len - plen)?.contiguous()?;
+                    (from_prefix + own_probs.matmul(&v_all)?)?
+                }
+                None => probs.matmul(&v_all)?, // [b, kvh, group*t, hd]
+            };
             let attn = attn
                 .reshape((b, h, t, hd))?
                 .transpose(1, 2)?

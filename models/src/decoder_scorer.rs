@@ -62,8 +62,9 @@ impl ContinuationScorer for Decoder {
             }
         }
 
-        // 0. The shared prefix's cache, when every prompt starts with it and goes beyond it,
-        //    repeated over the batch; the prefill below then covers only what follows it.
+        // 0. The shared prefix's cache (batch 1), when every prompt starts with it and goes
+        //    beyond it; every row attends to it without a copy, and the prefill below covers
+        //    only what follows it.
         let shared: Option<KvCache> = {
             let slot = self.prefix.lock().expect("prefix lock");
             match slot.as_ref() {
@@ -72,12 +73,7 @@ impl ContinuationScorer for Decoder {
                         .iter()
                         .all(|r| r.prompt.len() > tokens.len() && r.prompt.starts_with(tokens)) =>
                 {
-                    let layers = cache
-                        .layers
-                        .iter()
-                        .map(|(k, v)| Ok((k.repeat((b, 1, 1, 1))?, v.repeat((b, 1, 1, 1))?)))
-                        .collect::<Result<Vec<_>>>()?;
-                    Some(KvCache { layers })
+                    Some(cache.clone())
                 }
                 _ => None,
             }
@@ -99,7 +95,15 @@ impl ContinuationScorer for Decoder {
         let toks = Tensor::from_vec(toks, (b, lp), &dev)?;
         let pos = Tensor::from_vec(pos, (b, lp), &dev)?;
         let mask = build_mask(b, lp, p + lp, &dev, |_, q, k| k < p || k - p <= q)?;
-        let (hidden_prompt, cache) = self.forward(&toks, &pos, &mask, shared.as_ref())?;
+        // One row attends to the prefix cache as its own (measured faster: no stacking copies);
+        // several rows share it without a copy per row (less memory: ~30 MB per row for
+        // SmolLM2's 640-token prefix).
+        let (separate, own) = if b == 1 {
+            (None, shared.as_ref())
+        } else {
+            (shared.as_ref(), None)
+        };
+        let (hidden_prompt, cache) = self.forward_with_prefix(&toks, &pos, &mask, separate, own)?;
         let lp = p + lp; // cache length from here on
 
         // 2. Candidate pass: all tries, padded to the largest, with a tree mask.
@@ -126,7 +130,8 @@ impl ContinuationScorer for Decoder {
                 j < trie.len() && trie.is_ancestor_or_self(j, q)
             }
         })?;
-        let (hidden_cand, _) = self.forward(&toks, &pos, &mask, Some(&cache))?;
+        let (hidden_cand, _) =
+            self.forward_with_prefix(&toks, &pos, &mask, separate, Some(&cache))?;
 
         // 3. Logits only where a candidate token is predicted: each prompt's last position and
         //    every trie node with children.

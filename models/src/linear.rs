@@ -71,7 +71,9 @@ impl Projections {
             MatWeight::Q(QMatMul::TensorF16(_)) => 2,
             MatWeight::Q(QMatMul::QTensor(_)) => 3,
         };
-        let same_kind = parts.iter().all(|p| kind(&p.weight) == kind(&parts[0].weight));
+        let same_kind = parts
+            .iter()
+            .all(|p| kind(&p.weight) == kind(&parts[0].weight));
         let same_dtype = ws.iter().all(|w| w.dtype() == ws[0].dtype());
         if parts.len() < 2 || !same_kind || !same_dtype {
             return Ok(Projections::Separate(parts));
