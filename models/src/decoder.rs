@@ -296,39 +296,37 @@ impl Decoder {
             let own = qg.matmul(&k_all.t()?)?;
             // The shared prefix: every row's queries stacked as [kvh, b*group*t, hd] against the
             // one prefix cache [kvh, P, hd].
-            let stacked = match prefix {
-                Some(_) => Some(qg.transpose(0, 1)?.contiguous()?.reshape((
-                    kvh,
-                    b * group * t,
-                    hd,
-                ))?),
+            // (prefix keys [kvh, P, hd], prefix values, every row's queries stacked as
+            // [kvh, b*group*t, hd]) for one matmul against the one prefix cache.
+            let shared = match prefix {
+                Some(p) => {
+                    let (pk, pv) = &p.layers[i];
+                    let stacked =
+                        qg.transpose(0, 1)?
+                            .contiguous()?
+                            .reshape((kvh, b * group * t, hd))?;
+                    Some((pk.squeeze(0)?, pv.squeeze(0)?, stacked))
+                }
                 None => None,
             };
-            let prefix_kv = prefix.map(|p| {
-                let (pk, pv) = &p.layers[i];
-                (
-                    pk.squeeze(0).expect("batch-1 prefix"),
-                    pv.squeeze(0).expect("batch-1 prefix"),
-                )
-            });
-            let scores = match (&stacked, &prefix_kv) {
-                (Some(sq), Some((pk, _))) => {
+            let scores = match &shared {
+                Some((pk, _, stacked)) => {
                     let plen = pk.dim(1)?;
-                    let ps = sq
+                    let ps = stacked
                         .matmul(&pk.t()?)?
                         .reshape((kvh, b, group * t, plen))?
                         .transpose(0, 1)?;
                     Tensor::cat(&[&ps, &own], 3)?
                 }
-                _ => own,
+                None => own,
             };
             let scores = (scores * scale)?
                 .reshape((b, kvh, group, t, k_len))?
                 .broadcast_add(&mask)?;
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             let probs = probs.reshape((b, kvh, group * t, k_len))?;
-            let attn = match &prefix_kv {
-                Some((_, pv)) => {
+            let attn = match &shared {
+                Some((_, pv, _)) => {
                     let plen = pv.dim(1)?;
                     let pp = probs
                         .narrow(3, 0, plen)?

@@ -8,6 +8,7 @@
 use crate::decoder::{build_mask, gather_rows, Decoder, KvCache};
 use crate::scoring::{CandidateLogprobs, ContinuationScorer, ScoreRequest};
 use crate::trie::CandidateTrie;
+use crate::trie_logprobs::{candidate_logprobs, inner_nodes};
 use candle_core::{bail, Result, Tensor};
 
 impl ContinuationScorer for Decoder {
@@ -46,12 +47,7 @@ impl ContinuationScorer for Decoder {
             .collect();
         let lens: Vec<usize> = requests.iter().map(|r| r.prompt.len()).collect();
         for (i, r) in requests.iter().enumerate() {
-            if r.prompt.is_empty() {
-                bail!("request {i}: empty prompt")
-            }
-            if r.candidates.is_empty() || r.candidates.iter().any(|c| c.is_empty()) {
-                bail!("request {i}: every request needs at least one non-empty candidate")
-            }
+            r.check(i)?;
             let deepest = r.candidates.iter().map(|c| c.len()).max().unwrap_or(0);
             if r.prompt.len() + deepest > self.config.context_length {
                 bail!(
@@ -140,50 +136,12 @@ impl ContinuationScorer for Decoder {
             .enumerate()
             .map(|(bi, &l)| (bi, l - 1 - p))
             .collect();
-        let mut inner_rows = Vec::new();
-        let mut inner_index: Vec<Vec<Option<usize>>> = Vec::with_capacity(b);
-        for (bi, trie) in tries.iter().enumerate() {
-            let mut idx = vec![None; trie.len()];
-            for (node, has) in trie.has_children().into_iter().enumerate() {
-                if has {
-                    idx[node] = Some(b + inner_rows.len());
-                    inner_rows.push((bi, node));
-                }
-            }
-            inner_index.push(idx);
-        }
+        let inner_rows = inner_nodes(&tries);
         let mut hidden = vec![gather_rows(&hidden_prompt, &root_rows)?];
         if !inner_rows.is_empty() {
             hidden.push(gather_rows(&hidden_cand, &inner_rows)?);
         }
         let logits = self.logits(&Tensor::cat(&hidden, 0)?)?;
-
-        let mut pairs = Vec::new();
-        for (bi, trie) in tries.iter().enumerate() {
-            for node in 0..trie.len() {
-                let row = match trie.parents[node] {
-                    None => bi,
-                    Some(p) => inner_index[bi][p].expect("a parent has children"),
-                };
-                pairs.push(row as u32);
-                pairs.push(trie.tokens[node]);
-            }
-        }
-        let n_pairs = pairs.len() / 2;
-        let pairs = Tensor::from_vec(pairs, (n_pairs, 2), &dev)?;
-        let node_lp = autolabel_kernels::log_softmax_gather(&logits, &pairs)?.to_vec1::<f32>()?;
-
-        let mut out = Vec::with_capacity(b);
-        let mut offset = 0;
-        for trie in &tries {
-            let token_logprobs = trie
-                .paths
-                .iter()
-                .map(|path| path.iter().map(|&node| node_lp[offset + node]).collect())
-                .collect();
-            offset += trie.len();
-            out.push(CandidateLogprobs { token_logprobs });
-        }
-        Ok(out)
+        candidate_logprobs(&tries, &logits)
     }
 }

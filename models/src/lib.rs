@@ -28,6 +28,7 @@ pub mod sentencepiece;
 pub mod t5;
 pub mod testing;
 pub mod trie;
+pub mod trie_logprobs;
 
 pub use local_model::{LoadOptions, LocalModel};
 pub use scoring::{CandidateLogprobs, ContinuationScorer, ScoreRequest};

@@ -17,6 +17,20 @@ pub struct CandidateLogprobs {
     pub token_logprobs: Vec<Vec<f32>>,
 }
 
+impl ScoreRequest {
+    /// The checks every scorer makes: a prompt, and at least one candidate, none empty.
+    /// `i` is the request's index in its batch (for the message).
+    pub fn check(&self, i: usize) -> Result<()> {
+        if self.prompt.is_empty() {
+            candle_core::bail!("request {i}: empty prompt")
+        }
+        if self.candidates.is_empty() || self.candidates.iter().any(|c| c.is_empty()) {
+            candle_core::bail!("request {i}: every request needs at least one non-empty candidate")
+        }
+        Ok(())
+    }
+}
+
 impl CandidateLogprobs {
     /// log P(candidate | prompt) for every candidate.
     pub fn totals(&self) -> Vec<f32> {

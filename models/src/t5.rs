@@ -11,6 +11,7 @@ use crate::linear::{Linear, MatWeight};
 use crate::safetensors_weights::Weights;
 use crate::scoring::{CandidateLogprobs, ContinuationScorer, ScoreRequest};
 use crate::trie::CandidateTrie;
+use crate::trie_logprobs::{candidate_logprobs, inner_nodes};
 use anyhow::bail;
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -458,14 +459,7 @@ impl ContinuationScorer for T5Model {
         let dev = &self.device;
         let b = requests.len();
         for (i, r) in requests.iter().enumerate() {
-            if r.prompt.is_empty() {
-                candle_core::bail!("request {i}: empty prompt")
-            }
-            if r.candidates.is_empty() || r.candidates.iter().any(|c| c.is_empty()) {
-                candle_core::bail!(
-                    "request {i}: every request needs at least one non-empty candidate"
-                )
-            }
+            r.check(i)?;
             if r.prompt.len() > self.config.context_length {
                 candle_core::bail!(
                     "request {i}: the prompt has {} tokens; the limit is {}",
@@ -534,46 +528,17 @@ impl ContinuationScorer for T5Model {
 
         // 3. Logits where a label token is predicted: the start token and trie nodes with
         //    children.
-        let mut rows: Vec<(usize, usize)> = (0..b).map(|bi| (bi, 0)).collect();
-        let mut inner_index: Vec<Vec<Option<usize>>> = Vec::with_capacity(b);
-        for (bi, trie) in tries.iter().enumerate() {
-            let mut idx = vec![None; trie.len()];
-            for (node, has) in trie.has_children().into_iter().enumerate() {
-                if has {
-                    idx[node] = Some(rows.len());
-                    rows.push((bi, node + 1));
-                }
-            }
-            inner_index.push(idx);
-        }
+        // Node j sits at decoder slot j + 1.
+        let rows: Vec<(usize, usize)> = (0..b)
+            .map(|bi| (bi, 0))
+            .chain(
+                inner_nodes(&tries)
+                    .into_iter()
+                    .map(|(bi, node)| (bi, node + 1)),
+            )
+            .collect();
         let logits = self.lm_head.forward(&gather_rows(&hidden, &rows)?)?;
-        let mut pairs = Vec::new();
-        for (bi, trie) in tries.iter().enumerate() {
-            for node in 0..trie.len() {
-                let row = match trie.parents[node] {
-                    None => bi,
-                    Some(p) => inner_index[bi][p].expect("a parent has children"),
-                };
-                pairs.push(row as u32);
-                pairs.push(trie.tokens[node]);
-            }
-        }
-        let n_pairs = pairs.len() / 2;
-        let pairs = Tensor::from_vec(pairs, (n_pairs, 2), dev)?;
-        let node_lp = autolabel_kernels::log_softmax_gather(&logits, &pairs)?.to_vec1::<f32>()?;
-        let mut out = Vec::with_capacity(b);
-        let mut offset = 0;
-        for trie in &tries {
-            out.push(CandidateLogprobs {
-                token_logprobs: trie
-                    .paths
-                    .iter()
-                    .map(|path| path.iter().map(|&node| node_lp[offset + node]).collect())
-                    .collect(),
-            });
-            offset += trie.len();
-        }
-        Ok(out)
+        candidate_logprobs(&tries, &logits)
     }
 }
 

@@ -1,0 +1,66 @@
+//! The shared last step of every scorer: which hidden states need next-token logits when each
+//! row's candidates are laid out as a [`CandidateTrie`], and turning those logits into each
+//! candidate's token log-probs.
+//!
+//! Logit rows are laid out as the `b` roots first (row `i` predicts the first token of every
+//! candidate of trie `i`: the prompt's last position, or a decoder's start token), then one row
+//! per trie node that has children, in [`inner_nodes`] order.
+
+use crate::scoring::CandidateLogprobs;
+use crate::trie::CandidateTrie;
+use candle_core::{Result, Tensor};
+
+/// `(trie index, node)` of every node with children, in logit-row order (after the roots).
+pub fn inner_nodes(tries: &[CandidateTrie]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for (bi, trie) in tries.iter().enumerate() {
+        for (node, has) in trie.has_children().into_iter().enumerate() {
+            if has {
+                out.push((bi, node));
+            }
+        }
+    }
+    out
+}
+
+/// Token log-probs of every candidate of every trie from `logits` (`[b + inner, vocab]`, laid out
+/// as described above), with the fused log-softmax + gather kernel.
+pub fn candidate_logprobs(
+    tries: &[CandidateTrie],
+    logits: &Tensor,
+) -> Result<Vec<CandidateLogprobs>> {
+    let b = tries.len();
+    // Logit row of each node's children: its own inner row.
+    let mut child_row: Vec<Vec<Option<usize>>> =
+        tries.iter().map(|t| vec![None; t.len()]).collect();
+    for (i, (bi, node)) in inner_nodes(tries).into_iter().enumerate() {
+        child_row[bi][node] = Some(b + i);
+    }
+    let mut pairs = Vec::new();
+    for (bi, trie) in tries.iter().enumerate() {
+        for node in 0..trie.len() {
+            let row = match trie.parents[node] {
+                None => bi,
+                Some(p) => child_row[bi][p].expect("a parent has children"),
+            };
+            pairs.push(row as u32);
+            pairs.push(trie.tokens[node]);
+        }
+    }
+    let n_pairs = pairs.len() / 2;
+    let pairs = Tensor::from_vec(pairs, (n_pairs, 2), logits.device())?;
+    let node_lp = autolabel_kernels::log_softmax_gather(logits, &pairs)?.to_vec1::<f32>()?;
+    let mut out = Vec::with_capacity(b);
+    let mut offset = 0;
+    for trie in tries {
+        out.push(CandidateLogprobs {
+            token_logprobs: trie
+                .paths
+                .iter()
+                .map(|path| path.iter().map(|&node| node_lp[offset + node]).collect())
+                .collect(),
+        });
+        offset += trie.len();
+    }
+    Ok(out)
+}
