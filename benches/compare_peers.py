@@ -78,15 +78,22 @@ def llama_worker(model, requests_file, out_file, threads):
     json.dump({"labels": chosen, "seconds": seconds, "rss_mb": rss_mb}, open(out_file, "w"))
 
 
-def transformers_worker(model, requests_file, out_file, threads):
+def load_transformers(model, threads):
+    """The GGUF through transformers, dequantized to float32."""
     import torch
     import transformers
 
     torch.set_num_threads(threads)
-    reqs = [json.loads(l) for l in open(requests_file)]
-    m = transformers.AutoModelForCausalLM.from_pretrained(
+    return transformers.AutoModelForCausalLM.from_pretrained(
         os.path.dirname(model), gguf_file=os.path.basename(model), dtype=torch.float32
     ).eval()
+
+
+def transformers_worker(model, requests_file, out_file, threads):
+    import torch
+
+    m = load_transformers(model, threads)
+    reqs = [json.loads(l) for l in open(requests_file)]
     chosen = []
     start = time.perf_counter()
     with torch.inference_mode():
@@ -121,11 +128,9 @@ def transformers_generate_worker(model, requests_file, out_file, threads):
     import torch
     import transformers
 
-    torch.set_num_threads(threads)
+    m = load_transformers(model, threads)
     reqs = [json.loads(l) for l in open(requests_file)]
-    directory, name = os.path.dirname(model), os.path.basename(model)
-    m = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32).eval()
-    tok = transformers.AutoTokenizer.from_pretrained(directory, gguf_file=name)
+    tok = transformers.AutoTokenizer.from_pretrained(os.path.dirname(model), gguf_file=os.path.basename(model))
     stops = [t for t in (tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")) if t is not None]
     chosen, outside = [], 0
     start = time.perf_counter()

@@ -32,6 +32,16 @@ struct Case {
     token_logprobs: Vec<Vec<f64>>,
 }
 
+/// tests/fixtures/llamacpp_reference.json, written by scripts/llamacpp_reference.py.
+fn llamacpp_fixture() -> Fixture {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/llamacpp_reference.json"
+    ))
+    .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 fn model_path(card: &str) -> PathBuf {
     let card = ModelCard::find(card).expect("built-in card");
     resolve_card(&card, &cache_root()).expect("model fetched through its card")
@@ -65,12 +75,7 @@ fn limits(model: &str, format: WeightFormat) -> (f64, f64, f64, usize) {
 /// every prompt and label must also equal llama.cpp's own tokenization.
 #[test]
 fn label_logprobs_match_llama_cpp() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/llamacpp_reference.json"
-    ))
-    .unwrap();
-    let fixture: Fixture = serde_json::from_str(&text).unwrap();
+    let fixture = llamacpp_fixture();
     for fm in &fixture.models {
         let path = model_path(&fm.name);
         for format in [WeightFormat::F32, WeightFormat::Quantized] {
@@ -546,12 +551,7 @@ fn gguf_to_hf_dir(gguf_path: &Path, out: &Path) {
 /// labeling run gives the same labels.
 #[test]
 fn safetensors_checkpoints_score_like_their_gguf() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/llamacpp_reference.json"
-    ))
-    .unwrap();
-    let fixture: Fixture = serde_json::from_str(&text).unwrap();
+    let fixture = llamacpp_fixture();
     for fm in &fixture.models {
         let gguf = model_path(&fm.name);
         let dir = tempfile::tempdir().unwrap();

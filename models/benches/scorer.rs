@@ -92,6 +92,28 @@ fn prompts(model: &LocalModel, labels: &[String], n: usize) -> Prompts {
     Prompts { instructions, rows }
 }
 
+impl Prompts {
+    /// Every row with the same candidates.
+    fn requests(&self, candidates: &[Vec<u32>]) -> Vec<ScoreRequest> {
+        self.rows
+            .iter()
+            .map(|r| ScoreRequest {
+                prompt: r.clone(),
+                candidates: candidates.to_vec(),
+            })
+            .collect()
+    }
+}
+
+/// SmolLM2 (f32), banking77's labels and 8 of its queries, the instructions prefilled once.
+fn banking_setup() -> (LocalModel, Vec<String>, Prompts) {
+    let model = load(WeightFormat::F32);
+    let labels = banking_labels();
+    let p = prompts(&model, &labels, 8);
+    model.scorer.set_shared_prefix(&p.instructions).unwrap();
+    (model, labels, p)
+}
+
 fn candidates(model: &LocalModel, labels: &[String]) -> Vec<Vec<u32>> {
     let end = model.tokenizer.token_to_id("<|im_end|>").unwrap();
     labels
@@ -102,23 +124,13 @@ fn candidates(model: &LocalModel, labels: &[String]) -> Vec<Vec<u32>> {
 
 /// One row at a time, the instructions prefilled once: the cost of 2, 8 and 77 labels.
 fn label_count(c: &mut Criterion) {
-    let model = load(WeightFormat::F32);
-    let labels = banking_labels();
-    let p = prompts(&model, &labels, 8);
-    model.scorer.set_shared_prefix(&p.instructions).unwrap();
+    let (model, labels, p) = banking_setup();
     let mut g = c.benchmark_group("labels_per_row");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
     g.throughput(Throughput::Elements(p.rows.len() as u64));
     for n in [2usize, 8, 77] {
         let cands = candidates(&model, &labels[..n]);
-        let reqs: Vec<ScoreRequest> = p
-            .rows
-            .iter()
-            .map(|r| ScoreRequest {
-                prompt: r.clone(),
-                candidates: cands.clone(),
-            })
-            .collect();
+        let reqs = p.requests(&cands);
         g.bench_with_input(BenchmarkId::from_parameter(n), &reqs, |b, reqs| {
             b.iter(|| {
                 for r in reqs {
@@ -132,19 +144,9 @@ fn label_count(c: &mut Criterion) {
 
 /// Short rows with 2 labels in batches of 1, 4 and 8 (rows/s).
 fn batch_size(c: &mut Criterion) {
-    let model = load(WeightFormat::F32);
-    let labels = banking_labels();
-    let p = prompts(&model, &labels, 8);
-    model.scorer.set_shared_prefix(&p.instructions).unwrap();
+    let (model, labels, p) = banking_setup();
     let cands = candidates(&model, &labels[..2]);
-    let reqs: Vec<ScoreRequest> = p
-        .rows
-        .iter()
-        .map(|r| ScoreRequest {
-            prompt: r.clone(),
-            candidates: cands.clone(),
-        })
-        .collect();
+    let reqs = p.requests(&cands);
     let mut g = c.benchmark_group("batch_size");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Elements(reqs.len() as u64));

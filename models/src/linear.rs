@@ -54,30 +54,29 @@ pub enum Projections {
 
 impl Projections {
     pub fn new(parts: Vec<Linear>) -> Result<Self> {
-        let dense: Option<Vec<&Tensor>> = parts
+        // Fusable: every weight held densely the same way (same variant, same dtype).
+        let dense = |w: &MatWeight| match w {
+            MatWeight::Dense(t) => Some((0, t.clone())),
+            MatWeight::Q(QMatMul::Tensor(t)) => Some((1, t.clone())),
+            MatWeight::Q(QMatMul::TensorF16(t)) => Some((2, t.clone())),
+            MatWeight::Q(QMatMul::QTensor(_)) => None,
+        };
+        let Some(held) = parts
             .iter()
-            .map(|p| match &p.weight {
-                MatWeight::Dense(w) | MatWeight::Q(QMatMul::Tensor(w)) => Some(w),
-                MatWeight::Q(QMatMul::TensorF16(w)) => Some(w),
-                MatWeight::Q(QMatMul::QTensor(_)) => None,
-            })
-            .collect();
-        let Some(ws) = dense else {
+            .map(|p| dense(&p.weight))
+            .collect::<Option<Vec<_>>>()
+        else {
             return Ok(Projections::Separate(parts));
         };
-        let kind = |w: &MatWeight| match w {
-            MatWeight::Dense(_) => 0,
-            MatWeight::Q(QMatMul::Tensor(_)) => 1,
-            MatWeight::Q(QMatMul::TensorF16(_)) => 2,
-            MatWeight::Q(QMatMul::QTensor(_)) => 3,
-        };
-        let same_kind = parts
-            .iter()
-            .all(|p| kind(&p.weight) == kind(&parts[0].weight));
-        let same_dtype = ws.iter().all(|w| w.dtype() == ws[0].dtype());
-        if parts.len() < 2 || !same_kind || !same_dtype {
+        let (variant, first) = &held[0];
+        if parts.len() < 2
+            || held
+                .iter()
+                .any(|(v, t)| v != variant || t.dtype() != first.dtype())
+        {
             return Ok(Projections::Separate(parts));
         }
+        let ws: Vec<Tensor> = held.iter().map(|(_, t)| t.clone()).collect();
         let widths: Vec<usize> = ws.iter().map(|w| w.dim(0)).collect::<Result<_>>()?;
         let w = Tensor::cat(&ws, 0)?;
         let bias = if parts.iter().all(|p| p.bias.is_none()) {
@@ -93,10 +92,10 @@ impl Projections {
                 .collect::<Result<_>>()?;
             Some(Tensor::cat(&bs, 0)?)
         };
-        let weight = match &parts[0].weight {
-            MatWeight::Dense(_) => MatWeight::Dense(w),
-            MatWeight::Q(QMatMul::TensorF16(_)) => MatWeight::Q(QMatMul::TensorF16(w)),
-            _ => MatWeight::Q(QMatMul::Tensor(w)),
+        let weight = match variant {
+            0 => MatWeight::Dense(w),
+            1 => MatWeight::Q(QMatMul::Tensor(w)),
+            _ => MatWeight::Q(QMatMul::TensorF16(w)),
         };
         Ok(Projections::Fused {
             linear: Linear::new(weight, bias),
