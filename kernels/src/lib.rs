@@ -1,9 +1,18 @@
-//! Custom candle ops used by label scoring.
+//! Custom candle ops used by label scoring, each with the stock-candle expression it replaces
+//! (the path on devices without a fused kernel, and the reference in tests).
 //!
-//! The scorer needs, for a handful of (row, token) pairs, `log_softmax(logits[row])[token]`.
-//! Computing the full log-softmax materialises a second `[rows, vocab]` tensor only to read a few
-//! values out of it; [`log_softmax_gather`] instead computes one log-sum-exp per row and gathers.
+//! - [`log_softmax_gather`]: for a handful of (row, token) pairs, `log_softmax(logits[row])[token]`
+//!   from one log-sum-exp per row, without materialising a second `[rows, vocab]` tensor.
+//! - [`masked_softmax`]: attention weights `softmax(scores * scale + mask)` in one pass.
+//! - [`silu_mul`]: SwiGLU gating `silu(gate) * up` in one pass.
+//!
+//! The CPU kernels use a vectorizable `exp` ([`fast_exp`]) instead of libm's.
 
+pub mod fast_exp;
 mod log_softmax_gather;
+mod masked_softmax;
+mod silu_mul;
 
 pub use log_softmax_gather::{log_softmax_gather, log_softmax_gather_unfused};
+pub use masked_softmax::{masked_softmax, masked_softmax_unfused};
+pub use silu_mul::{silu_mul, silu_mul_unfused};

@@ -251,10 +251,8 @@ impl Decoder {
             .sin
             .index_select(&flat_pos, 0)?
             .reshape((b, t, hd / 2))?;
-        // [b, 1, 1, t, k] so it broadcasts over kv heads and the query group.
         let k_len = mask.dim(2)?;
-        let mask = mask.reshape((b, 1, 1, t, k_len))?;
-        let scale = 1.0 / (hd as f64).sqrt();
+        let scale = 1.0 / (hd as f32).sqrt();
 
         let mut x = self
             .weights
@@ -320,11 +318,14 @@ impl Decoder {
                 }
                 None => own,
             };
-            let scores = (scores * scale)?
-                .reshape((b, kvh, group, t, k_len))?
-                .broadcast_add(&mask)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let probs = probs.reshape((b, kvh, group * t, k_len))?;
+            // Scale, mask (shared by every head) and softmax in one fused pass.
+            let scores = scores.reshape((b, h, t, k_len))?;
+            let probs = autolabel_kernels::masked_softmax(&scores, mask, scale)?.reshape((
+                b,
+                kvh,
+                group * t,
+                k_len,
+            ))?;
             let attn = match &shared {
                 Some((_, pv, _)) => {
                     let plen = pv.dim(1)?;
@@ -348,7 +349,8 @@ impl Decoder {
                 .reshape((b * t, h * hd))?;
             let x1 = (residual + layer.o.forward(&attn)?)?;
             let xn = candle_nn::ops::rms_norm(&x1, &layer.ffn_norm, cfg.rms_norm_eps as f32)?;
-            let ff = (candle_nn::ops::silu(&layer.gate.forward(&xn)?)? * layer.up.forward(&xn)?)?;
+            let ff =
+                autolabel_kernels::silu_mul(&layer.gate.forward(&xn)?, &layer.up.forward(&xn)?)?;
             x = (&x1 + layer.down.forward(&ff)?)?;
             new_cache.push((k_all, v_all));
         }
