@@ -1,4 +1,4 @@
-//! A vectorizable `exp` for f32 and the row loops built on it.
+//! A vectorizable `exp` for f32 and the row loops built on it (softmax, SiLU gating, RMS norm).
 //!
 //! `f32::exp` is a libm call per element, which the compiler cannot vectorize; in a prefill it
 //! was 5-6% of the time (softmax and SiLU). This one is Cephes' `expf` (range reduction by ln 2,
@@ -116,11 +116,40 @@ fn silu_mul_impl(a: &[f32], b: &[f32], out: &mut [f32]) {
     }
 }
 
+/// `out = x / sqrt(mean(x^2) + eps) * w`.
+#[inline(always)]
+fn rms_norm_row_impl(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += c[i] * c[i];
+        }
+    }
+    let mut ss = 0f32;
+    for a in acc {
+        ss += a;
+    }
+    for t in tail {
+        ss += t * t;
+    }
+    let inv = 1.0 / (ss / x.len() as f32 + eps).sqrt();
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = v * inv * g;
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     #[target_feature(enable = "avx2")]
     pub unsafe fn masked_softmax_row(x: &[f32], mask: &[f32], scale: f32, out: &mut [f32]) {
         super::masked_softmax_row_impl(x, mask, scale, out)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        super::rms_norm_row_impl(x, w, eps, out)
     }
 
     #[target_feature(enable = "avx2")]
@@ -144,6 +173,17 @@ pub fn masked_softmax_row(x: &[f32], mask: &[f32], scale: f32, out: &mut [f32]) 
         return unsafe { avx2::masked_softmax_row(x, mask, scale, out) };
     }
     masked_softmax_row_impl(x, mask, scale, out)
+}
+
+/// `out = x / sqrt(mean(x^2) + eps) * w` for one row (all slices the same length).
+pub fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    assert!(x.len() == w.len() && x.len() == out.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 is present (checked at run time).
+        return unsafe { avx2::rms_norm_row(x, w, eps, out) };
+    }
+    rms_norm_row_impl(x, w, eps, out)
 }
 
 /// `out = silu(a) * b` elementwise (all slices the same length).
@@ -200,6 +240,9 @@ mod tests {
         let y: Vec<f32> = x.iter().map(|v| v * 0.5 - 1.0).collect();
         silu_mul(&x, &y, &mut a);
         silu_mul_impl(&x, &y, &mut b);
+        assert_eq!(a, b);
+        rms_norm_row(&x, &y, 1e-5, &mut a);
+        rms_norm_row_impl(&x, &y, 1e-5, &mut b);
         assert_eq!(a, b);
     }
 

@@ -253,6 +253,7 @@ impl Decoder {
             .reshape((b, t, hd / 2))?;
         let k_len = mask.dim(2)?;
         let scale = 1.0 / (hd as f32).sqrt();
+        let chunks = attention_chunks(mask, ATTENTION_CHUNK)?;
 
         let mut x = self
             .weights
@@ -262,7 +263,7 @@ impl Decoder {
         let mut new_cache = Vec::with_capacity(self.weights.layers.len());
         for (i, layer) in self.weights.layers.iter().enumerate() {
             let residual = &x;
-            let xn = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_norm_eps as f32)?;
+            let xn = autolabel_kernels::rms_norm(&x, &layer.attn_norm, cfg.rms_norm_eps as f32)?;
             let qkv = layer.qkv.forward(&xn)?;
             let heads = |x: &Tensor, n: usize| -> Result<Tensor> {
                 x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
@@ -289,6 +290,16 @@ impl Decoder {
                 }
                 None => (k, v),
             };
+            if let (Some(chunks), None) = (&chunks, prefix) {
+                // A long causal prefill: each block of queries against the keys it can see.
+                let attn = chunked_attention(&q, &k_all, &v_all, mask, chunks, scale)?
+                    .transpose(1, 2)?
+                    .reshape((b * t, h * hd))?;
+                let x1 = (residual + layer.o.forward(&attn)?)?;
+                x = self.feed_forward(layer, &x1)?;
+                new_cache.push((k_all, v_all));
+                continue;
+            }
             // Grouped-query attention without repeating K/V: fold the query group into rows.
             let qg = q.reshape((b, kvh, group * t, hd))?;
             let own = qg.matmul(&k_all.t()?)?;
@@ -348,10 +359,7 @@ impl Decoder {
                 .transpose(1, 2)?
                 .reshape((b * t, h * hd))?;
             let x1 = (residual + layer.o.forward(&attn)?)?;
-            let xn = candle_nn::ops::rms_norm(&x1, &layer.ffn_norm, cfg.rms_norm_eps as f32)?;
-            let ff =
-                autolabel_kernels::silu_mul(&layer.gate.forward(&xn)?, &layer.up.forward(&xn)?)?;
-            x = (&x1 + layer.down.forward(&ff)?)?;
+            x = self.feed_forward(layer, &x1)?;
             new_cache.push((k_all, v_all));
         }
         Ok((
@@ -360,15 +368,93 @@ impl Decoder {
         ))
     }
 
+    /// The norm, SwiGLU feed-forward and residual of one layer.
+    fn feed_forward(&self, layer: &Layer, x1: &Tensor) -> Result<Tensor> {
+        let xn = autolabel_kernels::rms_norm(x1, &layer.ffn_norm, self.config.rms_norm_eps as f32)?;
+        let ff = autolabel_kernels::silu_mul(&layer.gate.forward(&xn)?, &layer.up.forward(&xn)?)?;
+        x1 + layer.down.forward(&ff)?
+    }
+
     /// Logits `[n, vocab]` for hidden states `[n, hidden]` (final norm, then the output head).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let xn = candle_nn::ops::rms_norm(
+        let xn = autolabel_kernels::rms_norm(
             hidden,
             &self.weights.final_norm,
             self.config.rms_norm_eps as f32,
         )?;
         self.weights.lm_head.forward(&xn)
     }
+}
+
+/// Query block size of [`chunked_attention`].
+const ATTENTION_CHUNK: usize = 128;
+
+/// For a long run of queries (`t >= 2 * chunk`) whose mask hides later keys from earlier queries
+/// (a causal prefill), the blocks of `chunk` queries as `(first query, queries, keys it can
+/// see)`; `None` when every block would see every key. Read from the mask itself, so any mask
+/// is handled exactly: the keys past a block's limit are masked for all of its queries.
+fn attention_chunks(mask: &Tensor, chunk: usize) -> Result<Option<Vec<(usize, usize, usize)>>> {
+    let (b, t, k) = mask.dims3()?;
+    if t < 2 * chunk || k == 0 {
+        return Ok(None);
+    }
+    let m = mask
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let mut limit = vec![1usize; t];
+    for bi in 0..b {
+        for (qi, l) in limit.iter_mut().enumerate() {
+            let row = &m[(bi * t + qi) * k..(bi * t + qi + 1) * k];
+            if let Some(last) = row.iter().rposition(|&v| v != f32::NEG_INFINITY) {
+                *l = (*l).max(last + 1);
+            }
+        }
+    }
+    let blocks: Vec<(usize, usize, usize)> = (0..t)
+        .step_by(chunk)
+        .map(|q0| {
+            let ql = chunk.min(t - q0);
+            (q0, ql, *limit[q0..q0 + ql].iter().max().unwrap())
+        })
+        .collect();
+    Ok(blocks.iter().any(|&(_, _, kl)| kl < k).then_some(blocks))
+}
+
+/// Attention of queries `[b, h, t, hd]` over keys and values `[b, kvh, k, hd]` under `mask`
+/// (`[b, t, k]`), one block of queries at a time against only the keys the block can see (about
+/// 5/8 of the work of a 512-token causal prefill). Returns `[b, h, t, hd]`.
+fn chunked_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    chunks: &[(usize, usize, usize)],
+    scale: f32,
+) -> Result<Tensor> {
+    let (b, h, _, hd) = q.dims4()?;
+    let kvh = k.dim(1)?;
+    let group = h / kvh;
+    let mut out = Vec::with_capacity(chunks.len());
+    for &(q0, ql, kl) in chunks {
+        let qc = q
+            .narrow(2, q0, ql)?
+            .contiguous()?
+            .reshape((b, kvh, group * ql, hd))?;
+        let kc = k.narrow(2, 0, kl)?;
+        let scores = qc.matmul(&kc.t()?)?.reshape((b, h, ql, kl))?;
+        let m = mask.narrow(1, q0, ql)?.narrow(2, 0, kl)?;
+        let probs = autolabel_kernels::masked_softmax(&scores, &m, scale)?.reshape((
+            b,
+            kvh,
+            group * ql,
+            kl,
+        ))?;
+        let vc = v.narrow(2, 0, kl)?;
+        out.push(probs.matmul(&vc)?.reshape((b, h, ql, hd))?);
+    }
+    Tensor::cat(&out, 2)
 }
 
 /// Builds a `[b, q, k]` f32 additive mask from a predicate.
@@ -401,4 +487,75 @@ pub fn gather_rows(hidden: &Tensor, rows: &[(usize, usize)]) -> Result<Tensor> {
     let idx: Vec<u32> = rows.iter().map(|&(bi, ti)| (bi * t + ti) as u32).collect();
     let idx = Tensor::from_vec(idx, rows.len(), hidden.device())?;
     flat.index_select(&idx, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plain attention with K/V repeated per query head: the reference for the chunked path.
+    fn reference_attention(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+        scale: f32,
+    ) -> Result<Tensor> {
+        let (b, h, t, _) = q.dims4()?;
+        let group = h / k.dim(1)?;
+        let rep = |x: &Tensor| -> Result<Tensor> {
+            let (b, kvh, n, d) = x.dims4()?;
+            x.unsqueeze(2)?
+                .broadcast_as((b, kvh, group, n, d))?
+                .reshape((b, kvh * group, n, d))
+        };
+        let (k, v) = (rep(k)?, rep(v)?);
+        let scores = ((q.matmul(&k.t()?.contiguous()?)? * scale as f64)?
+            .broadcast_add(&mask.reshape((b, 1, t, mask.dim(2)?))?))?;
+        candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v.contiguous()?)
+    }
+
+    #[test]
+    fn chunked_attention_matches_plain_attention_on_a_causal_prefill_after_a_cache() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, h, kvh, hd, cached, t) = (2, 6, 2, 8, 20, 300);
+        let q = Tensor::randn(0f32, 1.0, (b, h, t, hd), &dev)?;
+        let k = Tensor::randn(0f32, 1.0, (b, kvh, cached + t, hd), &dev)?;
+        let v = Tensor::randn(0f32, 1.0, (b, kvh, cached + t, hd), &dev)?;
+        // Row 1 is padded: its last 50 queries are padding that attends to itself only.
+        let mask = build_mask(b, t, cached + t, &dev, |bi, qi, ki| {
+            if bi == 1 && qi >= 250 {
+                ki == cached + qi
+            } else {
+                ki <= cached + qi
+            }
+        })?;
+        let chunks = attention_chunks(&mask, 128)?.expect("a causal prefill is chunked");
+        assert_eq!(
+            chunks,
+            vec![
+                (0, 128, cached + 128),
+                (128, 128, cached + 256),
+                (256, 44, cached + 300)
+            ]
+        );
+        let got = chunked_attention(&q, &k, &v, &mask, &chunks, 0.3)?;
+        let want = reference_attention(&q, &k, &v, &mask, 0.3)?;
+        let d = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(d < 1e-5, "max difference {d}");
+        Ok(())
+    }
+
+    #[test]
+    fn masks_where_every_block_sees_every_key_are_not_chunked() -> Result<()> {
+        let dev = Device::Cpu;
+        // Short runs, and long runs in which every block has a query that sees the last key.
+        let short = build_mask(1, 200, 200, &dev, |_, q, k| k <= q)?;
+        assert!(attention_chunks(&short, 128)?.is_none());
+        let open = build_mask(1, 300, 310, &dev, |_, q, k| {
+            k < 10 || k == q + 10 || k == 309
+        })?;
+        assert!(attention_chunks(&open, 128)?.is_none());
+        Ok(())
+    }
 }
