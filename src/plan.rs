@@ -96,10 +96,11 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
     );
     let trie = CandidateTrie::build(&p0.candidates);
     println!(
-        "label continuations: {} labels, {} tokens in all, {} after prefix sharing",
+        "label continuations: {} labels, {} tokens in all, {} after prefix sharing, {} fed through the model per row (the rest only end a label)",
         p0.candidates.len(),
         p0.candidates.iter().map(Vec::len).sum::<usize>(),
-        trie.len()
+        trie.len(),
+        trie.fed_nodes().len()
     );
     let t = Instant::now();
     let shared = labeler.share_prefix(ok.iter().map(|p| p.prompt_ids.as_slice()))?;

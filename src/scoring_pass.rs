@@ -62,9 +62,9 @@ impl PassOptions<'_> {
 }
 
 /// Tokens a batch may push through the model: rows x (the longest prompt beyond the shared
-/// prefix + the longest label trie). On CPU, bigger batches of long rows are slower per row
-/// (attention and padding grow faster than the matmuls gain) and hold more memory; short rows
-/// (a few dozen tokens each) still batch up to `--batch-size`. Measured on 2 cores, SmolLM2:
+/// prefix + the most label-trie nodes fed per row). On CPU, bigger batches of long rows are
+/// slower per row (attention and padding grow faster than the matmuls gain) and hold more
+/// memory; short rows (a few dozen tokens each) still batch up to `--batch-size`. Measured on 2 cores, SmolLM2:
 /// movie_reviews 1.68 rows/s one row at a time vs 0.99 in batches of 8; sms_spam 6.1 vs 12.7.
 pub const BATCH_WORK_TOKENS: usize = 512;
 
@@ -81,7 +81,9 @@ pub fn batches(
         let t = match trie_len.iter().find(|(k, _)| *k == key) {
             Some((_, n)) => *n,
             None => {
-                let n = autolabel_models::trie::CandidateTrie::build(&p.candidates).len();
+                let n = autolabel_models::trie::CandidateTrie::build(&p.candidates)
+                    .fed_nodes()
+                    .len();
                 trie_len.push((key, n));
                 n
             }

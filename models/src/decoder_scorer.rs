@@ -8,7 +8,7 @@
 use crate::decoder::{build_mask, gather_rows, Decoder, KvCache};
 use crate::scoring::{CandidateLogprobs, ContinuationScorer, ScoreRequest};
 use crate::trie::CandidateTrie;
-use crate::trie_logprobs::{candidate_logprobs, inner_nodes};
+use crate::trie_logprobs::candidate_logprobs;
 use candle_core::{bail, Result, Tensor};
 
 impl ContinuationScorer for Decoder {
@@ -102,43 +102,51 @@ impl ContinuationScorer for Decoder {
         let (hidden_prompt, cache) = self.forward_with_prefix(&toks, &pos, &mask, separate, own)?;
         let lp = p + lp; // cache length from here on
 
-        // 2. Candidate pass: all tries, padded to the largest, with a tree mask.
-        let n = tries.iter().map(|t| t.len()).max().unwrap();
-        let mut toks = Vec::with_capacity(b * n);
-        let mut pos = Vec::with_capacity(b * n);
-        for (trie, &len) in tries.iter().zip(&lens) {
-            for i in 0..n {
-                toks.push(*trie.tokens.get(i).unwrap_or(&0));
-                pos.push((len + trie.depths.get(i).copied().unwrap_or(0)) as u32);
-            }
-        }
-        let toks = Tensor::from_vec(toks, (b, n), &dev)?;
-        let pos = Tensor::from_vec(pos, (b, n), &dev)?;
-        let mask = build_mask(b, n, lp + n, &dev, |bi, q, k| {
-            let trie = &tries[bi];
-            if q >= trie.len() {
-                return k == lp + q; // padding attends to itself only (keeps softmax finite)
-            }
-            if k < lp {
-                k < lens[bi]
-            } else {
-                let j = k - lp;
-                j < trie.len() && trie.is_ancestor_or_self(j, q)
-            }
-        })?;
-        let (hidden_cand, _) =
-            self.forward_with_prefix(&toks, &pos, &mask, separate, Some(&cache))?;
-
+        // 2. Candidate pass over the trie nodes that have children: a node without children
+        //    (every candidate's last token) predicts nothing, so it is never fed. All tries,
+        //    padded to the largest, with a tree mask; parents come before children, so the fed
+        //    nodes keep that order.
+        let fed: Vec<Vec<usize>> = tries.iter().map(CandidateTrie::fed_nodes).collect();
+        let n = fed.iter().map(|f| f.len()).max().unwrap();
         // 3. Logits only where a candidate token is predicted: each prompt's last position and
-        //    every trie node with children.
+        //    every fed node (in `inner_nodes` order).
         let root_rows: Vec<(usize, usize)> = lens
             .iter()
             .enumerate()
             .map(|(bi, &l)| (bi, l - 1 - p))
             .collect();
-        let inner_rows = inner_nodes(&tries);
         let mut hidden = vec![gather_rows(&hidden_prompt, &root_rows)?];
-        if !inner_rows.is_empty() {
+        if n > 0 {
+            let mut toks = Vec::with_capacity(b * n);
+            let mut pos = Vec::with_capacity(b * n);
+            for ((trie, nodes), &len) in tries.iter().zip(&fed).zip(&lens) {
+                for i in 0..n {
+                    let node = nodes.get(i);
+                    toks.push(node.map_or(0, |&j| trie.tokens[j]));
+                    pos.push((len + node.map_or(0, |&j| trie.depths[j])) as u32);
+                }
+            }
+            let toks = Tensor::from_vec(toks, (b, n), &dev)?;
+            let pos = Tensor::from_vec(pos, (b, n), &dev)?;
+            let mask = build_mask(b, n, lp + n, &dev, |bi, q, k| {
+                let nodes = &fed[bi];
+                if q >= nodes.len() {
+                    return k == lp + q; // padding attends to itself only (keeps softmax finite)
+                }
+                if k < lp {
+                    k < lens[bi]
+                } else {
+                    let j = k - lp;
+                    j < nodes.len() && tries[bi].is_ancestor_or_self(nodes[j], nodes[q])
+                }
+            })?;
+            let (hidden_cand, _) =
+                self.forward_with_prefix(&toks, &pos, &mask, separate, Some(&cache))?;
+            let inner_rows: Vec<(usize, usize)> = fed
+                .iter()
+                .enumerate()
+                .flat_map(|(bi, nodes)| (0..nodes.len()).map(move |i| (bi, i)))
+                .collect();
             hidden.push(gather_rows(&hidden_cand, &inner_rows)?);
         }
         let logits = self.logits(&Tensor::cat(&hidden, 0)?)?;

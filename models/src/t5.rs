@@ -11,7 +11,7 @@ use crate::linear::{Linear, MatWeight};
 use crate::safetensors_weights::Weights;
 use crate::scoring::{CandidateLogprobs, ContinuationScorer, ScoreRequest};
 use crate::trie::CandidateTrie;
-use crate::trie_logprobs::{candidate_logprobs, inner_nodes};
+use crate::trie_logprobs::candidate_logprobs;
 use anyhow::bail;
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -485,27 +485,33 @@ impl ContinuationScorer for T5Model {
             .iter()
             .map(|r| CandidateTrie::build(&r.candidates))
             .collect();
-        let n = 1 + tries.iter().map(|t| t.len()).max().unwrap();
+        // Only nodes with children are fed (a candidate's last token predicts nothing).
+        let fed: Vec<Vec<usize>> = tries.iter().map(CandidateTrie::fed_nodes).collect();
+        let n = 1 + fed.iter().map(|f| f.len()).max().unwrap();
         let start = self.config.decoder_start_token_id;
         let mut toks = Vec::with_capacity(b * n);
         let mut positions: Vec<Vec<i64>> = Vec::with_capacity(b);
-        for trie in &tries {
+        for (trie, nodes) in tries.iter().zip(&fed) {
             toks.push(start);
             let mut pos = vec![0i64];
             for i in 0..n - 1 {
-                toks.push(*trie.tokens.get(i).unwrap_or(&0));
-                pos.push(trie.depths.get(i).map_or(0, |d| *d as i64 + 1));
+                let node = nodes.get(i);
+                toks.push(node.map_or(0, |&j| trie.tokens[j]));
+                pos.push(node.map_or(0, |&j| trie.depths[j] as i64 + 1));
             }
             positions.push(pos);
         }
         let toks = Tensor::from_vec(toks, (b, n), dev)?;
-        // Node j sits at sequence slot j + 1; slot 0 is the start token, an ancestor of all.
+        // Fed node i sits at sequence slot i + 1; slot 0 is the start token, an ancestor of all.
         let mask = build_mask(b, n, n, dev, |bi, q, k| {
-            let trie = &tries[bi];
-            if q > trie.len() {
+            let nodes = &fed[bi];
+            if q > nodes.len() {
                 return k == q;
             }
-            k == 0 || (q > 0 && k <= trie.len() && trie.is_ancestor_or_self(k - 1, q - 1))
+            k == 0
+                || (q > 0
+                    && k <= nodes.len()
+                    && tries[bi].is_ancestor_or_self(nodes[k - 1], nodes[q - 1]))
         })?
         .reshape((b, 1, n, n))?;
         let mut buckets = Vec::with_capacity(b * n * n);
@@ -526,15 +532,14 @@ impl ContinuationScorer for T5Model {
             .decode(&toks, &buckets, &mask, &encoded, &enc_mask, s)?
             .reshape((b, n, self.config.d_model))?;
 
-        // 3. Logits where a label token is predicted: the start token and trie nodes with
-        //    children.
-        // Node j sits at decoder slot j + 1.
+        // 3. Logits where a label token is predicted: the start token and every fed node (in
+        //    `inner_nodes` order), fed node i at decoder slot i + 1.
         let rows: Vec<(usize, usize)> = (0..b)
             .map(|bi| (bi, 0))
             .chain(
-                inner_nodes(&tries)
-                    .into_iter()
-                    .map(|(bi, node)| (bi, node + 1)),
+                fed.iter()
+                    .enumerate()
+                    .flat_map(|(bi, nodes)| (0..nodes.len()).map(move |i| (bi, i + 1))),
             )
             .collect();
         let logits = self.lm_head.forward(&gather_rows(&hidden, &rows)?)?;

@@ -67,6 +67,14 @@ impl CandidateTrie {
         false
     }
 
+    /// The nodes that have children, in order: the only ones a scorer feeds through the model
+    /// (a node without children, the last token of a candidate, predicts nothing). Their
+    /// ancestors have children too, so they form a trie of their own.
+    pub fn fed_nodes(&self) -> Vec<usize> {
+        let has = self.has_children();
+        (0..self.len()).filter(|&i| has[i]).collect()
+    }
+
     /// Nodes that have at least one child: the only places whose next-token logits are needed.
     pub fn has_children(&self) -> Vec<bool> {
         let mut out = vec![false; self.len()];
@@ -94,5 +102,6 @@ mod tests {
             t.has_children(),
             vec![true, true, false, true, false, true, false]
         );
+        assert_eq!(t.fed_nodes(), vec![0, 1, 3, 5]);
     }
 }

@@ -14,11 +14,7 @@ use candle_core::{Result, Tensor};
 pub fn inner_nodes(tries: &[CandidateTrie]) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     for (bi, trie) in tries.iter().enumerate() {
-        for (node, has) in trie.has_children().into_iter().enumerate() {
-            if has {
-                out.push((bi, node));
-            }
-        }
+        out.extend(trie.fed_nodes().into_iter().map(|node| (bi, node)));
     }
     out
 }
