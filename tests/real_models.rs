@@ -60,7 +60,7 @@ fn shared_data(rel: &str) -> PathBuf {
 /// SmolLM2's Q4_1 weights make its logits fragile: llama.cpp itself moves these label log-probs
 /// by up to 0.11 nats between its f16 and f32 KV caches. Quantized (`--dtype q`) runs quantize
 /// activations too, as llama.cpp does, but with other kernels, so they are checked on fewer cases
-/// (they are ~10x slower on CPU) with a wider margin.
+/// with a wider margin.
 fn limits(model: &str, format: WeightFormat) -> (f64, f64, f64, usize) {
     match (model, format) {
         ("qwen2.5-coder-0.5b-instruct", WeightFormat::Quantized) => (0.06, 0.2, 0.3, 8),

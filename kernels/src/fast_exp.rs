@@ -164,6 +164,13 @@ fn has_avx2() -> bool {
     *AVX2.get_or_init(|| is_x86_feature_detected!("avx2"))
 }
 
+/// AVX2 and FMA both present (the integer kernels' requirement).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2_fma() -> bool {
+    static AVX2_FMA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVX2_FMA.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
 /// `out = softmax(x * scale + mask)` for one row (all slices the same length).
 pub fn masked_softmax_row(x: &[f32], mask: &[f32], scale: f32, out: &mut [f32]) {
     assert!(x.len() == mask.len() && x.len() == out.len());

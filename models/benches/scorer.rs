@@ -204,7 +204,8 @@ fn prefill(c: &mut Criterion) {
 }
 
 /// This CPU's matmul throughput at the model's feed-forward shape ([512, 576] x [576, 1536]),
-/// f32 (what `--dtype f32` runs) and Q4_1 (what `--dtype q` runs), in FLOP/s.
+/// f32 (what `--dtype f32` runs), Q4_1 through our kernel (what `--dtype q` runs on AVX2 CPUs)
+/// and through candle's quantized matmul, in FLOP/s.
 fn matmul(c: &mut Criterion) {
     let (m, k, n) = (512usize, 576usize, 1536usize);
     let dev = Device::Cpu;
@@ -215,8 +216,11 @@ fn matmul(c: &mut Criterion) {
     g.throughput(Throughput::Elements((2 * m * k * n) as u64));
     let dense = QMatMul::Tensor(w.clone());
     g.bench_function("f32", |b| b.iter(|| dense.forward(&x).unwrap()));
-    let q = QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q4_1).unwrap()).unwrap();
-    g.bench_function("q4_1", |b| b.iter(|| q.forward(&x).unwrap()));
+    let qt = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
+    let ours = autolabel_kernels::Q41Matrix::from_qtensor(&qt).unwrap();
+    g.bench_function("q4_1_ours", |b| b.iter(|| ours.matmul_t(&x).unwrap()));
+    let q = QMatMul::from_qtensor(qt).unwrap();
+    g.bench_function("q4_1_candle", |b| b.iter(|| q.forward(&x).unwrap()));
     g.finish();
 }
 
