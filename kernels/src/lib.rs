@@ -6,19 +6,20 @@
 //! - [`masked_softmax`]: attention weights `softmax(scores * scale + mask)` in one pass.
 //! - [`silu_mul`]: SwiGLU gating `silu(gate) * up` in one pass.
 //! - [`rms_norm`]: RMS norm with rows in parallel.
-//! - [`Q41Matrix`]: matmul with GGUF Q4_1 weights in 8-bit integer SIMD (candle's has none).
+//! - [`BlockMatrix`]: matmul with GGUF Q4_0/Q4_1/Q5_0/Q5_1 weights in 8-bit integer SIMD
+//!   (candle has none for these).
 //!
 //! The CPU kernels use a vectorizable `exp` ([`fast_exp`]) instead of libm's.
 
+mod block_matmul;
 pub mod fast_exp;
 mod log_softmax_gather;
 mod masked_softmax;
-mod q4_1_matmul;
 mod rms_norm;
 mod silu_mul;
 
+pub use block_matmul::BlockMatrix;
 pub use log_softmax_gather::{log_softmax_gather, log_softmax_gather_unfused};
 pub use masked_softmax::{masked_softmax, masked_softmax_unfused};
-pub use q4_1_matmul::Q41Matrix;
 pub use rms_norm::{rms_norm, rms_norm_unfused};
 pub use silu_mul::{silu_mul, silu_mul_unfused};

@@ -217,7 +217,7 @@ fn matmul(c: &mut Criterion) {
     let dense = QMatMul::Tensor(w.clone());
     g.bench_function("f32", |b| b.iter(|| dense.forward(&x).unwrap()));
     let qt = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
-    let ours = autolabel_kernels::Q41Matrix::from_qtensor(&qt).unwrap();
+    let ours = autolabel_kernels::BlockMatrix::from_qtensor(&qt).unwrap();
     g.bench_function("q4_1_ours", |b| b.iter(|| ours.matmul_t(&x).unwrap()));
     let q = QMatMul::from_qtensor(qt).unwrap();
     g.bench_function("q4_1_candle", |b| b.iter(|| q.forward(&x).unwrap()));

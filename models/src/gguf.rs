@@ -5,7 +5,7 @@ use crate::decoder::{
     RopeStyle,
 };
 use anyhow::{bail, Context, Result};
-use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{gguf_file, QMatMul, QTensor};
 use candle_core::Device;
 use std::collections::HashMap;
 use std::fs::File;
@@ -44,10 +44,10 @@ impl WeightFormat {
         Ok(match self {
             WeightFormat::Quantized
                 if device.is_cpu()
-                    && q.dtype() == GgmlDType::Q4_1
-                    && autolabel_kernels::Q41Matrix::simd_available() =>
+                    && autolabel_kernels::BlockMatrix::supports(q.dtype())
+                    && autolabel_kernels::BlockMatrix::simd_available() =>
             {
-                MatWeight::Q41(autolabel_kernels::Q41Matrix::from_qtensor(&q)?)
+                MatWeight::Blocks(autolabel_kernels::BlockMatrix::from_qtensor(&q)?)
             }
             WeightFormat::Quantized => MatWeight::Q(QMatMul::from_arc(q)?),
             WeightFormat::F32 => MatWeight::Q(QMatMul::Tensor(q.dequantize(device)?)),

@@ -10,8 +10,8 @@ pub enum MatWeight {
     Q(QMatMul),
     /// `[out, in]` in the weight's own dtype.
     Dense(Tensor),
-    /// GGUF Q4_1 weights through our SIMD kernel (CPU with AVX2).
-    Q41(autolabel_kernels::Q41Matrix),
+    /// GGUF 4/5-bit block weights through our SIMD kernel (CPU with AVX2).
+    Blocks(autolabel_kernels::BlockMatrix),
 }
 
 impl MatWeight {
@@ -19,7 +19,7 @@ impl MatWeight {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             MatWeight::Q(q) => q.forward(x)?.to_dtype(DType::F32),
-            MatWeight::Q41(w) => w.matmul_t(x),
+            MatWeight::Blocks(w) => w.matmul_t(x),
             MatWeight::Dense(w) if w.dtype() == x.dtype() => x.matmul(&w.t()?),
             MatWeight::Dense(w) => x.to_dtype(w.dtype())?.matmul(&w.t()?)?.to_dtype(DType::F32),
         }
@@ -62,7 +62,7 @@ impl Projections {
             MatWeight::Dense(t) => Some((0, t.clone())),
             MatWeight::Q(QMatMul::Tensor(t)) => Some((1, t.clone())),
             MatWeight::Q(QMatMul::TensorF16(t)) => Some((2, t.clone())),
-            MatWeight::Q(QMatMul::QTensor(_)) | MatWeight::Q41(_) => None,
+            MatWeight::Q(QMatMul::QTensor(_)) | MatWeight::Blocks(_) => None,
         };
         let Some(held) = parts
             .iter()

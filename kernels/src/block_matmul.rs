@@ -1,69 +1,131 @@
-//! Matmul with GGUF Q4_1 weights, the llama.cpp way: activations are quantized per block of 32 to
-//! 8 bits (Q8_1: a scale and the block's sum), and each weight block (a scale `d`, a minimum `m`
-//! and 32 4-bit values) meets them in integer multiply-adds:
-//! `sum_i (d_w w_i + m_w) * d_x q_i = d_w d_x sum_i w_i q_i + m_w d_x sum_i q_i`.
-//! candle 0.11 has no SIMD path for Q4_1 (its generic loop ran at 9.7 GFLOP/s here, 25x below
-//! the f32 GEMM); the AVX2 one below multiplies 32 pairs per `maddubs` + `madd`.
+//! Matmul with GGUF's 4- and 5-bit block weights (Q4_0, Q4_1, Q5_0, Q5_1), the llama.cpp way:
+//! activations are quantized per block of 32 to 8 bits (a scale `d_x` and the block's sum), and
+//! each weight block (a scale `d`, an offset `m` and 32 unsigned 4- or 5-bit values `u`; Q4_0 and
+//! Q5_0 store signed values, i.e. `m = -8d` or `-16d`) meets them in integer multiply-adds:
+//! `sum_i (d u_i + m) * d_x q_i = d d_x sum_i u_i q_i + m d_x sum_i q_i`.
+//! candle 0.11 has no SIMD path for these types (Q4_1 ran at 9.7 GFLOP/s here, 25x below the f32
+//! GEMM; Qwen2.5's Q4_K_M file stores most of its weights as Q5_0, because 896-wide rows do not
+//! fit k-quants' 256-value blocks); the AVX2 kernel below multiplies 32 pairs per `maddubs` +
+//! `madd`. Weights stay in the file's own bytes.
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
 const BLOCK: usize = 32;
-/// Bytes of one Q4_1 block in a GGUF file: f16 d, f16 m, 16 bytes of nibbles.
-const BLOCK_BYTES: usize = 20;
 
-/// A `[n, k]` Q4_1 weight matrix in the file's own 20 bytes per block, split into arrays.
-pub struct Q41Matrix {
-    n: usize,
-    k: usize,
-    /// `[n, k / 32]` block scales and minimums (f16).
-    d: Vec<half::f16>,
-    m: Vec<half::f16>,
-    /// `[n, k / 32, 16]`: byte j of a block holds value j (low nibble) and j + 16 (high).
-    qs: Vec<u8>,
+/// The block types this kernel runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// f16 d, 16 bytes of nibbles; value = nibble - 8.
+    Q4_0,
+    /// f16 d, f16 m, 16 bytes of nibbles.
+    Q4_1,
+    /// f16 d, 4 bytes of fifth bits, 16 bytes of nibbles; value = 5-bit - 16.
+    Q5_0,
+    /// f16 d, f16 m, 4 bytes of fifth bits, 16 bytes of nibbles.
+    Q5_1,
 }
 
-/// Activations quantized per block of 32: `x ~ d * q`, with `s = d * sum(q)` (both rounded to f16,
-/// as in llama.cpp's Q8_1).
+impl Kind {
+    fn of(dtype: GgmlDType) -> Option<Self> {
+        Some(match dtype {
+            GgmlDType::Q4_0 => Kind::Q4_0,
+            GgmlDType::Q4_1 => Kind::Q4_1,
+            GgmlDType::Q5_0 => Kind::Q5_0,
+            GgmlDType::Q5_1 => Kind::Q5_1,
+            _ => return None,
+        })
+    }
+
+    fn bytes(self) -> usize {
+        match self {
+            Kind::Q4_0 => 18,
+            Kind::Q4_1 => 20,
+            Kind::Q5_0 => 22,
+            Kind::Q5_1 => 24,
+        }
+    }
+
+    /// Block `b` (its bytes) as `(d, m)` and the 32 unsigned values written to `u`.
+    fn unpack(self, b: &[u8], u: &mut [u8]) -> (f32, f32) {
+        let f16 = |i: usize| half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
+        let d = f16(0);
+        let (m, qh, qs) = match self {
+            Kind::Q4_0 => (-8.0 * d, None, &b[2..18]),
+            Kind::Q4_1 => (f16(2), None, &b[4..20]),
+            Kind::Q5_0 => (-16.0 * d, Some(&b[2..6]), &b[6..22]),
+            Kind::Q5_1 => (f16(2), Some(&b[4..8]), &b[8..24]),
+        };
+        for j in 0..16 {
+            u[j] = qs[j] & 0x0F;
+            u[j + 16] = qs[j] >> 4;
+        }
+        if let Some(qh) = qh {
+            let qh = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+            for (j, v) in u.iter_mut().enumerate().take(BLOCK) {
+                *v |= (((qh >> j) & 1) as u8) << 4;
+            }
+        }
+        (d, m)
+    }
+
+    /// Whether llama.cpp pairs this type with Q8_1 activations (whose block sum is stored in f16)
+    /// rather than Q8_0 (no sum; the offset term is exact integer arithmetic).
+    fn sum_in_f16(self) -> bool {
+        matches!(self, Kind::Q4_1 | Kind::Q5_1)
+    }
+}
+
+/// A `[n, k]` matrix of 4- or 5-bit GGUF blocks, in the file's own bytes.
+pub struct BlockMatrix {
+    kind: Kind,
+    n: usize,
+    k: usize,
+    raw: Vec<u8>,
+}
+
+/// Activations quantized per block of 32: `x ~ d * q` (d rounded to f16, as llama.cpp stores
+/// it), with `s = d * sum(q)` in f32 and `s16` rounded to f16 (llama.cpp's Q8_1).
 struct Q8Rows {
     d: Vec<f32>,
     s: Vec<f32>,
+    s16: Vec<f32>,
     q: Vec<i8>,
 }
 
-impl Q41Matrix {
-    /// From a Q4_1 `QTensor` of shape `[n, k]` (`k` a multiple of 32).
+impl BlockMatrix {
+    /// Whether `dtype` is one this kernel runs.
+    pub fn supports(dtype: GgmlDType) -> bool {
+        Kind::of(dtype).is_some()
+    }
+
+    /// From a Q4_0 / Q4_1 / Q5_0 / Q5_1 `QTensor` of shape `[n, k]` (`k` a multiple of 32).
     pub fn from_qtensor(t: &QTensor) -> Result<Self> {
-        if t.dtype() != GgmlDType::Q4_1 {
-            candle_core::bail!("Q41Matrix: expected Q4_1 weights, got {:?}", t.dtype())
-        }
+        let Some(kind) = Kind::of(t.dtype()) else {
+            candle_core::bail!(
+                "BlockMatrix: expected Q4_0, Q4_1, Q5_0 or Q5_1 weights, got {:?}",
+                t.dtype()
+            )
+        };
         let (n, k) = t.shape().dims2()?;
         if k % BLOCK != 0 {
-            candle_core::bail!("Q41Matrix: row length {k} is not a multiple of {BLOCK}")
+            candle_core::bail!("BlockMatrix: row length {k} is not a multiple of {BLOCK}")
         }
         let data = t.data()?;
-        let kb = k / BLOCK;
-        if data.len() != n * kb * BLOCK_BYTES {
+        let expected = n * (k / BLOCK) * kind.bytes();
+        if data.len() != expected {
             candle_core::bail!(
-                "Q41Matrix: {} bytes for [{n}, {k}] Q4_1 weights (expected {})",
-                data.len(),
-                n * kb * BLOCK_BYTES
+                "BlockMatrix: {} bytes for [{n}, {k}] {kind:?} weights (expected {expected})",
+                data.len()
             )
         }
-        let mut out = Q41Matrix {
+        Ok(BlockMatrix {
+            kind,
             n,
             k,
-            d: Vec::with_capacity(n * kb),
-            m: Vec::with_capacity(n * kb),
-            qs: Vec::with_capacity(n * kb * 16),
-        };
-        for b in data.chunks_exact(BLOCK_BYTES) {
-            out.d.push(half::f16::from_le_bytes([b[0], b[1]]));
-            out.m.push(half::f16::from_le_bytes([b[2], b[3]]));
-            out.qs.extend_from_slice(&b[4..20]);
-        }
-        Ok(out)
+            raw: data.into_owned(),
+        })
     }
 
     pub fn dims(&self) -> (usize, usize) {
@@ -83,11 +145,12 @@ impl Q41Matrix {
     pub fn matmul_t(&self, x: &Tensor) -> Result<Tensor> {
         let (rows, k) = x.dims2()?;
         if k != self.k {
-            candle_core::bail!("Q41Matrix: input has {k} columns, weights {}", self.k)
+            candle_core::bail!("BlockMatrix: input has {k} columns, weights {}", self.k)
         }
         let xs = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
         let xs = xs.flatten_all()?.to_vec1::<f32>()?;
         let q = quantize_rows(&xs, rows, k);
+        let sums = if self.kind.sum_in_f16() { &q.s16 } else { &q.s };
         let kb = k / BLOCK;
         let n = self.n;
         // Each task: a run of weight rows against every activation row (the activations, a few
@@ -99,24 +162,27 @@ impl Q41Matrix {
             .enumerate()
             .for_each(|(task, chunk)| {
                 let r0 = task * ROWS_PER_TASK;
-                // The weight row's nibbles unpacked to one byte per value and its scales to
-                // f32, once per weight row rather than once per activation row.
+                // Each weight row unpacked to one byte per value and f32 scales once, rather
+                // than once per activation row.
+                let bb = self.kind.bytes();
                 let mut w = vec![0u8; k];
                 let (mut wd, mut wm) = (vec![0f32; kb], vec![0f32; kb]);
                 for (i, out_row) in chunk.chunks_mut(rows).enumerate() {
                     let r = r0 + i;
+                    let row = &self.raw[r * kb * bb..(r + 1) * kb * bb];
                     for b in 0..kb {
-                        wd[b] = self.d[r * kb + b].to_f32();
-                        wm[b] = self.m[r * kb + b].to_f32();
+                        (wd[b], wm[b]) = self.kind.unpack(
+                            &row[b * bb..(b + 1) * bb],
+                            &mut w[b * BLOCK..(b + 1) * BLOCK],
+                        );
                     }
                     let (wd, wm) = (&wd[..], &wm[..]);
-                    unpack(&self.qs[r * kb * 16..(r + 1) * kb * 16], &mut w);
                     // Four activation rows at a time share each weight load and keep four
                     // independent accumulator chains in flight.
                     let quads = rows / 4 * 4;
                     for j in (0..quads).step_by(4) {
                         let xd = |t: usize| &q.d[(j + t) * kb..(j + t + 1) * kb];
-                        let xs = |t: usize| &q.s[(j + t) * kb..(j + t + 1) * kb];
+                        let xs = |t: usize| &sums[(j + t) * kb..(j + t + 1) * kb];
                         let xq = |t: usize| &q.q[(j + t) * k..(j + t + 1) * k];
                         let four = dot4(
                             wd,
@@ -134,7 +200,7 @@ impl Q41Matrix {
                             wm,
                             &w,
                             &q.d[j * kb..(j + 1) * kb],
-                            &q.s[j * kb..(j + 1) * kb],
+                            &sums[j * kb..(j + 1) * kb],
                             &q.q[j * k..(j + 1) * k],
                         );
                     }
@@ -151,14 +217,19 @@ fn quantize_rows(xs: &[f32], rows: usize, k: usize) -> Q8Rows {
     let mut out = Q8Rows {
         d: vec![0.0; blocks],
         s: vec![0.0; blocks],
+        s16: vec![0.0; blocks],
         q: vec![0; rows * k],
     };
     out.q
         .par_chunks_mut(BLOCK)
-        .zip(out.d.par_iter_mut().zip(out.s.par_iter_mut()))
+        .zip(
+            out.d
+                .par_iter_mut()
+                .zip(out.s.par_iter_mut().zip(out.s16.par_iter_mut())),
+        )
         .zip(xs.par_chunks(BLOCK))
         .with_min_len(64)
-        .for_each(|((q, (d, s)), x)| {
+        .for_each(|((q, (d, (s, s16))), x)| {
             let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
             *d = amax / 127.0;
             let id = if *d > 0.0 { 1.0 / *d } else { 0.0 };
@@ -169,25 +240,16 @@ fn quantize_rows(xs: &[f32], rows: usize, k: usize) -> Q8Rows {
                 *qi = (v * id).round() as i8;
                 sum += *qi as i32;
             }
-            // Scale and sum rounded to f16 as llama.cpp's Q8_1 stores them, so that `--dtype q`
-            // computes what llama.cpp computes from the same file.
-            *s = half::f16::from_f32(*d * sum as f32).to_f32();
+            // Rounded to f16 as llama.cpp stores them, so that `--dtype q` computes what
+            // llama.cpp computes from the same file.
+            *s16 = half::f16::from_f32(*d * sum as f32).to_f32();
             *d = half::f16::from_f32(*d).to_f32();
+            *s = *d * sum as f32;
         });
     out
 }
 
-/// Nibbles (16 bytes per block) to values 0..=15 (32 bytes per block, in order).
-fn unpack(qs: &[u8], out: &mut [u8]) {
-    for (src, dst) in qs.chunks_exact(16).zip(out.chunks_exact_mut(BLOCK)) {
-        for j in 0..16 {
-            dst[j] = src[j] & 0x0F;
-            dst[j + 16] = src[j] >> 4;
-        }
-    }
-}
-
-/// One unpacked weight row (`w`: values 0..=15) against one activation row.
+/// One unpacked weight row (`w`: values 0..=31) against one activation row.
 fn dot(wd: &[f32], wm: &[f32], w: &[u8], xd: &[f32], xs: &[f32], xq: &[i8]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if crate::fast_exp::has_avx2_fma() {
@@ -289,25 +351,35 @@ mod tests {
     use candle_core::Module;
 
     #[test]
-    fn as_close_to_the_exact_product_as_candles_q4_1_matmul() -> Result<()> {
+    fn as_close_to_the_exact_product_as_candles_matmul_for_every_type() -> Result<()> {
         let dev = Device::Cpu;
-        let w = Tensor::randn(0f32, 0.1, (70, 96), &dev)?;
-        let x = Tensor::randn(0f32, 1.0, (5, 96), &dev)?;
-        let qt = QTensor::quantize(&w, GgmlDType::Q4_1)?;
-        // The exact product with the quantized weights; both kernels also quantize x to 8 bits
-        // with the block's scale and sum in f16.
-        let exact = x.matmul(&qt.dequantize(&dev)?.t()?)?;
-        let ours = Q41Matrix::from_qtensor(&qt)?.matmul_t(&x)?;
-        let candle = QMatMul::from_qtensor(qt)?.forward(&x)?;
-        let err =
-            |t: &Tensor| -> Result<f32> { (t - &exact)?.abs()?.max_all()?.to_scalar::<f32>() };
-        let (ours_err, candle_err) = (err(&ours)?, err(&candle)?);
-        let scale = exact.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(
-            ours_err <= candle_err * 1.05,
-            "ours {ours_err} vs candle {candle_err}"
-        );
-        assert!(ours_err < 0.01 * scale, "error {ours_err} at scale {scale}");
+        for dtype in [
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q5_1,
+        ] {
+            let w = Tensor::randn(0f32, 0.1, (70, 96), &dev)?;
+            let x = Tensor::randn(0f32, 1.0, (5, 96), &dev)?;
+            let qt = QTensor::quantize(&w, dtype)?;
+            // The exact product with the quantized weights; both kernels also quantize x to
+            // 8 bits per block.
+            let exact = x.matmul(&qt.dequantize(&dev)?.t()?)?;
+            let ours = BlockMatrix::from_qtensor(&qt)?.matmul_t(&x)?;
+            let candle = QMatMul::from_qtensor(qt)?.forward(&x)?;
+            let err =
+                |t: &Tensor| -> Result<f32> { (t - &exact)?.abs()?.max_all()?.to_scalar::<f32>() };
+            let (ours_err, candle_err) = (err(&ours)?, err(&candle)?);
+            let scale = exact.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(
+                ours_err <= candle_err * 1.05 + 1e-6,
+                "{dtype:?}: ours {ours_err} vs candle {candle_err}"
+            );
+            assert!(
+                ours_err < 0.01 * scale,
+                "{dtype:?}: error {ours_err} at scale {scale}"
+            );
+        }
         Ok(())
     }
 
@@ -315,21 +387,25 @@ mod tests {
     fn simd_and_scalar_dots_agree() -> Result<()> {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 0.1, (3, 128), &dev)?;
-        let qt = QTensor::quantize(&w, GgmlDType::Q4_1)?;
-        let m = Q41Matrix::from_qtensor(&qt)?;
-        let x: Vec<f32> = (0..128)
-            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
-            .collect();
-        let q = quantize_rows(&x, 1, 128);
-        let mut w = vec![0u8; 128];
-        for r in 0..3 {
-            unpack(&m.qs[r * 64..r * 64 + 64], &mut w);
-            let wd: Vec<f32> = m.d[r * 4..r * 4 + 4].iter().map(|v| v.to_f32()).collect();
-            let wm: Vec<f32> = m.m[r * 4..r * 4 + 4].iter().map(|v| v.to_f32()).collect();
-            let (wd, wm) = (&wd[..], &wm[..]);
-            let a = dot(wd, wm, &w, &q.d, &q.s, &q.q);
-            let b = dot_scalar(wd, wm, &w, &q.d, &q.s, &q.q);
-            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q5_0] {
+            let m = BlockMatrix::from_qtensor(&QTensor::quantize(&w, dtype)?)?;
+            let x: Vec<f32> = (0..128)
+                .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+                .collect();
+            let q = quantize_rows(&x, 1, 128);
+            let bb = m.kind.bytes();
+            let mut u = vec![0u8; 128];
+            for r in 0..3 {
+                let (mut wd, mut wm) = (vec![0f32; 4], vec![0f32; 4]);
+                for b in 0..4 {
+                    let block = &m.raw[(r * 4 + b) * bb..(r * 4 + b + 1) * bb];
+                    (wd[b], wm[b]) = m.kind.unpack(block, &mut u[b * 32..b * 32 + 32]);
+                }
+                assert!(u.iter().all(|&v| v < 32));
+                let a = dot(&wd, &wm, &u, &q.d, &q.s, &q.q);
+                let b = dot_scalar(&wd, &wm, &u, &q.d, &q.s, &q.q);
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+            }
         }
         Ok(())
     }
@@ -339,8 +415,8 @@ mod tests {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 0.1, (4, 64), &dev)?;
         let qt = QTensor::quantize(&w, GgmlDType::Q8_0)?;
-        assert!(Q41Matrix::from_qtensor(&qt).is_err());
-        let m = Q41Matrix::from_qtensor(&QTensor::quantize(&w, GgmlDType::Q4_1)?)?;
+        assert!(BlockMatrix::from_qtensor(&qt).is_err());
+        let m = BlockMatrix::from_qtensor(&QTensor::quantize(&w, GgmlDType::Q4_1)?)?;
         let x = Tensor::zeros((2, 32), candle_core::DType::F32, &dev)?;
         let err = m.matmul_t(&x).unwrap_err().to_string();
         assert!(err.contains("columns"), "{err}");
