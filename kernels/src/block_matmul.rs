@@ -178,12 +178,13 @@ impl BlockMatrix {
                     }
                     let (wd, wm) = (&wd[..], &wm[..]);
                     // Four activation rows at a time share each weight load and keep four
-                    // independent accumulator chains in flight.
-                    let quads = rows / 4 * 4;
-                    for j in (0..quads).step_by(4) {
-                        let xd = |t: usize| &q.d[(j + t) * kb..(j + t + 1) * kb];
-                        let xs = |t: usize| &sums[(j + t) * kb..(j + t + 1) * kb];
-                        let xq = |t: usize| &q.q[(j + t) * k..(j + t + 1) * k];
+                    // independent accumulator chains in flight (a last group of fewer rows
+                    // repeats its last row and keeps only the rows it has).
+                    for j in (0..rows).step_by(4) {
+                        let row = |t: usize| (j + t).min(rows - 1);
+                        let xd = |t: usize| &q.d[row(t) * kb..(row(t) + 1) * kb];
+                        let xs = |t: usize| &sums[row(t) * kb..(row(t) + 1) * kb];
+                        let xq = |t: usize| &q.q[row(t) * k..(row(t) + 1) * k];
                         let four = dot4(
                             wd,
                             wm,
@@ -192,17 +193,8 @@ impl BlockMatrix {
                             [xs(0), xs(1), xs(2), xs(3)],
                             [xq(0), xq(1), xq(2), xq(3)],
                         );
-                        out_row[j..j + 4].copy_from_slice(&four);
-                    }
-                    for (j, o) in out_row.iter_mut().enumerate().skip(quads) {
-                        *o = dot(
-                            wd,
-                            wm,
-                            &w,
-                            &q.d[j * kb..(j + 1) * kb],
-                            &sums[j * kb..(j + 1) * kb],
-                            &q.q[j * k..(j + 1) * k],
-                        );
+                        let have = (rows - j).min(4);
+                        out_row[j..j + have].copy_from_slice(&four[..have]);
                     }
                 }
             });
@@ -249,17 +241,7 @@ fn quantize_rows(xs: &[f32], rows: usize, k: usize) -> Q8Rows {
     out
 }
 
-/// One unpacked weight row (`w`: values 0..=31) against one activation row.
-fn dot(wd: &[f32], wm: &[f32], w: &[u8], xd: &[f32], xs: &[f32], xq: &[i8]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if crate::fast_exp::has_avx2_fma() {
-        // SAFETY: AVX2 and FMA are present (checked at run time).
-        return unsafe { avx2::dot(wd, wm, w, xd, xs, xq) };
-    }
-    dot_scalar(wd, wm, w, xd, xs, xq)
-}
-
-/// One unpacked weight row against four activation rows.
+/// One unpacked weight row (`w`: values 0..=31) against four activation rows.
 fn dot4(
     wd: &[f32],
     wm: &[f32],
@@ -292,24 +274,6 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot(wd: &[f32], wm: &[f32], w: &[u8], xd: &[f32], xs: &[f32], xq: &[i8]) -> f32 {
-        let nb = wd.len();
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
-        let mut mins = 0f32;
-        for b in 0..nb {
-            let w = _mm256_loadu_si256(w.as_ptr().add(b * 32) as *const __m256i);
-            let q = _mm256_loadu_si256(xq.as_ptr().add(b * 32) as *const __m256i);
-            // u8 x i8 pairs -> i16 (at most 2 * 15 * 127, no saturation) -> i32.
-            let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(w, q), ones);
-            let scale = _mm256_set1_ps(wd[b] * xd[b]);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc);
-            mins += wm[b] * xs[b];
-        }
-        hsum(acc) + mins
-    }
-
-    #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot4(
         wd: &[f32],
         wm: &[f32],
@@ -325,6 +289,7 @@ mod avx2 {
             let wv = _mm256_loadu_si256(w.as_ptr().add(b * 32) as *const __m256i);
             for t in 0..4 {
                 let q = _mm256_loadu_si256(xq[t].as_ptr().add(b * 32) as *const __m256i);
+                // u8 x i8 pairs -> i16 (at most 2 * 31 * 127, no saturation) -> i32.
                 let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, q), ones);
                 let scale = _mm256_set1_ps(wd[b] * xd[t][b]);
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[t]);
@@ -402,7 +367,7 @@ mod tests {
                     (wd[b], wm[b]) = m.kind.unpack(block, &mut u[b * 32..b * 32 + 32]);
                 }
                 assert!(u.iter().all(|&v| v < 32));
-                let a = dot(&wd, &wm, &u, &q.d, &q.s, &q.q);
+                let a = dot4(&wd, &wm, &u, [&q.d; 4], [&q.s; 4], [&q.q; 4])[3];
                 let b = dot_scalar(&wd, &wm, &u, &q.d, &q.s, &q.q);
                 assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
             }

@@ -23,3 +23,15 @@ pub use log_softmax_gather::{log_softmax_gather, log_softmax_gather_unfused};
 pub use masked_softmax::{masked_softmax, masked_softmax_unfused};
 pub use rms_norm::{rms_norm, rms_norm_unfused};
 pub use silu_mul::{silu_mul, silu_mul_unfused};
+
+/// The data of a contiguous CPU tensor as a slice, or an error naming the op.
+pub(crate) fn contiguous_slice<'a, T: candle_core::WithDType>(
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    op: &str,
+) -> candle_core::Result<&'a [T]> {
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: inputs must be contiguous")
+    };
+    Ok(&storage.as_slice::<T>()?[start..end])
+}

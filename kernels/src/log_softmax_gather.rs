@@ -1,5 +1,6 @@
 //! Fused log-softmax + gather: `out[e] = logits[r_e, c_e] - logsumexp(logits[r_e, :])`.
 
+use crate::contiguous_slice;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -25,14 +26,8 @@ impl CustomOp2 for LogSoftmaxGather {
                 pairs_layout.shape()
             )
         }
-        let (Some((l_start, l_end)), Some((p_start, p_end))) = (
-            logits_layout.contiguous_offsets(),
-            pairs_layout.contiguous_offsets(),
-        ) else {
-            candle_core::bail!("log_softmax_gather: inputs must be contiguous")
-        };
-        let logits = &logits.as_slice::<f32>()?[l_start..l_end];
-        let pairs = &pairs.as_slice::<u32>()?[p_start..p_end];
+        let logits = contiguous_slice::<f32>(logits, logits_layout, "log_softmax_gather")?;
+        let pairs = contiguous_slice::<u32>(pairs, pairs_layout, "log_softmax_gather")?;
         for pair in pairs.chunks_exact(2) {
             if pair[0] as usize >= rows || pair[1] as usize >= vocab {
                 candle_core::bail!(

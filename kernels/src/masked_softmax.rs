@@ -3,6 +3,7 @@
 //! (scale, mask add, softmax), each allocating a tensor of the scores' size; at 512 tokens those
 //! were 16% of a prefill.
 
+use crate::contiguous_slice;
 use crate::fast_exp::masked_softmax_row;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -32,14 +33,8 @@ impl CustomOp2 for MaskedSoftmax {
                 scores_layout.shape()
             )
         }
-        let (Some((s0, s1)), Some((m0, m1))) = (
-            scores_layout.contiguous_offsets(),
-            mask_layout.contiguous_offsets(),
-        ) else {
-            candle_core::bail!("masked_softmax: inputs must be contiguous")
-        };
-        let scores = &scores.as_slice::<f32>()?[s0..s1];
-        let mask = &mask.as_slice::<f32>()?[m0..m1];
+        let scores = contiguous_slice::<f32>(scores, scores_layout, "masked_softmax")?;
+        let mask = contiguous_slice::<f32>(mask, mask_layout, "masked_softmax")?;
         let mut out = vec![0f32; scores.len()];
         if k > 0 {
             // Row r of the scores is (batch, head, query) = (r / (heads*q), _, r % q).

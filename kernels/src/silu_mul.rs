@@ -1,6 +1,7 @@
 //! Fused SwiGLU gating: `silu(gate) * up` in one pass (candle makes two, each allocating a tensor
 //! of the feed-forward width, and calls libm's `exp` per element).
 
+use crate::contiguous_slice;
 use crate::fast_exp::silu_mul as silu_mul_slice;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -29,14 +30,8 @@ impl CustomOp2 for SiluMul {
                 up_layout.shape()
             )
         }
-        let (Some((g0, g1)), Some((u0, u1))) = (
-            gate_layout.contiguous_offsets(),
-            up_layout.contiguous_offsets(),
-        ) else {
-            candle_core::bail!("silu_mul: inputs must be contiguous")
-        };
-        let gate = &gate.as_slice::<f32>()?[g0..g1];
-        let up = &up.as_slice::<f32>()?[u0..u1];
+        let gate = contiguous_slice::<f32>(gate, gate_layout, "silu_mul")?;
+        let up = contiguous_slice::<f32>(up, up_layout, "silu_mul")?;
         let mut out = vec![0f32; gate.len()];
         out.par_chunks_mut(CHUNK)
             .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
