@@ -241,7 +241,6 @@ impl Decoder {
         let (b, t) = tokens.dims2()?;
         let cfg = &self.config;
         let (h, kvh, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
-        let group = h / kvh;
         let flat_pos = positions.flatten_all()?;
         let cos = self
             .cos
@@ -251,7 +250,6 @@ impl Decoder {
             .sin
             .index_select(&flat_pos, 0)?
             .reshape((b, t, hd / 2))?;
-        let k_len = mask.dim(2)?;
         let scale = 1.0 / (hd as f32).sqrt();
         let chunks = attention_chunks(mask, ATTENTION_CHUNK)?;
 
@@ -290,74 +288,14 @@ impl Decoder {
                 }
                 None => (k, v),
             };
-            if let (Some(chunks), None) = (&chunks, prefix) {
+            let prefix_kv = prefix.map(|p| &p.layers[i]);
+            let attn = match (&chunks, prefix_kv) {
                 // A long causal prefill: each block of queries against the keys it can see.
-                let attn = chunked_attention(&q, &k_all, &v_all, mask, chunks, scale)?
-                    .transpose(1, 2)?
-                    .reshape((b * t, h * hd))?;
-                let x1 = (residual + layer.o.forward(&attn)?)?;
-                x = self.feed_forward(layer, &x1)?;
-                new_cache.push((k_all, v_all));
-                continue;
+                (Some(chunks), None) => chunked_attention(&q, &k_all, &v_all, mask, chunks, scale)?,
+                _ => attention(&q, &k_all, &v_all, mask, prefix_kv, scale)?,
             }
-            // Grouped-query attention without repeating K/V: fold the query group into rows.
-            let qg = q.reshape((b, kvh, group * t, hd))?;
-            let own = qg.matmul(&k_all.t()?)?;
-            // The shared prefix: every row's queries stacked as [kvh, b*group*t, hd] against the
-            // one prefix cache [kvh, P, hd].
-            // (prefix keys [kvh, P, hd], prefix values, every row's queries stacked as
-            // [kvh, b*group*t, hd]) for one matmul against the one prefix cache.
-            let shared = match prefix {
-                Some(p) => {
-                    let (pk, pv) = &p.layers[i];
-                    let stacked =
-                        qg.transpose(0, 1)?
-                            .contiguous()?
-                            .reshape((kvh, b * group * t, hd))?;
-                    Some((pk.squeeze(0)?, pv.squeeze(0)?, stacked))
-                }
-                None => None,
-            };
-            let scores = match &shared {
-                Some((pk, _, stacked)) => {
-                    let plen = pk.dim(1)?;
-                    let ps = stacked
-                        .matmul(&pk.t()?)?
-                        .reshape((kvh, b, group * t, plen))?
-                        .transpose(0, 1)?;
-                    Tensor::cat(&[&ps, &own], 3)?
-                }
-                None => own,
-            };
-            // Scale, mask (shared by every head) and softmax in one fused pass.
-            let scores = scores.reshape((b, h, t, k_len))?;
-            let probs = autolabel_kernels::masked_softmax(&scores, mask, scale)?.reshape((
-                b,
-                kvh,
-                group * t,
-                k_len,
-            ))?;
-            let attn = match &shared {
-                Some((_, pv, _)) => {
-                    let plen = pv.dim(1)?;
-                    let pp = probs
-                        .narrow(3, 0, plen)?
-                        .transpose(0, 1)?
-                        .contiguous()?
-                        .reshape((kvh, b * group * t, plen))?;
-                    let from_prefix = pp
-                        .matmul(pv)?
-                        .reshape((kvh, b, group * t, hd))?
-                        .transpose(0, 1)?;
-                    let own_probs = probs.narrow(3, plen, k_len - plen)?.contiguous()?;
-                    (from_prefix + own_probs.matmul(&v_all)?)?
-                }
-                None => probs.matmul(&v_all)?, // [b, kvh, group*t, hd]
-            };
-            let attn = attn
-                .reshape((b, h, t, hd))?
-                .transpose(1, 2)?
-                .reshape((b * t, h * hd))?;
+            .transpose(1, 2)?
+            .reshape((b * t, h * hd))?;
             let x1 = (residual + layer.o.forward(&attn)?)?;
             x = self.feed_forward(layer, &x1)?;
             new_cache.push((k_all, v_all));
@@ -384,6 +322,71 @@ impl Decoder {
         )?;
         self.weights.lm_head.forward(&xn)
     }
+}
+
+/// Attention of queries `[b, h, t, hd]` over keys and values `[b, kvh, k, hd]` under `mask`
+/// (`[b, t, keys]`), where the keys are the batch-1 `prefix` (keys, values `[1, kvh, P, hd]`),
+/// if any, then `k`. Grouped-query attention without repeating K/V: the query group is folded
+/// into rows, and the prefix is shared by all rows through one matmul over their stacked
+/// queries. Returns `[b, h, t, hd]`.
+fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    prefix: Option<&(Tensor, Tensor)>,
+    scale: f32,
+) -> Result<Tensor> {
+    let (b, h, t, hd) = q.dims4()?;
+    let kvh = k.dim(1)?;
+    let group = h / kvh;
+    let k_len = mask.dim(2)?;
+    let qg = q.reshape((b, kvh, group * t, hd))?;
+    let own = qg.matmul(&k.t()?)?;
+    // Every row's queries stacked as [kvh, b*group*t, hd] against the one prefix cache
+    // [kvh, P, hd].
+    let shared = match prefix {
+        Some((pk, pv)) => {
+            let stacked = qg
+                .transpose(0, 1)?
+                .contiguous()?
+                .reshape((kvh, b * group * t, hd))?;
+            Some((pk.squeeze(0)?, pv.squeeze(0)?, stacked))
+        }
+        None => None,
+    };
+    let scores = match &shared {
+        Some((pk, _, stacked)) => {
+            let plen = pk.dim(1)?;
+            let ps = stacked
+                .matmul(&pk.t()?)?
+                .reshape((kvh, b, group * t, plen))?
+                .transpose(0, 1)?;
+            Tensor::cat(&[&ps, &own], 3)?
+        }
+        None => own,
+    };
+    // Scale, mask (shared by every head) and softmax in one fused pass.
+    let probs = autolabel_kernels::masked_softmax(&scores.reshape((b, h, t, k_len))?, mask, scale)?
+        .reshape((b, kvh, group * t, k_len))?;
+    let attn = match &shared {
+        Some((_, pv, _)) => {
+            let plen = pv.dim(1)?;
+            let pp = probs
+                .narrow(3, 0, plen)?
+                .transpose(0, 1)?
+                .contiguous()?
+                .reshape((kvh, b * group * t, plen))?;
+            let from_prefix = pp
+                .matmul(pv)?
+                .reshape((kvh, b, group * t, hd))?
+                .transpose(0, 1)?;
+            let own_probs = probs.narrow(3, plen, k_len - plen)?.contiguous()?;
+            (from_prefix + own_probs.matmul(v)?)?
+        }
+        None => probs.matmul(v)?,
+    };
+    attn.reshape((b, h, t, hd))
 }
 
 /// Query block size of [`chunked_attention`].

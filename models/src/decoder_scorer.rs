@@ -8,7 +8,7 @@
 use crate::decoder::{build_mask, gather_rows, Decoder, KvCache};
 use crate::scoring::{CandidateLogprobs, ContinuationScorer, ScoreRequest};
 use crate::trie::CandidateTrie;
-use crate::trie_logprobs::candidate_logprobs;
+use crate::trie_logprobs::{candidate_logprobs, fed_slots};
 use candle_core::{bail, Result, Tensor};
 
 impl ContinuationScorer for Decoder {
@@ -142,12 +142,7 @@ impl ContinuationScorer for Decoder {
             })?;
             let (hidden_cand, _) =
                 self.forward_with_prefix(&toks, &pos, &mask, separate, Some(&cache))?;
-            let inner_rows: Vec<(usize, usize)> = fed
-                .iter()
-                .enumerate()
-                .flat_map(|(bi, nodes)| (0..nodes.len()).map(move |i| (bi, i)))
-                .collect();
-            hidden.push(gather_rows(&hidden_cand, &inner_rows)?);
+            hidden.push(gather_rows(&hidden_cand, &fed_slots(&fed, 0))?);
         }
         let logits = self.logits(&Tensor::cat(&hidden, 0)?)?;
         candidate_logprobs(&tries, &logits)

@@ -11,7 +11,7 @@ use crate::linear::{Linear, MatWeight};
 use crate::safetensors_weights::Weights;
 use crate::scoring::{CandidateLogprobs, ContinuationScorer, ScoreRequest};
 use crate::trie::CandidateTrie;
-use crate::trie_logprobs::candidate_logprobs;
+use crate::trie_logprobs::{candidate_logprobs, fed_slots};
 use anyhow::bail;
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -534,14 +534,8 @@ impl ContinuationScorer for T5Model {
 
         // 3. Logits where a label token is predicted: the start token and every fed node (in
         //    `inner_nodes` order), fed node i at decoder slot i + 1.
-        let rows: Vec<(usize, usize)> = (0..b)
-            .map(|bi| (bi, 0))
-            .chain(
-                fed.iter()
-                    .enumerate()
-                    .flat_map(|(bi, nodes)| (0..nodes.len()).map(move |i| (bi, i + 1))),
-            )
-            .collect();
+        let rows: Vec<(usize, usize)> =
+            (0..b).map(|bi| (bi, 0)).chain(fed_slots(&fed, 1)).collect();
         let logits = self.lm_head.forward(&gather_rows(&hidden, &rows)?)?;
         candidate_logprobs(&tries, &logits)
     }

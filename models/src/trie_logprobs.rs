@@ -19,6 +19,15 @@ pub fn inner_nodes(tries: &[CandidateTrie]) -> Vec<(usize, usize)> {
     out
 }
 
+/// Where each fed node ([`CandidateTrie::fed_nodes`], per trie) sits in the scorer's candidate
+/// pass, in logit-row order after the roots: `(trie, first_slot + i)` for fed node `i`.
+pub fn fed_slots(fed: &[Vec<usize>], first_slot: usize) -> Vec<(usize, usize)> {
+    fed.iter()
+        .enumerate()
+        .flat_map(|(bi, nodes)| (0..nodes.len()).map(move |i| (bi, first_slot + i)))
+        .collect()
+}
+
 /// Token log-probs of every candidate of every trie from `logits` (`[b + inner, vocab]`, laid out
 /// as described above), with the fused log-softmax + gather kernel.
 pub fn candidate_logprobs(
