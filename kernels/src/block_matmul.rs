@@ -136,7 +136,7 @@ impl BlockMatrix {
     /// quantized matmul is as fast as the scalar fallback here.
     pub fn simd_available() -> bool {
         #[cfg(target_arch = "x86_64")]
-        return crate::fast_exp::has_avx2_fma();
+        return crate::simd::has_avx2_fma();
         #[cfg(not(target_arch = "x86_64"))]
         false
     }
@@ -251,7 +251,7 @@ fn dot4(
     xq: [&[i8]; 4],
 ) -> [f32; 4] {
     #[cfg(target_arch = "x86_64")]
-    if crate::fast_exp::has_avx2_fma() {
+    if crate::simd::has_avx2_fma() {
         // SAFETY: AVX2 and FMA are present (checked at run time).
         return unsafe { avx2::dot4(wd, wm, w, xd, xs, xq) };
     }

@@ -9,14 +9,15 @@
 //! - [`BlockMatrix`]: matmul with GGUF Q4_0/Q4_1/Q5_0/Q5_1 weights in 8-bit integer SIMD
 //!   (candle has none for these).
 //!
-//! The CPU kernels use a vectorizable `exp` ([`fast_exp`]) instead of libm's.
+//! The CPU kernels use a vectorizable `exp` and SIMD row loops ([`simd`]) instead of libm and
+//! scalar loops.
 
 mod block_matmul;
-pub mod fast_exp;
 mod log_softmax_gather;
 mod masked_softmax;
 mod rms_norm;
 mod silu_mul;
+pub mod simd;
 
 pub use block_matmul::BlockMatrix;
 pub use log_softmax_gather::{log_softmax_gather, log_softmax_gather_unfused};

@@ -4,7 +4,7 @@
 //! were 16% of a prefill.
 
 use crate::contiguous_slice;
-use crate::fast_exp::masked_softmax_row;
+use crate::simd::masked_softmax_row;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 

@@ -3,7 +3,7 @@
 //! of 512 x 576 here, two per layer).
 
 use crate::contiguous_slice;
-use crate::fast_exp::rms_norm_row;
+use crate::simd::rms_norm_row;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 

@@ -2,7 +2,7 @@
 //! of the feed-forward width, and calls libm's `exp` per element).
 
 use crate::contiguous_slice;
-use crate::fast_exp::silu_mul as silu_mul_slice;
+use crate::simd::silu_mul as silu_mul_slice;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 

@@ -1,4 +1,5 @@
-//! A vectorizable `exp` for f32 and the row loops built on it (softmax, SiLU gating, RMS norm).
+//! A vectorizable `exp` for f32 and the SIMD row loops of the kernels (softmax, SiLU gating,
+//! RMS norm), each with an AVX2 build picked at run time, and the CPU-feature checks.
 //!
 //! `f32::exp` is a libm call per element, which the compiler cannot vectorize; in a prefill it
 //! was 5-6% of the time (softmax and SiLU). This one is Cephes' `expf` (range reduction by ln 2,
