@@ -221,7 +221,7 @@ impl Journal {
         if let Some(sha) = self.meta(&name)? {
             return Ok(sha);
         }
-        let sha = autolabel_models::fetch::sha256_file(model)?;
+        let sha = autolabel_models::sources::fetch::sha256_file(model)?;
         self.set_meta(&name, &sha)?;
         Ok(sha)
     }

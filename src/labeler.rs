@@ -4,7 +4,7 @@
 use crate::chat_template::ChatTemplate;
 use crate::confidence::LabelScores;
 use crate::dataset::{Dataset, Row};
-use crate::task::Task;
+use crate::tasks::Task;
 use anyhow::{bail, Result};
 use autolabel_models::local_model::ModelKind;
 use autolabel_models::{LocalModel, ScoreRequest};
@@ -94,6 +94,15 @@ impl<'a> Labeler<'a> {
         Ok(labeler)
     }
 
+    /// The tokens that end an answer.
+    pub fn answer_end(&self) -> &[u32] {
+        &self.answer_end
+    }
+
+    pub fn model(&self) -> &LocalModel {
+        self.model
+    }
+
     pub fn uses_chat_template(&self) -> bool {
         self.chat.is_some()
     }
@@ -167,6 +176,29 @@ impl<'a> Labeler<'a> {
         if let Some(e) = &row.error {
             return Err(e.clone());
         }
+        let labels = self.task.candidates(data, row);
+        let candidates = self.candidates(&labels).map_err(|e| e.to_string())?;
+        let longest_answer = candidates.iter().map(Vec::len).max().unwrap_or(0);
+        let (prompt_ids, truncated) = self.prepare_prompt(data, row, |_| longest_answer)?;
+        Ok(Prepared {
+            prompt_ids,
+            labels,
+            candidates,
+            truncated,
+        })
+    }
+
+    /// A row's prompt token ids, its input cut from the middle (and `true` returned) when the
+    /// prompt and an answer of `answer_tokens(input tokens)` tokens exceed the token limit.
+    pub fn prepare_prompt(
+        &self,
+        data: &Dataset,
+        row: &Row,
+        answer_tokens: impl Fn(usize) -> usize,
+    ) -> Result<(Vec<u32>, bool), String> {
+        if let Some(e) = &row.error {
+            return Err(e.clone());
+        }
         let inputs = &self.inputs;
         if !inputs.is_empty()
             && inputs
@@ -179,10 +211,6 @@ impl<'a> Labeler<'a> {
                 inputs.join(", ")
             ));
         }
-        let labels = self.task.candidates(data, row);
-        let candidates = self.candidates(&labels).map_err(|e| e.to_string())?;
-        let longest_answer = candidates.iter().map(Vec::len).max().unwrap_or(0);
-        let budget = self.max_tokens.saturating_sub(longest_answer);
         let err = |e: anyhow::Error| format!("line {}: {e:#}", row.line);
         let mut prompt_ids = self
             .encode_prompt(&self.render(data, row, None).map_err(err)?)
@@ -198,14 +226,11 @@ impl<'a> Labeler<'a> {
             .and_then(|c| data.value(row, c))
             .unwrap_or("")
             .to_string();
+        let input_tokens = self.model.encode(&text).map_err(err)?.len();
+        let budget = self.max_tokens.saturating_sub(answer_tokens(input_tokens));
         for _ in 0..4 {
             if prompt_ids.len() <= budget {
-                return Ok(Prepared {
-                    prompt_ids,
-                    labels,
-                    candidates,
-                    truncated,
-                });
+                return Ok((prompt_ids, truncated));
             }
             let Some(col) = &column else { break };
             let ids = self.model.encode(&text).map_err(err)?;

@@ -1,30 +1,27 @@
 //! autolabel-local: label datasets with local language models by exact label scoring.
 //!
 //! One file per concern: [`config`] (Autolabel's JSON config), [`dataset`] (reading rows),
-//! [`prompt`] and [`chat_template`] (prompt text), [`task`] (task types), [`labeler`] (rows to
-//! scoring requests), [`scoring_pass`] (a dataset through the model), [`confidence`],
-//! [`calibration`] and [`operating_point`] (temperature and thresholds), [`metrics`], [`plots`],
-//! [`output`], [`journal`] (resumable runs), and the commands [`run`], [`plan`], [`calibrate`],
-//! [`score`], [`status`].
+//! [`prompt`] and [`chat_template`] (prompt text), [`tasks`] (one file per task type behind one
+//! trait), [`labeler`] (rows to scoring requests), [`scoring_pass`] (a dataset through the
+//! model), [`confidence`], [`calibration`] and [`operating_point`] (temperature and thresholds),
+//! [`metrics`], [`plots`], [`output`], [`journal`] (resumable runs), and [`commands`] (one file
+//! per command).
 
-pub mod calibrate;
 pub mod calibration;
 pub mod chat_template;
+pub mod commands;
 pub mod confidence;
 pub mod config;
 pub mod dataset;
+pub mod generation_pass;
 pub mod journal;
 pub mod labeler;
 pub mod metrics;
 pub mod model_source;
 pub mod operating_point;
 pub mod output;
-pub mod plan;
 pub mod plots;
 pub mod prompt;
-pub mod run;
-pub mod score;
 pub mod scoring_pass;
 pub mod session;
-pub mod status;
-pub mod task;
+pub mod tasks;

@@ -1,6 +1,7 @@
-use autolabel_local::{calibrate, plan, run, score, status};
-use autolabel_models::cards::ModelCard;
-use autolabel_models::{fetch, hub};
+//! The `autolabel-local` binary: argument parsing and exit codes; the commands live in
+//! `autolabel_local::commands`.
+
+use autolabel_local::commands::{self, calibrate, plan, run, score, status};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -49,52 +50,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => plan::plan(&args).map(|_| 0),
         Command::Calibrate(args) => calibrate::calibrate(&args).map(|_| 0),
         Command::Score(args) => score::score(&args).map(|s| if s.errors > 0 { 2 } else { 0 }),
-        Command::Models => {
-            let root = fetch::cache_root();
-            for card in ModelCard::builtin() {
-                let path = fetch::cached_path(&card, &root);
-                println!(
-                    "{:<30} {:<8} {:>6.0} MB  {}{}\n{:<30} license: {}",
-                    card.name,
-                    card.architecture,
-                    card.size as f64 / 1e6,
-                    if path.exists() {
-                        format!("cached at {}", path.display())
-                    } else {
-                        "not cached".into()
-                    },
-                    if card.default { "  (default)" } else { "" },
-                    "",
-                    card.license
-                );
-            }
-            let hub = fetch::hf_hub_cache();
-            let repos = hub::list_cache(&hub);
-            println!("\nHugging Face cache {}:", hub.display());
-            if repos.is_empty() {
-                println!("  (no models; --model org/name downloads one)");
-            }
-            for r in repos {
-                let refs: Vec<String> = r
-                    .refs
-                    .iter()
-                    .map(|(name, commit)| format!("{name} -> {}", &commit[..commit.len().min(12)]))
-                    .collect();
-                println!(
-                    "  {:<40} {:>8.1} MB  {}",
-                    r.repo,
-                    r.bytes as f64 / 1e6,
-                    refs.join(", ")
-                );
-                for (dir, what) in r.snapshots {
-                    println!(
-                        "    {}: {what}",
-                        dir.file_name().unwrap_or_default().to_string_lossy()
-                    );
-                }
-            }
-            Ok(0)
-        }
+        Command::Models => commands::models::models().map(|_| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),

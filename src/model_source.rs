@@ -3,8 +3,8 @@
 
 use crate::config::TaskConfig;
 use anyhow::{bail, Result};
-use autolabel_models::cards::ModelCard;
-use autolabel_models::{fetch, hub};
+use autolabel_models::sources::cards::ModelCard;
+use autolabel_models::sources::{fetch, hub};
 use candle_core::Device;
 use std::path::{Path, PathBuf};
 

@@ -81,7 +81,7 @@ pub fn batches(
         let t = match trie_len.iter().find(|(k, _)| *k == key) {
             Some((_, n)) => *n,
             None => {
-                let n = autolabel_models::trie::CandidateTrie::build(&p.candidates)
+                let n = autolabel_models::scoring::trie::CandidateTrie::build(&p.candidates)
                     .fed_nodes()
                     .len();
                 trie_len.push((key, n));

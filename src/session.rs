@@ -5,9 +5,9 @@ use crate::dataset::{Dataset, ReadOptions};
 use crate::labeler::{Labeler, LabelerOptions};
 use crate::model_source::{choose_model, dtype_for, model_name, parse_device};
 use crate::operating_point::{ConfidenceArgs, OperatingPoint};
-use crate::task::{build_task, Task};
+use crate::tasks::{build_task, Task};
 use anyhow::{Context, Result};
-use autolabel_models::gguf::WeightFormat;
+use autolabel_models::weights::gguf::WeightFormat;
 use autolabel_models::{LoadOptions, LocalModel};
 use std::path::PathBuf;
 

@@ -179,9 +179,15 @@ fn cases() -> Vec<Case> {
         case(
             "unsupported task type",
             1,
-            &["task_type", "named_entity_recognition"],
+            &["task_type", "multilabel_classification", "supported:"],
         )
-        .config_edit("classification", "named_entity_recognition"),
+        .config_edit("\"classification\"", "\"multilabel_classification\""),
+        case(
+            "NER without the column entities come from",
+            1,
+            &["dataset.text_column", "missing"],
+        )
+        .config_edit("\"classification\"", "\"named_entity_recognition\""),
         case("template names a missing column", 1, &["{text}"]).config_edit("{example}", "{text}"),
         case(
             "few-shot file missing",

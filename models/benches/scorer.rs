@@ -7,9 +7,9 @@
 //!
 //! Throughputs in "elem/s" are FLOP/s for the prefill and matmul groups, rows/s for the others.
 
-use autolabel_models::cards::ModelCard;
-use autolabel_models::fetch::{cache_root, resolve_card};
-use autolabel_models::gguf::{GgufFile, WeightFormat};
+use autolabel_models::sources::cards::ModelCard;
+use autolabel_models::sources::fetch::{cache_root, resolve_card};
+use autolabel_models::weights::gguf::{GgufFile, WeightFormat};
 use autolabel_models::{LoadOptions, LocalModel, ScoreRequest};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};

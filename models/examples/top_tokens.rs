@@ -1,6 +1,6 @@
 //! Prints the top next-token log-probs after a token sequence: `top_tokens MODEL.gguf id,id,...`
-use autolabel_models::decoder::build_mask;
-use autolabel_models::gguf::GgufFile;
+use autolabel_models::architectures::decoder::build_mask;
+use autolabel_models::weights::gguf::GgufFile;
 use candle_core::{Device, Tensor, D};
 
 fn main() -> anyhow::Result<()> {

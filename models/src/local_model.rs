@@ -1,8 +1,8 @@
 //! A model ready to score: weights behind the scoring trait, its tokenizer and its chat template.
 
-use crate::gguf::{GgufFile, WeightFormat};
-use crate::gguf_tokenizer::tokenizer_from_gguf;
-use crate::scoring::ContinuationScorer;
+use crate::generation::IncrementalDecoder;
+use crate::tokenization::gguf_tokenizer::tokenizer_from_gguf;
+use crate::weights::gguf::{GgufFile, WeightFormat};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,8 @@ pub struct LocalModel {
     /// Where the weights came from.
     pub path: PathBuf,
     pub architecture: String,
-    pub scorer: Box<dyn ContinuationScorer>,
+    /// Scores candidates exactly and generates (one object, both interfaces).
+    pub scorer: Box<dyn IncrementalDecoder>,
     pub tokenizer: Tokenizer,
     /// Jinja chat template shipped with the model, if any.
     pub chat_template: Option<String>,
@@ -58,7 +59,9 @@ impl LocalModel {
                 })
             };
             if has("safetensors")
-                || path.join(crate::safetensors_weights::INDEX_FILE).exists()
+                || path
+                    .join(crate::weights::safetensors_weights::INDEX_FILE)
+                    .exists()
                 || !has("gguf")
             {
                 return Self::load_safetensors(path, device, opts);

@@ -2,8 +2,8 @@
 //! reachable from CI): offline lookups, card sources, sha256 verification and caching.
 //! One test function, because it sets process environment variables.
 
-use autolabel_models::cards::ModelCard;
-use autolabel_models::fetch::{hf_file, resolve_card, sha256_file};
+use autolabel_models::sources::cards::ModelCard;
+use autolabel_models::sources::fetch::{hf_file, resolve_card, sha256_file};
 use std::fs;
 
 #[test]

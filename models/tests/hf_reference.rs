@@ -2,8 +2,8 @@
 //! style t5-v1_1, umT5) against Hugging Face transformers: tiny random-weight models and reference
 //! log-probabilities written by scripts/make_reference_models.py (transformers, CPU, float32).
 
-use autolabel_models::gguf::WeightFormat;
 use autolabel_models::local_model::ModelKind;
+use autolabel_models::weights::gguf::WeightFormat;
 use autolabel_models::{LoadOptions, LocalModel, ScoreRequest};
 use candle_core::Device;
 use serde_json::Value;
@@ -315,8 +315,10 @@ fn bad_model_directories_get_clear_errors() {
 #[test]
 fn spiece_model_tokenizes_like_sentencepiece() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spiece");
-    let tok =
-        autolabel_models::sentencepiece::tokenizer_from_spiece(&dir.join("spiece.model")).unwrap();
+    let tok = autolabel_models::tokenization::sentencepiece::tokenizer_from_spiece(
+        &dir.join("spiece.model"),
+    )
+    .unwrap();
     let r: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
             .unwrap();
@@ -357,9 +359,11 @@ fn spiece_model_tokenizes_like_sentencepiece() {
         r["ids"][0],
         "spiece-only directory"
     );
-    let e = autolabel_models::sentencepiece::tokenizer_from_spiece(&dir.join("reference.json"))
-        .err()
-        .unwrap();
+    let e = autolabel_models::tokenization::sentencepiece::tokenizer_from_spiece(
+        &dir.join("reference.json"),
+    )
+    .err()
+    .unwrap();
     assert!(
         format!("{e:#}").contains("not a readable SentencePiece model"),
         "{e:#}"

@@ -2,8 +2,8 @@
 //! offline resolution from the cache it filled, and each Hub error as the user sees it.
 //! One test function, because it sets process environment variables.
 
-use autolabel_models::hub::resolve_repo;
-use autolabel_models::mock_hub::{MockHub, MockRepo};
+use autolabel_models::sources::hub::resolve_repo;
+use autolabel_models::testing::mock_hub::{MockHub, MockRepo};
 use autolabel_models::{LoadOptions, LocalModel};
 use candle_core::Device;
 use std::collections::HashMap;

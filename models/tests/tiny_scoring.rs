@@ -1,9 +1,9 @@
 //! Scoring maths on tiny random-weight GGUF models: tree-masked, KV-shared, batched scoring must
 //! equal scoring every full sequence from scratch, one row at a time.
 
-use autolabel_models::decoder::{build_mask, Decoder};
-use autolabel_models::gguf::{GgufFile, WeightFormat};
+use autolabel_models::architectures::decoder::{build_mask, Decoder};
 use autolabel_models::testing::{write_tiny_gguf, TinySpec};
+use autolabel_models::weights::gguf::{GgufFile, WeightFormat};
 use autolabel_models::{ContinuationScorer, LoadOptions, LocalModel, ScoreRequest};
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor, D};

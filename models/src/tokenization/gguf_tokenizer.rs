@@ -1,7 +1,7 @@
 //! A `tokenizers::Tokenizer` built from a GGUF file's own `tokenizer.ggml.*` metadata, so that one
 //! .gguf file is a complete model.
 
-use crate::gguf::Metadata;
+use crate::weights::gguf::Metadata;
 use anyhow::{bail, Context, Result};
 use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::unicode::NFC;

@@ -4,8 +4,8 @@
 //! With `HF_HUB_OFFLINE=1` nothing touches the network: a file missing from the cache is an
 //! error that names the repo, revision and file.
 
-use crate::fetch::{hf_hub_cache, hf_offline};
-use crate::safetensors_weights::{shards_in_index, INDEX_FILE, SINGLE_FILE};
+use crate::sources::fetch::{hf_hub_cache, hf_offline};
+use crate::weights::safetensors_weights::{shards_in_index, INDEX_FILE, SINGLE_FILE};
 use anyhow::{bail, Context, Result};
 use std::fs;
 use std::path::{Path, PathBuf};

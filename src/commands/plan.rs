@@ -4,7 +4,7 @@
 use crate::labeler::Prepared;
 use crate::session::{CommonArgs, Session};
 use anyhow::{bail, Context, Result};
-use autolabel_models::trie::CandidateTrie;
+use autolabel_models::scoring::trie::CandidateTrie;
 use std::io::Write;
 use std::time::Instant;
 

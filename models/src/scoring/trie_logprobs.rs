@@ -6,8 +6,8 @@
 //! candidate of trie `i`: the prompt's last position, or a decoder's start token), then one row
 //! per trie node that has children, in [`inner_nodes`] order.
 
+use crate::scoring::trie::CandidateTrie;
 use crate::scoring::CandidateLogprobs;
-use crate::trie::CandidateTrie;
 use candle_core::{Result, Tensor};
 
 /// `(trie index, node)` of every node with children, in logit-row order (after the roots).

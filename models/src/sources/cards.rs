@@ -58,11 +58,11 @@ impl Source {
 const BUILTIN: &[(&str, &str)] = &[
     (
         "smollm2-135m-instruct.toml",
-        include_str!("../cards/smollm2-135m-instruct.toml"),
+        include_str!("../../cards/smollm2-135m-instruct.toml"),
     ),
     (
         "qwen2.5-coder-0.5b-instruct.toml",
-        include_str!("../cards/qwen2.5-coder-0.5b-instruct.toml"),
+        include_str!("../../cards/qwen2.5-coder-0.5b-instruct.toml"),
     ),
 ];
 
@@ -126,7 +126,7 @@ mod tests {
     fn bad_cards_are_rejected_with_the_reason() {
         let err = ModelCard::parse("name = 'x'", "x.toml").unwrap_err();
         assert!(format!("{err:#}").contains("x.toml"));
-        let text = include_str!("../cards/smollm2-135m-instruct.toml").replace("b179c9", "zz");
+        let text = include_str!("../../cards/smollm2-135m-instruct.toml").replace("b179c9", "zz");
         let err = ModelCard::parse(&text, "y.toml").unwrap_err();
         assert!(err.to_string().contains("sha256"), "{err}");
     }

@@ -8,7 +8,7 @@
 //! - the KV cache of one call can be passed to the next without copying it per label;
 //! - the forward pass returns hidden states, and logits are computed only for chosen rows.
 
-pub use crate::linear::{Linear, MatWeight, Projections};
+pub use crate::architectures::linear::{Linear, MatWeight, Projections};
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Result, Tensor};
 use std::sync::Arc;

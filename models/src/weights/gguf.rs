@@ -1,6 +1,6 @@
 //! Reading GGUF files: metadata with errors that name the file and key, and decoder weights.
 
-use crate::decoder::{
+use crate::architectures::decoder::{
     Decoder, DecoderConfig, DecoderWeights, Embedding, Layer, Linear, MatWeight, RopeScaling,
     RopeStyle,
 };

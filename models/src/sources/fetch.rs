@@ -1,7 +1,7 @@
 //! Resolving a model card to a verified local file: a per-user cache, sources tried in order,
 //! sha256 verification, atomic placement, and no re-download (or re-hash) of a verified file.
 
-use crate::cards::{ModelCard, Source};
+use crate::sources::cards::{ModelCard, Source};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
@@ -163,7 +163,7 @@ fn copy_or_link(from: &Path, to: &Path) -> Result<()> {
 /// A file from a Hugging Face repo: from the HF cache when present (and always in offline mode),
 /// else downloaded through hf-hub into that cache.
 pub fn hf_file(repo: &str, file: &str, revision: Option<&str>) -> Result<PathBuf> {
-    Ok(crate::hub::hub_file(
+    Ok(crate::sources::hub::hub_file(
         repo,
         revision.unwrap_or("main"),
         file,

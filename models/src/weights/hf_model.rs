@@ -1,13 +1,13 @@
 //! Loading a Hugging Face model directory (config.json, tokenizer files, safetensors) into a
-//! [`LocalModel`]: decoders through [`crate::safetensors_decoder`], encoder-decoders through
-//! [`crate::t5`], special tokens and the chat template from tokenizer_config.json.
+//! [`LocalModel`]: decoders through [`crate::weights::safetensors_decoder`], encoder-decoders through
+//! [`crate::architectures::t5`], special tokens and the chat template from tokenizer_config.json.
 
-use crate::gguf::WeightFormat;
-use crate::hf_config::HfConfig;
+use crate::architectures::t5::{T5Config, T5Model};
+use crate::generation::IncrementalDecoder;
 use crate::local_model::{LoadOptions, LocalModel, ModelKind};
-use crate::safetensors_weights::Weights;
-use crate::scoring::ContinuationScorer;
-use crate::t5::{T5Config, T5Model};
+use crate::weights::gguf::WeightFormat;
+use crate::weights::hf_config::HfConfig;
+use crate::weights::safetensors_weights::Weights;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use serde_json::Value;
@@ -44,30 +44,33 @@ impl LocalModel {
             )
         }
         let weights = Weights::open(dir, dtype, device)?;
-        let (scorer, kind, bos, eos): (Box<dyn ContinuationScorer>, _, _, _) = if model_type == "t5"
-            || model_type == "umt5"
-        {
-            let config = T5Config::from_hf(&cfg, opts.max_context)?;
-            let eos_id = config.eos_token_id;
-            let eos = token(tc.eos_token.clone())
-                .filter(|(id, _)| *id == eos_id)
-                .or_else(|| tokenizer.id_to_token(eos_id).map(|t| (eos_id, t)));
-            let model = T5Model::load_with(config, &weights, device)?;
-            (Box::new(model), ModelKind::EncoderDecoder, None, eos)
-        } else {
-            let decoder =
-                crate::safetensors_decoder::load_decoder(&cfg, &weights, device, opts.max_context)?;
-            let id_of = |key: &str| cfg.opt_token_id(key).ok().flatten();
-            let bos = token(tc.bos_token.clone()).or_else(|| {
-                let id = id_of("bos_token_id")?;
-                Some((id, tokenizer.id_to_token(id)?))
-            });
-            let eos = token(tc.eos_token.clone()).or_else(|| {
-                let id = id_of("eos_token_id")?;
-                Some((id, tokenizer.id_to_token(id)?))
-            });
-            (Box::new(decoder), ModelKind::Decoder, bos, eos)
-        };
+        let (scorer, kind, bos, eos): (Box<dyn IncrementalDecoder>, _, _, _) =
+            if model_type == "t5" || model_type == "umt5" {
+                let config = T5Config::from_hf(&cfg, opts.max_context)?;
+                let eos_id = config.eos_token_id;
+                let eos = token(tc.eos_token.clone())
+                    .filter(|(id, _)| *id == eos_id)
+                    .or_else(|| tokenizer.id_to_token(eos_id).map(|t| (eos_id, t)));
+                let model = T5Model::load_with(config, &weights, device)?;
+                (Box::new(model), ModelKind::EncoderDecoder, None, eos)
+            } else {
+                let decoder = crate::weights::safetensors_decoder::load_decoder(
+                    &cfg,
+                    &weights,
+                    device,
+                    opts.max_context,
+                )?;
+                let id_of = |key: &str| cfg.opt_token_id(key).ok().flatten();
+                let bos = token(tc.bos_token.clone()).or_else(|| {
+                    let id = id_of("bos_token_id")?;
+                    Some((id, tokenizer.id_to_token(id)?))
+                });
+                let eos = token(tc.eos_token.clone()).or_else(|| {
+                    let id = id_of("eos_token_id")?;
+                    Some((id, tokenizer.id_to_token(id)?))
+                });
+                (Box::new(decoder), ModelKind::Decoder, bos, eos)
+            };
         // Whether prompts start with BOS: tokenizer_config.json says so, else the tokenizer's
         // own post-processor does when it adds one.
         let add_bos = kind == ModelKind::Decoder
@@ -103,7 +106,9 @@ fn read_tokenizer(dir: &Path) -> Result<Tokenizer> {
     let path = dir.join("tokenizer.json");
     if !path.exists() {
         if dir.join("spiece.model").exists() {
-            return crate::sentencepiece::tokenizer_from_spiece(&dir.join("spiece.model"));
+            return crate::tokenization::sentencepiece::tokenizer_from_spiece(
+                &dir.join("spiece.model"),
+            );
         }
         bail!(
             "{} has no tokenizer.json (and no spiece.model); the model directory needs its tokenizer",

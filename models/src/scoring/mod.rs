@@ -1,6 +1,10 @@
 //! The scoring interface every architecture implements: a prompt and a set of candidate
 //! continuations in, the log-probability of every token of every candidate out.
 
+pub mod decoder_scorer;
+pub mod trie;
+pub mod trie_logprobs;
+
 use candle_core::Result;
 
 /// One row to score: the prompt's token ids and the candidates' token ids (each candidate already

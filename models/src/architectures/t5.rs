@@ -5,13 +5,13 @@
 //! each label see exactly the tokens before it, and all of them attend to their row's encoder
 //! output through cross-attention, which is computed once per row and never copied per label.
 
-use crate::decoder::{build_mask, gather_rows};
-use crate::hf_config::HfConfig;
-use crate::linear::{Linear, MatWeight};
-use crate::safetensors_weights::Weights;
+use crate::architectures::decoder::{build_mask, gather_rows};
+use crate::architectures::linear::{Linear, MatWeight};
+use crate::scoring::trie::CandidateTrie;
+use crate::scoring::trie_logprobs::{candidate_logprobs, fed_slots};
 use crate::scoring::{CandidateLogprobs, ContinuationScorer, ScoreRequest};
-use crate::trie::CandidateTrie;
-use crate::trie_logprobs::{candidate_logprobs, fed_slots};
+use crate::weights::hf_config::HfConfig;
+use crate::weights::safetensors_weights::Weights;
 use anyhow::bail;
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -218,8 +218,8 @@ pub struct T5Model {
     encoder_norm: Tensor,
     decoder: Vec<DecoderLayer>,
     decoder_norm: Tensor,
-    lm_head: MatWeight,
-    device: Device,
+    pub(crate) lm_head: MatWeight,
+    pub(crate) device: Device,
 }
 
 fn linear(w: &Weights, name: &str, out: usize, inp: usize) -> anyhow::Result<Linear> {
@@ -411,7 +411,7 @@ impl T5Model {
     /// Decoder hidden states `[b*n, d]` (after the final norm and output scaling) for `tokens`
     /// `[b, n]` whose self-attention is limited by `self_mask` (`[b, 1, n, n]`) and whose
     /// relative positions come from `buckets` (`[b, n, n]`).
-    fn decode(
+    pub(crate) fn decode(
         &self,
         tokens: &Tensor,
         buckets: &Tensor,

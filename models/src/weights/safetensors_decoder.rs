@@ -1,12 +1,12 @@
 //! Llama, Mistral and Qwen2 decoders from Hugging Face safetensors checkpoints, into the same
 //! [`Decoder`] the GGUF loader builds (Hugging Face checkpoints use half-split rotary pairs).
 
-use crate::decoder::{
+use crate::architectures::decoder::{
     Decoder, DecoderConfig, DecoderWeights, Embedding, Layer, Linear, MatWeight, RopeScaling,
     RopeStyle,
 };
-use crate::hf_config::HfConfig;
-use crate::safetensors_weights::Weights;
+use crate::weights::hf_config::HfConfig;
+use crate::weights::safetensors_weights::Weights;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
 use serde_json::Value;

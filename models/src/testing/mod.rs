@@ -2,6 +2,8 @@
 //! depend on downloads. The weights come from a seeded generator, so a given spec always writes
 //! the same file; the tokenizer is a byte-level BPE with a few merges and ChatML control tokens.
 
+pub mod mock_hub;
+
 use anyhow::Result;
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};

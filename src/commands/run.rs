@@ -87,6 +87,9 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
         eprintln!("note: {n}");
     }
     let labeler = session.labeler(&args.common)?;
+    if let Some(open) = session.task.open() {
+        return super::run_open::run_open(args, &session, &labeler, open, out, stop);
+    }
     let op = session.operating_point(&args.confidence)?;
     let journal_file = journal_path(&out);
     if args.fresh {

@@ -1,0 +1,80 @@
+//! Incremental decoding for the Llama / Mistral / Qwen2 decoder (GGUF and safetensors): one
+//! batched prefill that reuses the shared instruction prefix, then one token per row per step
+//! against each row's KV cache.
+
+use super::{DecodeState, IncrementalDecoder};
+use crate::architectures::decoder::{build_mask, gather_rows, Decoder, KvCache};
+use candle_core::{Result, Tensor, D};
+
+impl IncrementalDecoder for Decoder {
+    fn begin<'a>(&'a self, prompts: &[&[u32]]) -> Result<Box<dyn DecodeState + 'a>> {
+        for (i, p) in prompts.iter().enumerate() {
+            if p.is_empty() {
+                candle_core::bail!("request {i}: empty prompt")
+            }
+        }
+        let pre = self.prefill(prompts)?;
+        let hidden = gather_rows(&pre.hidden, &pre.last_rows())?;
+        let logits = self.logits(&hidden)?;
+        Ok(Box::new(DecoderState {
+            model: self,
+            shared: pre.shared,
+            cache: pre.cache,
+            keys: pre.keys,
+            lens: pre.lens,
+            step: 0,
+            logits,
+        }))
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+}
+
+struct DecoderState<'a> {
+    model: &'a Decoder,
+    shared: Option<KvCache>,
+    cache: KvCache,
+    /// Keys before the first generated token (prefix + padded prompts).
+    keys: usize,
+    lens: Vec<usize>,
+    /// Tokens fed so far.
+    step: usize,
+    /// `[b, vocab]` logits of every row's next token.
+    logits: Tensor,
+}
+
+impl DecodeState for DecoderState<'_> {
+    fn next_logprobs(&self) -> Result<Vec<Vec<f32>>> {
+        candle_nn::ops::log_softmax(&self.logits, D::Minus1)?.to_vec2::<f32>()
+    }
+
+    fn advance(&mut self, tokens: &[u32]) -> Result<()> {
+        let b = self.lens.len();
+        if tokens.len() != b {
+            candle_core::bail!("{} tokens for {b} rows", tokens.len())
+        }
+        let dev = self.model.device().clone();
+        let toks = Tensor::from_vec(tokens.to_vec(), (b, 1), &dev)?;
+        let pos: Vec<u32> = self.lens.iter().map(|&l| (l + self.step) as u32).collect();
+        let pos = Tensor::from_vec(pos, (b, 1), &dev)?;
+        let (keys, lens) = (self.keys, &self.lens);
+        // A row sees its own prompt (not the padding after it) and everything generated.
+        let mask = build_mask(b, 1, keys + self.step + 1, &dev, |bi, _, k| {
+            k < lens[bi] || k >= keys
+        })?;
+        let (hidden, cache) = self.model.forward_with_prefix(
+            &toks,
+            &pos,
+            &mask,
+            self.shared.as_ref(),
+            Some(&self.cache),
+        )?;
+        self.cache = cache;
+        self.step += 1;
+        let (_, _, h) = hidden.dims3()?;
+        self.logits = self.model.logits(&hidden.reshape((b, h))?)?;
+        Ok(())
+    }
+}

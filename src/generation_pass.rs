@@ -1,0 +1,310 @@
+//! One pass of constrained generation over a dataset (tasks with open answers): prepare every
+//! row's prompt and constraint, generate in length-sorted batches that share the instruction
+//! prefix, and hand back each row's answer or the reason it has none. Like the scoring pass it
+//! journals every finished batch (the generated tokens and their log-probabilities), so an
+//! interrupted run resumes without generating those rows again.
+
+use crate::journal::{row_key, RowKey};
+use crate::labeler::Labeler;
+use crate::scoring_pass::{PassOptions, BATCH_WORK_TOKENS};
+use crate::session::Session;
+use crate::tasks::open::{Answer, OpenTask};
+use anyhow::Result;
+use autolabel_models::generation::{
+    generate, ConstraintCompiler, Finish, Generated, GenerationRequest, Grammar,
+};
+use autolabel_models::tokenization::token_env::token_env;
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// Every row's answer, in file order, and what the pass measured.
+pub struct GenerationResult {
+    pub rows: Vec<Result<Answer, String>>,
+    pub truncated: usize,
+    pub seconds: f64,
+    pub reused: usize,
+    pub generated: usize,
+    /// Tokens generated in this pass (end tokens included).
+    pub tokens: usize,
+    pub interrupted: bool,
+}
+
+struct Item {
+    row: usize,
+    prompt: Vec<u32>,
+    grammar: Grammar,
+    max_new: usize,
+    key: Option<RowKey>,
+}
+
+/// The journal key of a generated row: the settings, its prompt and its constraint.
+fn generation_key(settings: &RowKey, prompt: &[u32], grammar: &Grammar, max_new: usize) -> RowKey {
+    let mut h = Sha256::new();
+    h.update(b"generation-1");
+    h.update(format!("{grammar:?}").as_bytes());
+    h.update((max_new as u64).to_le_bytes());
+    let digest: [u8; 32] = h.finalize().into();
+    let marker: Vec<u32> = digest
+        .chunks(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    row_key(settings, prompt, &[marker])
+}
+
+/// Journal form: tokens (as f32, exact below 2^24), log-probs, constrained log-probs, finish.
+fn encode(g: &Generated) -> Option<Vec<Vec<f32>>> {
+    let finish = match g.finish {
+        Finish::End => 0.0,
+        Finish::Length => 1.0,
+        Finish::ConstraintError(_) => return None,
+    };
+    Some(vec![
+        g.tokens.iter().map(|&t| t as f32).collect(),
+        g.logprobs.clone(),
+        g.constrained_logprobs.clone(),
+        vec![finish],
+    ])
+}
+
+fn decode(v: &[Vec<f32>]) -> Option<Generated> {
+    let [tokens, logprobs, constrained, finish] = v else {
+        return None;
+    };
+    if tokens.len() != logprobs.len() || tokens.len() != constrained.len() {
+        return None;
+    }
+    Some(Generated {
+        tokens: tokens.iter().map(|&t| t as u32).collect(),
+        logprobs: logprobs.clone(),
+        constrained_logprobs: constrained.clone(),
+        finish: if finish.first() == Some(&0.0) {
+            Finish::End
+        } else {
+            Finish::Length
+        },
+    })
+}
+
+/// The generated tokens as an [`Answer`] (text, each token's byte range, log-probs).
+fn answer(compiler: &ConstraintCompiler, g: &Generated, line: u64) -> Result<Answer, String> {
+    match &g.finish {
+        Finish::End => {}
+        Finish::Length => {
+            return Err(format!(
+                "line {line}: the answer did not end within {} tokens",
+                g.tokens.len()
+            ))
+        }
+        Finish::ConstraintError(e) => return Err(format!("line {line}: constraint failed: {e}")),
+    }
+    let trie = compiler.env().tok_trie();
+    let mut bytes = Vec::new();
+    let mut token_spans = Vec::new();
+    for &t in g.answer_tokens() {
+        let start = bytes.len();
+        bytes.extend_from_slice(&trie.decode(&[t]));
+        token_spans.push((start, bytes.len()));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|e| format!("line {line}: the answer is not UTF-8 ({e})"))?;
+    Ok(Answer {
+        text,
+        token_spans,
+        logprobs: g.logprobs[..g.answer_tokens().len()].to_vec(),
+        total_logprob: g.total_logprob(),
+    })
+}
+
+pub fn generate_all(
+    session: &Session,
+    labeler: &Labeler,
+    task: &dyn OpenTask,
+    opts: PassOptions,
+) -> Result<GenerationResult> {
+    let PassOptions {
+        batch_size,
+        max_tokens,
+        mut journal,
+        stop,
+    } = opts;
+    let model = labeler.model();
+    let data = &session.data;
+    let end = labeler.answer_end().to_vec();
+    let env = token_env(&model.tokenizer, model.scorer.vocab_size(), &end[..1])?;
+    let compiler = ConstraintCompiler::new(&env)?;
+
+    let mut rows: Vec<Result<Answer, String>> = vec![Err("not labeled".into()); data.rows.len()];
+    let mut items: Vec<Item> = Vec::new();
+    let mut truncated = 0;
+    for (i, row) in data.rows.iter().enumerate() {
+        let grammar = match task.grammar(data, row) {
+            Ok(g) => g,
+            Err(e) => {
+                rows[i] = Err(e);
+                continue;
+            }
+        };
+        let max_new = std::cell::Cell::new(0);
+        match labeler.prepare_prompt(data, row, |n| {
+            max_new.set(task.max_answer_tokens(n));
+            max_new.get()
+        }) {
+            Ok((prompt, cut)) => {
+                if cut {
+                    truncated += 1;
+                    eprintln!(
+                        "warning: line {}: input cut from the middle to fit {max_tokens} tokens",
+                        row.line
+                    );
+                }
+                items.push(Item {
+                    row: i,
+                    prompt,
+                    grammar,
+                    max_new: max_new.get(),
+                    key: None,
+                });
+            }
+            Err(e) => rows[i] = Err(e),
+        }
+    }
+    let started = Instant::now();
+    let shared = labeler.share_prefix(items.iter().map(|it| it.prompt.as_slice()))?;
+
+    let mut done = vec![false; items.len()];
+    let mut reused = 0;
+    if let Some((journal, settings, command)) = journal.as_mut() {
+        let mut by_row: Vec<Option<RowKey>> = vec![None; data.rows.len()];
+        for (j, it) in items.iter_mut().enumerate() {
+            let key = generation_key(settings, &it.prompt, &it.grammar, it.max_new);
+            it.key = Some(key);
+            by_row[it.row] = Some(key);
+            if let Some(g) = journal.lookup(&key)?.as_deref().and_then(decode) {
+                rows[it.row] = answer(&compiler, &g, data.rows[it.row].line);
+                done[j] = true;
+                reused += 1;
+            }
+        }
+        journal.begin_run(command, &by_row)?;
+    }
+
+    let bar = ProgressBar::new(items.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  ETA {eta}")
+            .expect("valid progress template"),
+    );
+    bar.inc(reused as u64);
+    bar.reset_eta();
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&j| items[j].prompt.len());
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    for j in order {
+        let w = items[j].prompt.len().saturating_sub(shared);
+        match batches.last_mut() {
+            Some(b)
+                if b.len() < batch_size.max(1) && (b.len() + 1) * w <= BATCH_WORK_TOKENS.max(w) =>
+            {
+                b.push(j)
+            }
+            _ => batches.push(vec![j]),
+        }
+    }
+    let (mut generated, mut tokens, mut interrupted) = (0, 0, false);
+    for batch in batches {
+        if batch.iter().all(|&j| done[j]) {
+            continue;
+        }
+        if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            interrupted = true;
+            break;
+        }
+        // A row whose constraint llguidance rejects is reported; the rest of the batch goes on.
+        let mut matchers = Vec::with_capacity(batch.len());
+        let mut batch_ok = Vec::with_capacity(batch.len());
+        for &j in &batch {
+            match compiler.matcher(&items[j].grammar) {
+                Ok(m) => {
+                    matchers.push(Some(m));
+                    batch_ok.push(j);
+                }
+                Err(e) => {
+                    let i = items[j].row;
+                    rows[i] = Err(format!("line {}: {e:#}", data.rows[i].line));
+                    if !done[j] {
+                        done[j] = true;
+                        bar.inc(1);
+                    }
+                }
+            }
+        }
+        let batch = batch_ok;
+        if batch.is_empty() {
+            continue;
+        }
+        let requests: Vec<GenerationRequest> = batch
+            .iter()
+            .map(|&j| GenerationRequest {
+                prompt: items[j].prompt.clone(),
+                max_new_tokens: items[j].max_new,
+            })
+            .collect();
+        let outcome = generate(model.scorer.as_ref(), &requests, matchers, &end[..1])
+            .map_err(|e| format!("{e:#}"));
+        match outcome {
+            Ok(out) => {
+                if let Some((journal, _, _)) = journal.as_mut() {
+                    let enc: Vec<(RowKey, Vec<Vec<f32>>)> = batch
+                        .iter()
+                        .zip(&out)
+                        .filter_map(|(&j, g)| Some((items[j].key?, encode(g)?)))
+                        .collect();
+                    let record: Vec<(RowKey, &[Vec<f32>])> =
+                        enc.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+                    journal.record(&record)?;
+                }
+                for (&j, g) in batch.iter().zip(&out) {
+                    let it = &items[j];
+                    rows[it.row] = answer(&compiler, g, data.rows[it.row].line);
+                    if !done[j] {
+                        done[j] = true;
+                        generated += 1;
+                        tokens += g.tokens.len();
+                        bar.inc(1);
+                    }
+                }
+            }
+            Err(e) => {
+                for &j in &batch {
+                    let i = items[j].row;
+                    rows[i] = Err(format!(
+                        "line {}: generation failed: {e}",
+                        data.rows[i].line
+                    ));
+                    if !done[j] {
+                        done[j] = true;
+                        bar.inc(1);
+                    }
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    if interrupted {
+        for (j, it) in items.iter().enumerate() {
+            if !done[j] {
+                rows[it.row] = Err("not labeled: the run was interrupted".into());
+            }
+        }
+    }
+    Ok(GenerationResult {
+        rows,
+        truncated,
+        seconds: started.elapsed().as_secs_f64(),
+        reused,
+        generated,
+        tokens,
+        interrupted,
+    })
+}

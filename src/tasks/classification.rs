@@ -1,0 +1,129 @@
+//! Single-label classification over a fixed label set: every label is a candidate, scored exactly.
+
+use super::{few_shot, Task};
+use crate::config::TaskConfig;
+use crate::dataset::{Dataset, Row};
+use crate::prompt::PromptBuilder;
+use anyhow::{bail, Result};
+use std::sync::Arc;
+
+/// Single-label classification over a fixed label set (Autolabel's `classification`, and
+/// `entity_matching`, which is classification over labels like "duplicate" / "not duplicate").
+pub struct Classification {
+    name: String,
+    labels: Arc<Vec<String>>,
+    prompt: PromptBuilder,
+    label_column: Option<String>,
+    notices: Vec<String>,
+}
+
+pub(crate) const CLASSIFICATION_GUIDELINES: &str = "Your job is to correctly label the provided input example into one of the following {num_labels} categories.\nCategories:\n{labels}\n";
+const OUTPUT_GUIDELINES: &str =
+    "You will return the answer with just one element: \"the correct label\"";
+
+impl Classification {
+    pub fn new(config: &TaskConfig, data: &Dataset) -> Result<Self> {
+        Self::with_guidelines(config, data, CLASSIFICATION_GUIDELINES)
+    }
+
+    /// A classification whose default task guidelines (used when the config has none) are
+    /// `default_guidelines`.
+    pub fn with_guidelines(
+        config: &TaskConfig,
+        data: &Dataset,
+        default_guidelines: &str,
+    ) -> Result<Self> {
+        let src = &config.source;
+        let labels = config.labels();
+        if labels.is_empty() {
+            bail!(
+                "{src}: config key 'prompt.labels' is missing; a {} task needs its label list",
+                config.task_type
+            )
+        }
+        let Some(template) = config.prompt.example_template.as_deref() else {
+            bail!("{src}: config key 'prompt.example_template' is missing; e.g. \"Input: {{example}}\\nOutput: {{label}}\"")
+        };
+        let label_column = config.dataset.label_column.clone();
+        let blank: Vec<String> = label_column
+            .iter()
+            .chain(config.dataset.explanation_column.iter())
+            .cloned()
+            .collect();
+        let mut prompt = PromptBuilder::new(
+            config
+                .prompt
+                .task_guidelines
+                .as_deref()
+                .unwrap_or(default_guidelines),
+            config
+                .prompt
+                .output_guidelines
+                .as_deref()
+                .unwrap_or(OUTPUT_GUIDELINES),
+            template,
+            &labels,
+            blank,
+        );
+        prompt.check_columns(&data.columns, &data.path.display().to_string())?;
+        let mut notices = Vec::new();
+        few_shot::add_few_shot_examples(config, &mut prompt, &mut notices)?;
+        if config.prompt.chain_of_thought == Some(true) {
+            notices.push("prompt.chain_of_thought is ignored: labels are scored exactly, with no generated explanation".into());
+        }
+        if config.prompt.label_selection == Some(true) {
+            notices.push("prompt.label_selection is ignored: every label is scored".into());
+        }
+        if let Some(col) = &label_column {
+            if data.column(col).is_none() {
+                notices.push(format!(
+                    "dataset.label_column '{col}' is not in {}; no accuracy will be reported",
+                    data.path.display()
+                ));
+            }
+        }
+        Ok(Classification {
+            name: config.task_name.clone(),
+            labels: Arc::new(labels),
+            prompt,
+            label_column,
+            notices,
+        })
+    }
+}
+
+impl Task for Classification {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn candidates(&self, _: &Dataset, _: &Row) -> Arc<Vec<String>> {
+        self.labels.clone()
+    }
+
+    fn fixed_candidates(&self) -> Option<Arc<Vec<String>>> {
+        Some(self.labels.clone())
+    }
+
+    fn prompt(&self, data: &Dataset, row: &Row, override_column: Option<(&str, &str)>) -> String {
+        self.prompt.render(|name| match override_column {
+            Some((col, value)) if col == name => Some(value.to_string()),
+            _ => data.value(row, name).map(String::from),
+        })
+    }
+
+    fn input_columns(&self) -> Vec<String> {
+        self.prompt.input_columns()
+    }
+
+    fn ground_truth(&self, data: &Dataset, row: &Row) -> Option<String> {
+        let col = self.label_column.as_deref()?;
+        data.value(row, col)
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
+    fn notices(&self) -> Vec<String> {
+        self.notices.clone()
+    }
+}

@@ -1,0 +1,68 @@
+//! Task types, one file each behind the [`Task`] trait. A task owns its prompt, its candidate
+//! answers, its ground truth and its notices; scoring, confidence and output are shared by the
+//! closed-set tasks.
+
+pub mod classification;
+pub mod entity_matching;
+mod few_shot;
+pub mod named_entity_recognition;
+pub mod ner_eval;
+pub mod ner_format;
+pub mod open;
+pub mod question_answering;
+
+use crate::config::TaskConfig;
+use crate::dataset::{Dataset, Row};
+use anyhow::{bail, Result};
+use std::sync::Arc;
+
+pub use classification::Classification;
+
+pub trait Task: Send + Sync {
+    /// The task's name (prefix of the output columns).
+    fn name(&self) -> &str;
+    /// The candidate answers for a row.
+    fn candidates(&self, data: &Dataset, row: &Row) -> Arc<Vec<String>>;
+    /// The candidate answers when they are the same for every row (checked once, up front).
+    fn fixed_candidates(&self) -> Option<Arc<Vec<String>>>;
+    /// The user prompt for a row; `override_column` replaces one column's value (used to truncate
+    /// an over-long input).
+    fn prompt(&self, data: &Dataset, row: &Row, override_column: Option<(&str, &str)>) -> String;
+    /// Columns of the row that the prompt shows (checked for emptiness, truncated when too long).
+    fn input_columns(&self) -> Vec<String>;
+    /// The ground-truth answer, when the data has one.
+    fn ground_truth(&self, data: &Dataset, row: &Row) -> Option<String>;
+    /// Notes for the user about config keys that are accepted but change nothing (yet).
+    fn notices(&self) -> Vec<String>;
+    /// A task whose answer is generated under a constraint instead of chosen from candidates.
+    fn open(&self) -> Option<&dyn open::OpenTask> {
+        None
+    }
+}
+
+pub const SUPPORTED_TASK_TYPES: &[&str] = &[
+    "classification",
+    "entity_matching",
+    "named_entity_recognition",
+    "attribute_extraction (attributes that are entity lists)",
+    "question_answering (extractive)",
+];
+
+/// Builds the task a config describes and checks it against the data's columns.
+pub fn build_task(config: &TaskConfig, data: &Dataset) -> Result<Box<dyn Task>> {
+    match config.task_type.as_str() {
+        "classification" => Ok(Box::new(Classification::new(config, data)?)),
+        "entity_matching" => Ok(Box::new(entity_matching::new(config, data)?)),
+        "question_answering" => Ok(Box::new(question_answering::QuestionAnswering::new(
+            config, data,
+        )?)),
+        "named_entity_recognition" | "attribute_extraction" => Ok(Box::new(
+            named_entity_recognition::NamedEntityRecognition::new(config, data)?,
+        )),
+        other => bail!(
+            "{}: config key 'task_type' is '{other}', which is not supported yet; supported: {}",
+            config.source,
+            SUPPORTED_TASK_TYPES.join(", ")
+        ),
+    }
+}

@@ -1,0 +1,513 @@
+//! Named-entity recognition, in both of Autolabel's forms: `named_entity_recognition` (labels are
+//! the entity types, ground truth a JSON `{"Type": [...]}` or `entity%Type` lines in the label
+//! column) and `attribute_extraction` whose attributes are lists of entities (one JSON-list
+//! column per type, `{output_dict}` in the template). The answer is generated under a grammar
+//! that writes `{"Type": ["entity", ...], ...}` with every type in order and every entity a run
+//! of whole words of the input text, so it always parses and every span is in the text.
+
+use super::ner_eval::{NerEvaluation, Span, SCHEMES};
+use super::ner_format::{
+    canonical_json, entity_grammar, parse_label_column, parse_list_column, text_spans,
+};
+use super::open::{Answer, Interpreted, OpenTask, Report};
+use super::{few_shot, Task};
+use crate::config::TaskConfig;
+use crate::dataset::{Dataset, Row};
+use crate::prompt::{format_template, PromptBuilder};
+use anyhow::{bail, Result};
+use autolabel_models::generation::Grammar;
+use std::sync::Arc;
+
+const TASK_GUIDELINES: &str = "Your job is to extract named entities mentioned in text, and classify them into one of the following {num_labels} categories.\nCategories:\n{labels}\n";
+const OUTPUT_GUIDELINES: &str = "You will return the answer as a JSON object with one key per category, in this order: {keys}. The value of each key is the list of the entities of that category, each copied exactly from the text, or an empty list when there are none.";
+
+/// Where the ground truth is.
+enum Truth {
+    /// One column: JSON `{"Type": [...]}` or `entity%Type` lines.
+    LabelColumn(String),
+    /// One column per type holding a JSON list of entities.
+    TypeColumns,
+    None,
+}
+
+pub struct NamedEntityRecognition {
+    name: String,
+    types: Vec<String>,
+    text_column: String,
+    prompt: PromptBuilder,
+    truth: Truth,
+    notices: Vec<String>,
+}
+
+/// The entity types of an `attribute_extraction` config whose attributes are entity lists.
+fn attribute_types(config: &TaskConfig) -> Result<Vec<String>> {
+    let src = &config.source;
+    let Some(attrs) = config.prompt.attributes.as_ref().and_then(|a| a.as_array()) else {
+        bail!("{src}: config key 'prompt.attributes' is missing or not a list; an attribute_extraction task needs its attributes, e.g. [{{\"name\": \"Person\", \"description\": \"...\"}}]")
+    };
+    let mut types = Vec::new();
+    for (i, a) in attrs.iter().enumerate() {
+        let Some(name) = a
+            .get("name")
+            .and_then(|n| n.as_str())
+            .filter(|n| !n.trim().is_empty())
+        else {
+            bail!("{src}: config key 'prompt.attributes[{i}]' has no 'name'; every attribute needs one")
+        };
+        for key in ["options", "schema"] {
+            if a.get(key)
+                .is_some_and(|v| !v.is_null() && v != &serde_json::json!([]))
+            {
+                bail!("{src}: attribute '{name}' has '{key}': attributes with options or schemas (classification, multi-label, free text) are not supported yet; attribute_extraction runs when every attribute is a list of entities from the text")
+            }
+        }
+        if let Some(t) = a.get("task_type").or_else(|| a.get("type")) {
+            let t = t.as_str().unwrap_or_default();
+            if !matches!(t, "" | "list" | "entities" | "named_entity_recognition") {
+                bail!("{src}: attribute '{name}' has type '{t}', which is not supported; attribute_extraction runs when every attribute is a list of entities from the text (no type, or 'list')")
+            }
+        }
+        if types.iter().any(|t| t == name) {
+            bail!("{src}: attribute '{name}' appears twice in 'prompt.attributes'")
+        }
+        types.push(name.to_string());
+    }
+    if types.is_empty() {
+        bail!("{src}: config key 'prompt.attributes' is empty")
+    }
+    Ok(types)
+}
+
+/// `{"attribute": "description", ...}` as Autolabel writes it into `{attribute_json}`.
+fn attribute_json(config: &TaskConfig) -> String {
+    let mut map = serde_json::Map::new();
+    for a in config
+        .prompt
+        .attributes
+        .iter()
+        .flat_map(|a| a.as_array())
+        .flatten()
+    {
+        if let Some(n) = a.get("name").and_then(|n| n.as_str()) {
+            let d = a.get("description").and_then(|d| d.as_str()).unwrap_or("");
+            map.insert(n.into(), d.into());
+        }
+    }
+    serde_json::to_string_pretty(&serde_json::Value::Object(map)).unwrap_or_default()
+}
+
+impl NamedEntityRecognition {
+    pub fn new(config: &TaskConfig, data: &Dataset) -> Result<Self> {
+        let src = &config.source;
+        let attribute_form = config.task_type == "attribute_extraction";
+        let types = if attribute_form {
+            attribute_types(config)?
+        } else {
+            let labels = config.labels();
+            if labels.is_empty() {
+                bail!("{src}: config key 'prompt.labels' is missing; a named_entity_recognition task needs its entity types")
+            }
+            labels
+        };
+        let Some(template) = config.prompt.example_template.as_deref() else {
+            bail!("{src}: config key 'prompt.example_template' is missing; e.g. \"Example: {{example}}\\nOutput: {{label}}\"")
+        };
+        let Some(text_column) = config.dataset.text_column.clone() else {
+            bail!("{src}: config key 'dataset.text_column' is missing; named-entity recognition copies its entities from that column")
+        };
+        if data.column(&text_column).is_none() {
+            bail!(
+                "{src}: dataset.text_column '{text_column}' is not a column of {} (its columns: {})",
+                data.path.display(),
+                data.columns.join(", ")
+            )
+        }
+        let mut notices = Vec::new();
+        let label_column = config.dataset.label_column.clone();
+        let answer_column = if attribute_form {
+            Some("output_dict".to_string())
+        } else {
+            label_column.clone()
+        };
+        let truth = if attribute_form {
+            let present: Vec<&String> = types.iter().filter(|t| data.column(t).is_some()).collect();
+            if present.len() == types.len() {
+                Truth::TypeColumns
+            } else {
+                if !present.is_empty() {
+                    notices.push(format!(
+                        "only some attribute columns are in {} ({}); no metrics will be reported",
+                        data.path.display(),
+                        present
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                Truth::None
+            }
+        } else {
+            match &label_column {
+                Some(c) if data.column(c).is_some() => Truth::LabelColumn(c.clone()),
+                Some(c) => {
+                    notices.push(format!(
+                        "dataset.label_column '{c}' is not in {}; no metrics will be reported",
+                        data.path.display()
+                    ));
+                    Truth::None
+                }
+                None => Truth::None,
+            }
+        };
+        let blank: Vec<String> = answer_column
+            .iter()
+            .chain(config.dataset.explanation_column.iter())
+            .cloned()
+            .collect();
+        let keys = types
+            .iter()
+            .map(|t| format!("\"{t}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let attr_json = attribute_json(config);
+        let output = format_template(
+            config
+                .prompt
+                .output_guidelines
+                .as_deref()
+                .unwrap_or(OUTPUT_GUIDELINES),
+            |n| match n {
+                "keys" => Some(keys.clone()),
+                "attribute_json" => Some(attr_json.clone()),
+                _ => None,
+            },
+        );
+        let mut prompt = PromptBuilder::new(
+            config
+                .prompt
+                .task_guidelines
+                .as_deref()
+                .unwrap_or(TASK_GUIDELINES),
+            &output,
+            template,
+            &types,
+            blank,
+        );
+        prompt.check_columns(&data.columns, &data.path.display().to_string())?;
+        // Seed examples show their answer in the form the model writes.
+        let types_for_seed = types.clone();
+        let derive = move |name: &str, lookup: &dyn Fn(&str) -> Option<String>| -> Option<String> {
+            if answer_column.as_deref() != Some(name) {
+                return lookup(name);
+            }
+            let entities: Vec<(String, Vec<String>)> = if name == "output_dict" && attribute_form {
+                types_for_seed
+                    .iter()
+                    .map(|t| {
+                        (
+                            t.clone(),
+                            parse_list_column(&lookup(t).unwrap_or_default()).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            } else {
+                parse_label_column(&lookup(name).unwrap_or_default()).unwrap_or_default()
+            };
+            Some(canonical_json(&types_for_seed, &entities))
+        };
+        few_shot::add_derived_few_shot_examples(config, &mut prompt, &mut notices, &derive)?;
+        if config.prompt.chain_of_thought == Some(true) {
+            notices.push("prompt.chain_of_thought is ignored: entities are generated directly under a grammar".into());
+        }
+        Ok(NamedEntityRecognition {
+            name: config.task_name.clone(),
+            types,
+            text_column,
+            prompt,
+            truth,
+            notices,
+        })
+    }
+
+    /// The ground-truth entities of a row (`None`: no ground truth; `Err`: unreadable).
+    fn truth_of(&self, data: &Dataset, row: &Row) -> Option<Result<Vec<(String, String)>, String>> {
+        let flatten = |v: Vec<(String, Vec<String>)>| {
+            v.into_iter()
+                .flat_map(|(k, l)| l.into_iter().map(move |e| (k.clone(), e)))
+                .collect()
+        };
+        match &self.truth {
+            Truth::None => None,
+            Truth::LabelColumn(c) => Some(
+                parse_label_column(data.value(row, c).unwrap_or(""))
+                    .map(flatten)
+                    .map_err(|e| format!("line {}: column '{c}': {e}", row.line)),
+            ),
+            Truth::TypeColumns => {
+                let mut all = Vec::new();
+                for t in &self.types {
+                    match parse_list_column(data.value(row, t).unwrap_or("")) {
+                        Ok(l) => all.push((t.clone(), l)),
+                        Err(e) => {
+                            return Some(Err(format!("line {}: column '{t}': {e}", row.line)))
+                        }
+                    }
+                }
+                Some(Ok(flatten(all)))
+            }
+        }
+    }
+}
+
+impl Task for NamedEntityRecognition {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn candidates(&self, _: &Dataset, _: &Row) -> Arc<Vec<String>> {
+        Arc::new(Vec::new())
+    }
+    fn fixed_candidates(&self) -> Option<Arc<Vec<String>>> {
+        None
+    }
+    fn prompt(&self, data: &Dataset, row: &Row, override_column: Option<(&str, &str)>) -> String {
+        self.prompt.render(|name| match override_column {
+            Some((col, value)) if col == name => Some(value.to_string()),
+            _ => data.value(row, name).map(String::from),
+        })
+    }
+    fn input_columns(&self) -> Vec<String> {
+        self.prompt.input_columns()
+    }
+    fn ground_truth(&self, data: &Dataset, row: &Row) -> Option<String> {
+        match self.truth_of(data, row)? {
+            Ok(pairs) => {
+                let mut by_type: Vec<(String, Vec<String>)> = Vec::new();
+                for (k, e) in pairs {
+                    match by_type.iter_mut().find(|(t, _)| *t == k) {
+                        Some((_, l)) => l.push(e),
+                        None => by_type.push((k, vec![e])),
+                    }
+                }
+                Some(canonical_json(&self.types, &by_type))
+            }
+            Err(_) => None,
+        }
+    }
+    fn notices(&self) -> Vec<String> {
+        self.notices.clone()
+    }
+    fn open(&self) -> Option<&dyn OpenTask> {
+        Some(self)
+    }
+}
+
+/// Predicted entities as the metrics read them back from [`Interpreted::detail`].
+fn predicted(detail: &serde_json::Value) -> Vec<(Span, f64)> {
+    detail
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    (
+                        Span {
+                            label: e["type"].as_str().unwrap_or_default().into(),
+                            start: e["start"].as_i64().unwrap_or(-1),
+                            end: e["end"].as_i64().unwrap_or(-1),
+                        },
+                        e["confidence"].as_f64().unwrap_or(0.0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Predicted spans with their confidence.
+type Scored = Vec<(Span, f64)>;
+
+/// Entity-confidence thresholds of the completion table.
+const THRESHOLDS: [f64; 7] = [0.0, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99];
+
+impl OpenTask for NamedEntityRecognition {
+    fn grammar(&self, data: &Dataset, row: &Row) -> Result<Grammar, String> {
+        let text = data.value(row, &self.text_column).unwrap_or("");
+        Ok(Grammar::Lark(entity_grammar(&self.types, text)))
+    }
+
+    fn max_answer_tokens(&self, input_tokens: usize) -> usize {
+        2 * input_tokens + 8 * self.types.len() + 16
+    }
+
+    fn interpret(&self, data: &Dataset, row: &Row, answer: &Answer) -> Result<Interpreted, String> {
+        let text = data.value(row, &self.text_column).unwrap_or("");
+        let parsed: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&answer.text)
+            .map_err(|e| {
+                format!(
+                    "line {}: the answer is not JSON ({e}): {}",
+                    row.line, answer.text
+                )
+            })?;
+        let mut by_type: Vec<(String, Vec<String>)> = Vec::new();
+        let mut pairs = Vec::new();
+        let mut confidences = Vec::new();
+        let mut cursor = 0;
+        for t in &self.types {
+            let mut list = Vec::new();
+            let key = format!("{}: [", serde_json::to_string(t).unwrap_or_default());
+            if let Some(p) = answer.text[cursor..].find(&key) {
+                cursor += p + key.len();
+            }
+            for e in parsed
+                .get(t)
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
+                let e = e.as_str().unwrap_or_default().to_string();
+                let quoted = serde_json::to_string(&e).unwrap_or_default();
+                let lp = match answer.text[cursor..].find(&quoted) {
+                    Some(p) => {
+                        let (s, end) = (cursor + p + 1, cursor + p + quoted.len() - 1);
+                        cursor += p + quoted.len();
+                        answer.logprob_of_bytes(s, end)
+                    }
+                    None => 0.0,
+                };
+                if e.trim().is_empty() {
+                    continue;
+                }
+                list.push(e.clone());
+                pairs.push((t.clone(), e));
+                confidences.push((lp as f64).exp());
+            }
+            by_type.push((t.clone(), list));
+        }
+        let spans = text_spans(text, &pairs);
+        let detail: Vec<serde_json::Value> = spans
+            .iter()
+            .zip(&pairs)
+            .zip(&confidences)
+            .map(|((s, (_, e)), c)| {
+                serde_json::json!({"type": s.label, "text": e, "start": s.start, "end": s.end, "confidence": (c * 1e6).round() / 1e6})
+            })
+            .collect();
+        let detail = serde_json::Value::Array(detail);
+        Ok(Interpreted {
+            label: canonical_json(&self.types, &by_type),
+            confidence: answer.mean_token_probability(),
+            extra: vec![detail.to_string()],
+            detail,
+        })
+    }
+
+    fn extra_columns(&self) -> Vec<String> {
+        vec!["entities".into()]
+    }
+
+    fn report(&self, data: &Dataset, answers: &[Option<Interpreted>]) -> Option<Report> {
+        if matches!(self.truth, Truth::None) {
+            return None;
+        }
+        let mut warnings = Vec::new();
+        let (mut support, mut missing_in_text) = (0, 0);
+        let mut docs: Vec<(Vec<Span>, Scored)> = Vec::new();
+        for (row, answer) in data.rows.iter().zip(answers) {
+            let Some(truth) = self.truth_of(data, row) else {
+                continue;
+            };
+            let truth = match truth {
+                Ok(t) => t,
+                Err(e) => {
+                    warnings.push(format!("{e}; the row is left out of the metrics"));
+                    continue;
+                }
+            };
+            support += 1;
+            let text = data.value(row, &self.text_column).unwrap_or("");
+            let spans = text_spans(text, &truth);
+            for (s, (_, e)) in spans.iter().zip(&truth) {
+                if s.start < 0 {
+                    missing_in_text += 1;
+                    if missing_in_text <= 5 {
+                        warnings.push(format!("line {}: ground-truth entity '{e}' ({}) is not in the text; it counts as missed", row.line, s.label));
+                    }
+                }
+            }
+            if let Some(a) = answer {
+                docs.push((spans, predicted(&a.detail)));
+            }
+        }
+        if missing_in_text > 5 {
+            warnings.push(format!(
+                "{missing_in_text} ground-truth entities in all are not in their text"
+            ));
+        }
+        let tags = self.types.clone();
+        let at = |t: f64| -> (NerEvaluation, usize, usize) {
+            let mut kept = 0;
+            let mut total = 0;
+            let d: Vec<(Vec<Span>, Vec<Span>)> = docs
+                .iter()
+                .map(|(truth, pred)| {
+                    total += pred.len();
+                    let p: Vec<Span> = pred
+                        .iter()
+                        .filter(|(_, c)| *c >= t)
+                        .map(|(s, _)| s.clone())
+                        .collect();
+                    kept += p.len();
+                    (truth.clone(), p)
+                })
+                .collect();
+            (NerEvaluation::new(&d, &tags), kept, total)
+        };
+        let (all, _, _) = at(0.0);
+        let mut text = format!(
+            "named-entity metrics (nervaluate schemes), {} of {support} rows with ground truth labeled\n{:<10} {:>9} {:>7} {:>7}\n",
+            docs.len(), "scheme", "precision", "recall", "f1"
+        );
+        let mut figures = Vec::new();
+        for scheme in SCHEMES {
+            let (p, r, f) = all.prf(scheme);
+            text.push_str(&format!("{scheme:<10} {p:>9.4} {r:>7.4} {f:>7.4}\n"));
+            figures.push((format!("{scheme}_f1"), f));
+        }
+        let strict = all.overall.get("strict").copied().unwrap_or_default();
+        let accuracy = if strict.possible() > 0 {
+            strict.correct as f64 / strict.possible() as f64
+        } else {
+            0.0
+        };
+        figures.push(("accuracy".into(), accuracy));
+        text.push_str(&format!(
+            "accuracy (strict correct / possible, as Autolabel): {accuracy:.4}\nper type (strict):"
+        ));
+        for (t, s) in &all.per_type {
+            let (p, r, f) = s.get("strict").copied().unwrap_or_default().prf(false);
+            text.push_str(&format!(
+                "\n  {t:<16} precision {p:.4} recall {r:.4} f1 {f:.4}"
+            ));
+        }
+        text.push_str(
+            "\nentity confidence threshold | entities kept | strict precision | recall | f1\n",
+        );
+        for t in THRESHOLDS {
+            let (e, kept, total) = at(t);
+            let (p, r, f) = e.prf("strict");
+            let share = if total > 0 {
+                kept as f64 / total as f64
+            } else {
+                0.0
+            };
+            text.push_str(&format!(
+                "{t:>28.2} | {share:>13.4} | {p:>16.4} | {r:>6.4} | {f:.4}\n"
+            ));
+        }
+        Some(Report {
+            text,
+            warnings,
+            figures,
+        })
+    }
+}

@@ -1,0 +1,77 @@
+//! What a task whose answer is not one of a fixed list provides: the constraint its answer is
+//! generated under, a token budget, how the generated text becomes output columns, and its
+//! metrics. The generation pass and `run` drive it; the answer is valid by construction, so
+//! interpreting it never parses free text.
+
+use crate::dataset::{Dataset, Row};
+use autolabel_models::generation::Grammar;
+
+/// A generated answer, ready to interpret.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The answer's text (without the end token).
+    pub text: String,
+    /// Byte range of each answer token in `text`, in order.
+    pub token_spans: Vec<(usize, usize)>,
+    /// Each answer token's log-probability under the model's full distribution.
+    pub logprobs: Vec<f32>,
+    /// log P(whole answer, end token included).
+    pub total_logprob: f32,
+}
+
+impl Answer {
+    /// exp(mean token log-probability) over the answer and its end token: Autolabel's
+    /// `logprob_average` confidence, a row-level figure that does not shrink with length.
+    pub fn mean_token_probability(&self) -> f64 {
+        let n = self.logprobs.len() + 1;
+        (self.total_logprob as f64 / n as f64).exp()
+    }
+
+    /// log P of the tokens that overlap bytes `start..end` of the text.
+    pub fn logprob_of_bytes(&self, start: usize, end: usize) -> f32 {
+        self.token_spans
+            .iter()
+            .zip(&self.logprobs)
+            .filter(|((s, e), _)| *s < end && *e > start)
+            .map(|(_, lp)| *lp)
+            .sum()
+    }
+}
+
+/// A row's answer turned into output.
+#[derive(Debug, Clone)]
+pub struct Interpreted {
+    /// The `<task>_task_label` value.
+    pub label: String,
+    /// The `<task>_task_confidence` value (a probability).
+    pub confidence: f64,
+    /// Values of the task's extra output columns, in [`OpenTask::extra_columns`] order.
+    pub extra: Vec<String>,
+    /// What the task's metrics need of this answer.
+    pub detail: serde_json::Value,
+}
+
+pub trait OpenTask: Send + Sync {
+    /// The constraint a row's answer is generated under.
+    fn grammar(&self, data: &Dataset, row: &Row) -> Result<Grammar, String>;
+    /// Most tokens the answer may take (end token included), given the row's input length in
+    /// tokens.
+    fn max_answer_tokens(&self, input_tokens: usize) -> usize;
+    /// The answer as output, or why it cannot be used.
+    fn interpret(&self, data: &Dataset, row: &Row, answer: &Answer) -> Result<Interpreted, String>;
+    /// Output columns after label, confidence, successfully_labeled and error (names without
+    /// the `<task>_task_` prefix).
+    fn extra_columns(&self) -> Vec<String>;
+    /// The metrics report against the ground truth, when the data has it; notes about the
+    /// ground truth (rows that could not be evaluated) come back as warnings.
+    fn report(&self, data: &Dataset, answers: &[Option<Interpreted>]) -> Option<Report>;
+}
+
+/// Metrics printed after a run.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub text: String,
+    pub warnings: Vec<String>,
+    /// Headline figures by name (e.g. `strict_f1`), for tests and scripts.
+    pub figures: Vec<(String, f64)>,
+}
