@@ -123,6 +123,18 @@ pub fn generate_all(
     task: &dyn OpenTask,
     opts: PassOptions,
 ) -> Result<GenerationResult> {
+    generate_rows(session, labeler, task, opts, None)
+}
+
+/// [`generate_all`] over the rows `only` names (all rows when `None`); the others keep an
+/// error saying they were not labeled.
+pub fn generate_rows(
+    session: &Session,
+    labeler: &Labeler,
+    task: &dyn OpenTask,
+    opts: PassOptions,
+    only: Option<&[usize]>,
+) -> Result<GenerationResult> {
     let PassOptions {
         batch_size,
         max_tokens,
@@ -139,6 +151,9 @@ pub fn generate_all(
     let mut items: Vec<Item> = Vec::new();
     let mut truncated = 0;
     for (i, row) in data.rows.iter().enumerate() {
+        if only.is_some_and(|o| !o.contains(&i)) {
+            continue;
+        }
         let grammar = match task.grammar(data, row) {
             Ok(g) => g,
             Err(e) => {

@@ -124,6 +124,12 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
         bail!("--plot-format '{}' must be svg or png", args.plot_format)
     }
     let session = Session::open(&args.common)?;
+    if session.task.open().is_some() {
+        bail!(
+            "`calibrate` is not supported yet for {} tasks (their answers are generated, not chosen from labels); `run` writes each answer's confidence",
+            session.config.task_type
+        )
+    }
     for n in &session.notices {
         eprintln!("note: {n}");
     }

@@ -1,9 +1,13 @@
 //! `autolabel-local plan`: what a run will do and roughly how long it will take, measured on a
 //! short timed sample on the chosen device.
 
-use crate::labeler::Prepared;
+use crate::generation_pass::generate_rows;
+use crate::labeler::{Labeler, Prepared};
+use crate::scoring_pass::PassOptions;
 use crate::session::{CommonArgs, Session};
+use crate::tasks::open::OpenTask;
 use anyhow::{bail, Context, Result};
+use autolabel_models::generation::Grammar;
 use autolabel_models::scoring::trie::CandidateTrie;
 use std::io::Write;
 use std::time::Instant;
@@ -47,6 +51,9 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
     println!("--- prompt of the first row (line {}) ---", first.line);
     println!("{}", labeler.render(data, first, None)?);
     println!("--- end of prompt ---");
+    if let Some(open) = session.task.open() {
+        return plan_open(args, &session, &labeler, open);
+    }
 
     let mut ok: Vec<Prepared> = Vec::new();
     let mut errors = 0;
@@ -123,6 +130,90 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
         prefix_seconds + per_row * ok.len() as f64,
         ok.len(),
         1.0 / per_row
+    );
+    Ok(())
+}
+
+/// `plan` for a task whose answers are generated: prompt and answer budgets, the first row's
+/// constraint, and a run-time estimate from generating `--sample` rows.
+fn plan_open(
+    args: &PlanArgs,
+    session: &Session,
+    labeler: &Labeler,
+    task: &dyn OpenTask,
+) -> Result<()> {
+    if args.dump_requests.is_some() {
+        bail!(
+            "--dump-requests writes scoring requests; {} tasks generate their answers",
+            session.config.task_type
+        )
+    }
+    let data = &session.data;
+    let mut ok: Vec<(usize, Vec<u32>, usize)> = Vec::new();
+    let mut errors = 0;
+    for (i, row) in data.rows.iter().enumerate() {
+        let budget = std::cell::Cell::new(0);
+        match labeler.prepare_prompt(data, row, |n| {
+            budget.set(task.max_answer_tokens(n));
+            budget.get()
+        }) {
+            Ok((ids, _)) => ok.push((i, ids, budget.get())),
+            Err(_) => errors += 1,
+        }
+    }
+    let Some((first, _, _)) = ok.first() else {
+        bail!("no row of {} can be labeled", data.path.display())
+    };
+    let n_ok = ok.len() as f64;
+    println!(
+        "rows: {} ({} can be labeled, {errors} with errors)",
+        data.rows.len(),
+        ok.len()
+    );
+    println!(
+        "prompt tokens: mean {:.1}, max {}; answer budget (tokens): mean {:.1}, max {}",
+        ok.iter().map(|o| o.1.len()).sum::<usize>() as f64 / n_ok,
+        ok.iter().map(|o| o.1.len()).max().unwrap_or(0),
+        ok.iter().map(|o| o.2).sum::<usize>() as f64 / n_ok,
+        ok.iter().map(|o| o.2).max().unwrap_or(0)
+    );
+    match task.grammar(data, &data.rows[*first]) {
+        Ok(g) => {
+            let text = match &g {
+                Grammar::Lark(l) => l.clone(),
+                Grammar::JsonSchema(s) => s.to_string(),
+                Grammar::Substring { text, alternatives } => {
+                    Grammar::substring_lark(text, alternatives)
+                }
+            };
+            let short: String = text.chars().take(600).collect();
+            println!("--- answer constraint of the first row (llguidance) ---\n{short}{}\n--- end of constraint ---", if short.len() < text.len() { " [...]" } else { "" });
+        }
+        Err(e) => println!("answer constraint of the first row: {e}"),
+    }
+    let sample: Vec<usize> = ok
+        .iter()
+        .take(args.sample.clamp(1, ok.len()))
+        .map(|o| o.0)
+        .collect();
+    let t = Instant::now();
+    let pass = generate_rows(
+        session,
+        labeler,
+        task,
+        PassOptions::new(8, args.common.max_tokens),
+        Some(&sample),
+    )?;
+    let seconds = t.elapsed().as_secs_f64();
+    let per_row = seconds / sample.len() as f64;
+    println!(
+        "estimated run time on {}: {:.0} s for {} rows ({:.2} rows/s, {:.1} generated tokens/s, measured on {} rows)",
+        args.common.device,
+        per_row * n_ok,
+        ok.len(),
+        1.0 / per_row,
+        pass.tokens as f64 / seconds.max(1e-9),
+        sample.len()
     );
     Ok(())
 }

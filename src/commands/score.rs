@@ -39,6 +39,12 @@ pub struct ScoreSummary {
 
 pub fn score(args: &ScoreArgs) -> Result<ScoreSummary> {
     let session = Session::open(&args.common)?;
+    if session.task.open().is_some() {
+        bail!(
+            "`score` is not supported yet for {} tasks (their answers are generated, not chosen from labels); `run` writes each answer's confidence",
+            session.config.task_type
+        )
+    }
     for n in &session.notices {
         eprintln!("note: {n}");
     }

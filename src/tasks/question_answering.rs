@@ -16,8 +16,6 @@ const TASK_GUIDELINES: &str = "Your job is to answer the following questions usi
 const OUTPUT_GUIDELINES: &str = "You will return the answer with one element: the correct answer, copied from the context, or unanswerable.";
 /// The answer allowed besides a span of the context.
 pub const UNANSWERABLE: &str = "unanswerable";
-/// Longest answer in tokens (the end token included).
-const MAX_ANSWER_TOKENS: usize = 64;
 
 pub struct QuestionAnswering {
     name: String,
@@ -178,7 +176,8 @@ impl OpenTask for QuestionAnswering {
     }
 
     fn max_answer_tokens(&self, input_tokens: usize) -> usize {
-        (input_tokens + 2).min(MAX_ANSWER_TOKENS)
+        // A substring of the context ends by the end of the context at the latest.
+        input_tokens + 4
     }
 
     fn interpret(&self, _: &Dataset, row: &Row, answer: &Answer) -> Result<Interpreted, String> {
