@@ -6,6 +6,7 @@
 //! - [`masked_softmax`]: attention weights `softmax(scores * scale + mask)` in one pass.
 //! - [`silu_mul`]: SwiGLU gating `silu(gate) * up` in one pass.
 //! - [`rms_norm`]: RMS norm with rows in parallel.
+//! - [`skinny_matmul_t`]: `x · wᵀ` for the few activation rows of a generation step.
 //! - [`BlockMatrix`]: matmul with GGUF Q4_0/Q4_1/Q5_0/Q5_1 weights in 8-bit integer SIMD
 //!   (candle has none for these).
 //!
@@ -18,12 +19,14 @@ mod masked_softmax;
 mod rms_norm;
 mod silu_mul;
 pub mod simd;
+mod skinny_matmul;
 
 pub use block_matmul::BlockMatrix;
 pub use log_softmax_gather::{log_softmax_gather, log_softmax_gather_unfused};
 pub use masked_softmax::{masked_softmax, masked_softmax_unfused};
 pub use rms_norm::{rms_norm, rms_norm_unfused};
 pub use silu_mul::{silu_mul, silu_mul_unfused};
+pub use skinny_matmul::{skinny_matmul_t, MAX_ROWS as SKINNY_MAX_ROWS};
 
 /// The data of a contiguous CPU tensor as a slice, or an error naming the op.
 pub(crate) fn contiguous_slice<'a, T: candle_core::WithDType>(

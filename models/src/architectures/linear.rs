@@ -18,9 +18,18 @@ impl MatWeight {
     /// `x` is `[n, in]` (f32); returns `[n, out]` in f32.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
+            // Expanded f32 weights and a few activation rows (a generation step): one pass over
+            // each weight row instead of a GEMM that repacks the whole matrix per call.
+            MatWeight::Q(QMatMul::Tensor(w))
+                if x.rank() == 2 && x.dim(0)? <= autolabel_kernels::SKINNY_MAX_ROWS =>
+            {
+                autolabel_kernels::skinny_matmul_t(x, w)
+            }
             MatWeight::Q(q) => q.forward(x)?.to_dtype(DType::F32),
             MatWeight::Blocks(w) => w.matmul_t(x),
-            MatWeight::Dense(w) if w.dtype() == x.dtype() => x.matmul(&w.t()?),
+            MatWeight::Dense(w) if w.dtype() == x.dtype() => {
+                autolabel_kernels::skinny_matmul_t(x, w)
+            }
             MatWeight::Dense(w) => x.to_dtype(w.dtype())?.matmul(&w.t()?)?.to_dtype(DType::F32),
         }
     }

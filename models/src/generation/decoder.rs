@@ -50,6 +50,19 @@ impl DecodeState for DecoderState<'_> {
         candle_nn::ops::log_softmax(&self.logits, D::Minus1)?.to_vec2::<f32>()
     }
 
+    fn keep(&mut self, rows: &[usize]) -> Result<()> {
+        let dev = self.model.device().clone();
+        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        let idx = Tensor::from_vec(idx, rows.len(), &dev)?;
+        for (k, v) in self.cache.layers.iter_mut() {
+            *k = k.index_select(&idx, 0)?;
+            *v = v.index_select(&idx, 0)?;
+        }
+        self.lens = rows.iter().map(|&r| self.lens[r]).collect();
+        self.logits = self.logits.index_select(&idx, 0)?;
+        Ok(())
+    }
+
     fn advance(&mut self, tokens: &[u32]) -> Result<()> {
         let b = self.lens.len();
         if tokens.len() != b {

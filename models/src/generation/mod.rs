@@ -78,8 +78,11 @@ pub trait IncrementalDecoder: crate::ContinuationScorer {
 pub trait DecodeState: Send {
     /// Log-probabilities of every row's next token, `[rows][vocab]`.
     fn next_logprobs(&self) -> candle_core::Result<Vec<Vec<f32>>>;
-    /// Feeds one token per row (rows that finished feed any token; what follows is ignored).
+    /// Feeds one token per row.
     fn advance(&mut self, tokens: &[u32]) -> candle_core::Result<()>;
+    /// Keeps only these rows (indices into the current rows, in order): finished rows leave the
+    /// batch instead of costing a forward pass each step.
+    fn keep(&mut self, rows: &[usize]) -> candle_core::Result<()>;
 }
 
 /// Greedy generation for `requests`, row `i` under `constraints[i]` (None: unconstrained, ends
@@ -126,16 +129,16 @@ pub fn generate(
     let mut active: Vec<bool> = requests.iter().map(|r| r.max_new_tokens > 0).collect();
     let prompts: Vec<&[u32]> = requests.iter().map(|r| r.prompt.as_slice()).collect();
     let mut state = model.begin(&prompts)?;
+    // `live[j]`: the request that row j of the model's state belongs to.
+    let mut live: Vec<usize> = (0..requests.len()).collect();
     let mut masks = compute_masks(&mut constraints, &active);
     loop {
         let logprobs = state.next_logprobs()?;
-        let mut next = vec![0u32; requests.len()];
-        for i in 0..requests.len() {
+        for (j, &i) in live.iter().enumerate() {
             if !active[i] {
-                next[i] = end_tokens.first().copied().unwrap_or(0);
                 continue;
             }
-            let lp = &logprobs[i];
+            let lp = &logprobs[j];
             let chosen = match &masks[i] {
                 Some(Err(e)) => Err(e.clone()),
                 Some(Ok(mask)) => pick_allowed(lp, mask),
@@ -153,7 +156,6 @@ pub fn generate(
             g.tokens.push(tok);
             g.logprobs.push(lp[tok as usize]);
             g.constrained_logprobs.push(constrained);
-            next[i] = tok;
             let ended = match &mut constraints[i] {
                 Some(m) => {
                     let end = end_tokens.contains(&tok) || is_constraint_end(m, tok);
@@ -183,6 +185,15 @@ pub fn generate(
         if !active.iter().any(|&a| a) {
             break;
         }
+        if live.iter().any(|&i| !active[i]) {
+            let rows: Vec<usize> = (0..live.len()).filter(|&j| active[live[j]]).collect();
+            state.keep(&rows)?;
+            live = rows.iter().map(|&j| live[j]).collect();
+        }
+        let next: Vec<u32> = live
+            .iter()
+            .map(|&i| *out[i].tokens.last().expect("an active row chose a token"))
+            .collect();
         // The next step's masks depend only on the tokens just chosen: compute them while the
         // model runs the step.
         let (stepped, new_masks) = rayon::join(

@@ -95,6 +95,22 @@ impl DecodeState for T5State<'_> {
         candle_nn::ops::log_softmax(&self.logits, D::Minus1)?.to_vec2::<f32>()
     }
 
+    fn keep(&mut self, rows: &[usize]) -> Result<()> {
+        let b = self.sequences.len();
+        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        let idx = Tensor::from_vec(idx, rows.len(), &self.model.device)?;
+        let d = self.encoded.dim(1)?;
+        self.encoded = self
+            .encoded
+            .reshape((b, self.s, d))?
+            .index_select(&idx, 0)?
+            .reshape((rows.len() * self.s, d))?;
+        self.enc_mask = self.enc_mask.index_select(&idx, 0)?;
+        self.sequences = rows.iter().map(|&r| self.sequences[r].clone()).collect();
+        self.logits = self.logits.index_select(&idx, 0)?;
+        Ok(())
+    }
+
     fn advance(&mut self, tokens: &[u32]) -> Result<()> {
         if tokens.len() != self.sequences.len() {
             candle_core::bail!("{} tokens for {} rows", tokens.len(), self.sequences.len())
