@@ -6,7 +6,7 @@
 
 use crate::journal::{row_key, RowKey};
 use crate::labeler::Labeler;
-use crate::scoring_pass::{PassOptions, BATCH_WORK_TOKENS};
+use crate::scoring_pass::{progress_bar, PassOptions, BATCH_WORK_TOKENS};
 use crate::session::Session;
 use crate::tasks::open::{Answer, OpenTask};
 use anyhow::Result;
@@ -14,7 +14,6 @@ use autolabel_models::generation::{
     generate, ConstraintCompiler, Finish, Generated, GenerationRequest, Grammar,
 };
 use autolabel_models::tokenization::token_env::token_env;
-use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -205,13 +204,7 @@ pub fn generate_rows(
         journal.begin_run(command, &by_row)?;
     }
 
-    let bar = ProgressBar::new(items.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  ETA {eta}")
-            .expect("valid progress template"),
-    );
-    bar.inc(reused as u64);
-    bar.reset_eta();
+    let bar = progress_bar(items.len(), reused);
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_key(|&j| items[j].prompt.len());
     let mut batches: Vec<Vec<usize>> = Vec::new();

@@ -113,6 +113,18 @@ pub fn batches(
     out
 }
 
+/// The pass's progress bar (rows/s and ETA), started at the rows the journal already holds.
+pub fn progress_bar(rows: usize, done: usize) -> ProgressBar {
+    let bar = ProgressBar::new(rows as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  ETA {eta}")
+            .expect("valid progress template"),
+    );
+    bar.inc(done as u64);
+    bar.reset_eta();
+    bar
+}
+
 pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Result<PassResult> {
     let PassOptions {
         batch_size,
@@ -171,13 +183,7 @@ pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Res
         journal.begin_run(command, &by_row)?;
     }
 
-    let bar = ProgressBar::new(prepared.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  ETA {eta}")
-            .expect("valid progress template"),
-    );
-    bar.inc(reused as u64);
-    bar.reset_eta();
+    let bar = progress_bar(prepared.len(), reused);
     let mut scored = 0;
     let mut interrupted = false;
     // Batches are formed over every row, journaled or not, so a resumed run scores each row in

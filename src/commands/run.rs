@@ -91,16 +91,7 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
         return super::run_open::run_open(args, &session, &labeler, open, out, stop);
     }
     let op = session.operating_point(&args.confidence)?;
-    let journal_file = journal_path(&out);
-    if args.fresh {
-        Journal::remove(&journal_file)?;
-    }
-    let mut journal = Journal::open(&journal_file)?;
-    let settings = settings_key(
-        &journal.model_sha(&session.model.path)?,
-        &args.common.dtype_name(),
-        &args.common.device,
-    );
+    let (mut journal, settings, journal_file) = open_journal(args, &session, &out)?;
     let command: Vec<String> = std::env::args().collect();
     let pass = score_all(
         &session,
@@ -114,27 +105,7 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
     )?;
     let data = &session.data;
     if pass.interrupted {
-        let total = pass.rows.len();
-        let left = pass
-            .rows
-            .iter()
-            .filter(|r| r.as_ref().is_err_and(|e| e.contains("interrupted")))
-            .count();
-        eprintln!(
-            "interrupted: {} of {total} rows are done and kept in {}; run the same command again to resume (`autolabel-local status --out {}` shows progress)",
-            total - left,
-            journal_file.display(),
-            out.display()
-        );
-        return Ok(RunSummary {
-            rows: total,
-            labeled: 0,
-            errors: 0,
-            truncated: pass.truncated,
-            accuracy: None,
-            out,
-            interrupted: true,
-        });
+        return Ok(interrupted(&pass.rows, pass.truncated, &journal_file, out));
     }
     let task = session.task.name();
 
@@ -248,4 +219,53 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
         out,
         interrupted: false,
     })
+}
+
+/// The run's journal (`--fresh` deletes it first), the settings key of this model, weight
+/// format and device, and the journal's path.
+pub(crate) fn open_journal(
+    args: &RunArgs,
+    session: &Session,
+    out: &std::path::Path,
+) -> Result<(Journal, crate::journal::RowKey, PathBuf)> {
+    let journal_file = journal_path(out);
+    if args.fresh {
+        Journal::remove(&journal_file)?;
+    }
+    let journal = Journal::open(&journal_file)?;
+    let settings = settings_key(
+        &journal.model_sha(&session.model.path)?,
+        &args.common.dtype_name(),
+        &args.common.device,
+    );
+    Ok((journal, settings, journal_file))
+}
+
+/// Says how far an interrupted run got and how to resume it.
+pub(crate) fn interrupted<T>(
+    rows: &[std::result::Result<T, String>],
+    truncated: usize,
+    journal_file: &std::path::Path,
+    out: PathBuf,
+) -> RunSummary {
+    let total = rows.len();
+    let left = rows
+        .iter()
+        .filter(|r| r.as_ref().is_err_and(|e| e.contains("interrupted")))
+        .count();
+    eprintln!(
+        "interrupted: {} of {total} rows are done and kept in {}; run the same command again to resume (`autolabel-local status --out {}` shows progress)",
+        total - left,
+        journal_file.display(),
+        out.display()
+    );
+    RunSummary {
+        rows: total,
+        labeled: 0,
+        errors: 0,
+        truncated,
+        accuracy: None,
+        out,
+        interrupted: true,
+    }
 }

@@ -1,9 +1,8 @@
 //! `run` for tasks whose answers are generated under a constraint (named-entity recognition):
 //! the generation pass, the task's output columns and its metrics report.
 
-use super::run::{RunArgs, RunSummary};
+use super::run::{interrupted, open_journal, RunArgs, RunSummary};
 use crate::generation_pass::generate_all;
-use crate::journal::{journal_path, settings_key, Journal};
 use crate::labeler::Labeler;
 use crate::output::{bool_text, write_output, OutputColumns};
 use crate::scoring_pass::PassOptions;
@@ -25,16 +24,7 @@ pub fn run_open(
     if c.calibration.is_some() || c.target_accuracy.is_some() || c.confidence.is_some() {
         bail!("--calibration, --target-accuracy and --confidence are not supported yet for {} tasks; each entity's confidence is in the entities column", session.config.task_type)
     }
-    let journal_file = journal_path(&out);
-    if args.fresh {
-        Journal::remove(&journal_file)?;
-    }
-    let mut journal = Journal::open(&journal_file)?;
-    let settings = settings_key(
-        &journal.model_sha(&session.model.path)?,
-        &args.common.dtype_name(),
-        &args.common.device,
-    );
+    let (mut journal, settings, journal_file) = open_journal(args, session, &out)?;
     let command: Vec<String> = std::env::args().collect();
     let pass = generate_all(
         session,
@@ -50,25 +40,7 @@ pub fn run_open(
     let data = &session.data;
     let total = pass.rows.len();
     if pass.interrupted {
-        let left = pass
-            .rows
-            .iter()
-            .filter(|r| r.as_ref().is_err_and(|e| e.contains("interrupted")))
-            .count();
-        eprintln!(
-            "interrupted: {} of {total} rows are done and kept in {}; run the same command again to resume",
-            total - left,
-            journal_file.display()
-        );
-        return Ok(RunSummary {
-            rows: total,
-            labeled: 0,
-            errors: 0,
-            truncated: pass.truncated,
-            accuracy: None,
-            out,
-            interrupted: true,
-        });
+        return Ok(interrupted(&pass.rows, pass.truncated, &journal_file, out));
     }
     let name = session.task.name();
     let mut names: Vec<String> = ["label", "confidence", "successfully_labeled", "error"]

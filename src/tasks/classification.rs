@@ -97,6 +97,10 @@ impl Task for Classification {
         &self.name
     }
 
+    fn prompt_builder(&self) -> &PromptBuilder {
+        &self.prompt
+    }
+
     fn candidates(&self, _: &Dataset, _: &Row) -> Arc<Vec<String>> {
         self.labels.clone()
     }
@@ -105,22 +109,8 @@ impl Task for Classification {
         Some(self.labels.clone())
     }
 
-    fn prompt(&self, data: &Dataset, row: &Row, override_column: Option<(&str, &str)>) -> String {
-        self.prompt.render(|name| match override_column {
-            Some((col, value)) if col == name => Some(value.to_string()),
-            _ => data.value(row, name).map(String::from),
-        })
-    }
-
-    fn input_columns(&self) -> Vec<String> {
-        self.prompt.input_columns()
-    }
-
     fn ground_truth(&self, data: &Dataset, row: &Row) -> Option<String> {
-        let col = self.label_column.as_deref()?;
-        data.value(row, col)
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
+        super::label_value(data, row, self.label_column.as_deref())
     }
 
     fn notices(&self) -> Vec<String> {

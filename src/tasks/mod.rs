@@ -13,6 +13,7 @@ pub mod question_answering;
 
 use crate::config::TaskConfig;
 use crate::dataset::{Dataset, Row};
+use crate::prompt::PromptBuilder;
 use anyhow::{bail, Result};
 use std::sync::Arc;
 
@@ -21,15 +22,28 @@ pub use classification::Classification;
 pub trait Task: Send + Sync {
     /// The task's name (prefix of the output columns).
     fn name(&self) -> &str;
-    /// The candidate answers for a row.
-    fn candidates(&self, data: &Dataset, row: &Row) -> Arc<Vec<String>>;
+    /// The prompt every row is rendered through.
+    fn prompt_builder(&self) -> &PromptBuilder;
+    /// The candidate answers for a row (none for a task whose answers are generated).
+    fn candidates(&self, _data: &Dataset, _row: &Row) -> Arc<Vec<String>> {
+        Arc::new(Vec::new())
+    }
     /// The candidate answers when they are the same for every row (checked once, up front).
-    fn fixed_candidates(&self) -> Option<Arc<Vec<String>>>;
+    fn fixed_candidates(&self) -> Option<Arc<Vec<String>>> {
+        None
+    }
     /// The user prompt for a row; `override_column` replaces one column's value (used to truncate
     /// an over-long input).
-    fn prompt(&self, data: &Dataset, row: &Row, override_column: Option<(&str, &str)>) -> String;
+    fn prompt(&self, data: &Dataset, row: &Row, override_column: Option<(&str, &str)>) -> String {
+        self.prompt_builder().render(|name| match override_column {
+            Some((col, value)) if col == name => Some(value.to_string()),
+            _ => data.value(row, name).map(String::from),
+        })
+    }
     /// Columns of the row that the prompt shows (checked for emptiness, truncated when too long).
-    fn input_columns(&self) -> Vec<String>;
+    fn input_columns(&self) -> Vec<String> {
+        self.prompt_builder().input_columns()
+    }
     /// The ground-truth answer, when the data has one.
     fn ground_truth(&self, data: &Dataset, row: &Row) -> Option<String>;
     /// Notes for the user about config keys that are accepted but change nothing (yet).
@@ -47,6 +61,13 @@ pub const SUPPORTED_TASK_TYPES: &[&str] = &[
     "attribute_extraction (attributes that are entity lists)",
     "question_answering (extractive)",
 ];
+
+/// A row's trimmed, non-empty value in `column` (a label column's ground truth).
+pub(crate) fn label_value(data: &Dataset, row: &Row, column: Option<&str>) -> Option<String> {
+    data.value(row, column?)
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
 
 /// Builds the task a config describes and checks it against the data's columns.
 pub fn build_task(config: &TaskConfig, data: &Dataset) -> Result<Box<dyn Task>> {

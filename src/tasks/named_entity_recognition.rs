@@ -16,7 +16,6 @@ use crate::dataset::{Dataset, Row};
 use crate::prompt::{format_template, PromptBuilder};
 use anyhow::{bail, Result};
 use autolabel_models::generation::Grammar;
-use std::sync::Arc;
 
 const TASK_GUIDELINES: &str = "Your job is to extract named entities mentioned in text, and classify them into one of the following {num_labels} categories.\nCategories:\n{labels}\n";
 const OUTPUT_GUIDELINES: &str = "You will return the answer as a JSON object with one key per category, in this order: {keys}. The value of each key is the list of the entities of that category, each copied exactly from the text, or an empty list when there are none.";
@@ -264,20 +263,9 @@ impl Task for NamedEntityRecognition {
     fn name(&self) -> &str {
         &self.name
     }
-    fn candidates(&self, _: &Dataset, _: &Row) -> Arc<Vec<String>> {
-        Arc::new(Vec::new())
-    }
-    fn fixed_candidates(&self) -> Option<Arc<Vec<String>>> {
-        None
-    }
-    fn prompt(&self, data: &Dataset, row: &Row, override_column: Option<(&str, &str)>) -> String {
-        self.prompt.render(|name| match override_column {
-            Some((col, value)) if col == name => Some(value.to_string()),
-            _ => data.value(row, name).map(String::from),
-        })
-    }
-    fn input_columns(&self) -> Vec<String> {
-        self.prompt.input_columns()
+
+    fn prompt_builder(&self) -> &PromptBuilder {
+        &self.prompt
     }
     fn ground_truth(&self, data: &Dataset, row: &Row) -> Option<String> {
         match self.truth_of(data, row)? {

@@ -10,7 +10,6 @@ use crate::dataset::{Dataset, Row};
 use crate::prompt::PromptBuilder;
 use anyhow::{bail, Result};
 use autolabel_models::generation::Grammar;
-use std::sync::Arc;
 
 const TASK_GUIDELINES: &str = "Your job is to answer the following questions using the context provided with the question. The answer is a continuous span of words from the context. If the question cannot be answered using the context alone, answer unanswerable.";
 const OUTPUT_GUIDELINES: &str = "You will return the answer with one element: the correct answer, copied from the context, or unanswerable.";
@@ -134,26 +133,12 @@ impl Task for QuestionAnswering {
     fn name(&self) -> &str {
         &self.name
     }
-    fn candidates(&self, _: &Dataset, _: &Row) -> Arc<Vec<String>> {
-        Arc::new(Vec::new())
-    }
-    fn fixed_candidates(&self) -> Option<Arc<Vec<String>>> {
-        None
-    }
-    fn prompt(&self, data: &Dataset, row: &Row, override_column: Option<(&str, &str)>) -> String {
-        self.prompt.render(|name| match override_column {
-            Some((col, value)) if col == name => Some(value.to_string()),
-            _ => data.value(row, name).map(String::from),
-        })
-    }
-    fn input_columns(&self) -> Vec<String> {
-        self.prompt.input_columns()
+
+    fn prompt_builder(&self) -> &PromptBuilder {
+        &self.prompt
     }
     fn ground_truth(&self, data: &Dataset, row: &Row) -> Option<String> {
-        let c = self.label_column.as_deref()?;
-        data.value(row, c)
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
+        super::label_value(data, row, self.label_column.as_deref())
     }
     fn notices(&self) -> Vec<String> {
         self.notices.clone()
