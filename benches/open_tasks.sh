@@ -2,11 +2,13 @@
 # Named-entity recognition (CoNLL-2003, Autolabel's conll2003 attribute_extraction config) and
 # extractive QA (SQuAD 2.0 dev half, Autolabel's squad_v2 config) with both built-in models:
 # span F1 per nervaluate scheme, exact match / token F1, rows/s and generated tokens/s.
-# Usage: benches/open_tasks.sh [NER_ROWS] [QA_ROWS]   (defaults 100 and 30; run from the repo root)
+# Usage: benches/open_tasks.sh [NER_ROWS] [QA_ROWS] [MODELS]   (defaults 100, 30 and both models;
+# run from the repo root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NER_ROWS=${1:-100}
 QA_ROWS=${2:-30}
+MODELS=${3:-"smollm2-135m-instruct qwen2.5-coder-0.5b-instruct"}
 SHARED=../shared/data
 BIN=target/release/autolabel-local
 cargo build --release -q
@@ -24,7 +26,7 @@ q = json.load(open(f"{shared}/autolabel_configs/examples_configs_HEAD/config_squ
 q["prompt"].pop("few_shot_examples"); q["prompt"].pop("few_shot_num"); q["prompt"].pop("few_shot_selection")
 json.dump(q, open(f"{work}/squad.json", "w"))
 PY
-for model in smollm2-135m-instruct qwen2.5-coder-0.5b-instruct; do
+for model in $MODELS; do
   for shots in 0shot 3shot; do
     echo "== NER $model $shots, $NER_ROWS rows of autolabel_conll2003/test_head_small.csv"
     $BIN run --config "$work/conll_$shots.json" --data $SHARED/autolabel_conll2003/test_head_small.csv \

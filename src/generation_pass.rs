@@ -162,7 +162,7 @@ pub fn generate_rows(
         };
         let max_new = std::cell::Cell::new(0);
         match labeler.prepare_prompt(data, row, |n| {
-            max_new.set(task.max_answer_tokens(n));
+            max_new.set(task.max_answer_tokens(data, row, n));
             max_new.get()
         }) {
             Ok((prompt, cut)) => {

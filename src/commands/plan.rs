@@ -154,7 +154,7 @@ fn plan_open(
     for (i, row) in data.rows.iter().enumerate() {
         let budget = std::cell::Cell::new(0);
         match labeler.prepare_prompt(data, row, |n| {
-            budget.set(task.max_answer_tokens(n));
+            budget.set(task.max_answer_tokens(data, row, n));
             budget.get()
         }) {
             Ok((ids, _)) => ok.push((i, ids, budget.get())),

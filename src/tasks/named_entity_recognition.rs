@@ -7,7 +7,7 @@
 
 use super::ner_eval::{NerEvaluation, Span, SCHEMES};
 use super::ner_format::{
-    canonical_json, entity_grammar, parse_label_column, parse_list_column, text_spans,
+    canonical_json, entity_grammar, max_entities, parse_label_column, parse_list_column, text_spans,
 };
 use super::open::{Answer, Interpreted, OpenTask, Report};
 use super::{few_shot, Task};
@@ -323,8 +323,13 @@ impl OpenTask for NamedEntityRecognition {
         Ok(Grammar::Lark(entity_grammar(&self.types, text)))
     }
 
-    fn max_answer_tokens(&self, input_tokens: usize) -> usize {
-        2 * input_tokens + 8 * self.types.len() + 16
+    fn max_answer_tokens(&self, data: &Dataset, row: &Row, input_tokens: usize) -> usize {
+        // Room for the longest answer a model would write in practice: the JSON frame, and per
+        // type as many entities as the grammar allows at a few tokens each (a model that keeps
+        // listing reaches the grammar's cap and ends instead of being cut off).
+        let text = data.value(row, &self.text_column).unwrap_or("");
+        let per_type = max_entities(text);
+        2 * input_tokens + self.types.len() * (8 + 6 * per_type) + 16
     }
 
     fn interpret(&self, data: &Dataset, row: &Row, answer: &Answer) -> Result<Interpreted, String> {

@@ -133,6 +133,17 @@ fn chunks(text: &str) -> Vec<&str> {
 /// Most entities of one type in one answer.
 pub const MAX_ENTITIES_PER_TYPE: usize = 32;
 
+/// Most entities of one type the grammar lets an answer list for `text`: one per two words (at
+/// least 1, at most [`MAX_ENTITIES_PER_TYPE`]), so every answer ends even when a model would go
+/// on listing.
+pub fn max_entities(text: &str) -> usize {
+    let words = chunks(text)
+        .iter()
+        .filter(|c| c.chars().any(char::is_alphanumeric))
+        .count();
+    words.div_ceil(2).clamp(1, MAX_ENTITIES_PER_TYPE)
+}
+
 /// The Lark grammar of `{"Type": ["entity", ...], ...}` whose entities are runs of whole words
 /// of `text` (JSON-escaped, so quotes and backslashes in the text stay valid JSON).
 pub fn entity_grammar(types: &[String], text: &str) -> String {
@@ -150,13 +161,7 @@ pub fn entity_grammar(types: &[String], text: &str) -> String {
         start.push_str(&format!(" {} list", lit(&key)));
     }
     start.push_str(" \"}\"");
-    // At most one entity per two words of the text (and 32) in each list, so that every
-    // answer ends even when a model would go on listing.
-    let words = chunks(text)
-        .iter()
-        .filter(|c| c.chars().any(char::is_alphanumeric))
-        .count();
-    let most = words.div_ceil(2).clamp(1, MAX_ENTITIES_PER_TYPE);
+    let most = max_entities(text);
     let more = if most > 1 {
         format!(" (\", \" ent){{0,{}}}", most - 1)
     } else {

@@ -54,9 +54,9 @@ pub struct Interpreted {
 pub trait OpenTask: Send + Sync {
     /// The constraint a row's answer is generated under.
     fn grammar(&self, data: &Dataset, row: &Row) -> Result<Grammar, String>;
-    /// Most tokens the answer may take (end token included), given the row's input length in
-    /// tokens.
-    fn max_answer_tokens(&self, input_tokens: usize) -> usize;
+    /// Most tokens the answer may take (end token included), given the row and its input length
+    /// in tokens.
+    fn max_answer_tokens(&self, data: &Dataset, row: &Row, input_tokens: usize) -> usize;
     /// The answer as output, or why it cannot be used.
     fn interpret(&self, data: &Dataset, row: &Row, answer: &Answer) -> Result<Interpreted, String>;
     /// Output columns after label, confidence, successfully_labeled and error (names without

@@ -160,7 +160,7 @@ impl OpenTask for QuestionAnswering {
         })
     }
 
-    fn max_answer_tokens(&self, input_tokens: usize) -> usize {
+    fn max_answer_tokens(&self, _: &Dataset, _: &Row, input_tokens: usize) -> usize {
         // A substring of the context ends by the end of the context at the latest.
         input_tokens + 4
     }
