@@ -41,31 +41,15 @@ impl Classification {
                 config.task_type
             )
         }
-        let Some(template) = config.prompt.example_template.as_deref() else {
-            bail!("{src}: config key 'prompt.example_template' is missing; e.g. \"Input: {{example}}\\nOutput: {{label}}\"")
-        };
         let label_column = config.dataset.label_column.clone();
-        let blank: Vec<String> = label_column
-            .iter()
-            .chain(config.dataset.explanation_column.iter())
-            .cloned()
-            .collect();
-        let mut prompt = PromptBuilder::new(
-            config
-                .prompt
-                .task_guidelines
-                .as_deref()
-                .unwrap_or(default_guidelines),
-            config
-                .prompt
-                .output_guidelines
-                .as_deref()
-                .unwrap_or(OUTPUT_GUIDELINES),
-            template,
+        let mut prompt = super::config_prompt(
+            config,
+            data,
+            (default_guidelines, OUTPUT_GUIDELINES),
+            "Input: {example}\nOutput: {label}",
             &labels,
-            blank,
-        );
-        prompt.check_columns(&data.columns, &data.path.display().to_string())?;
+            label_column.clone(),
+        )?;
         let mut notices = Vec::new();
         few_shot::add_few_shot_examples(config, &mut prompt, &mut notices)?;
         if config.prompt.chain_of_thought == Some(true) {

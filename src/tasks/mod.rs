@@ -62,6 +62,47 @@ pub const SUPPORTED_TASK_TYPES: &[&str] = &[
     "question_answering (extractive)",
 ];
 
+/// The prompt a config describes: its guidelines (else the task's defaults), its example
+/// template (required; `example` shows one in the error), the labels for `{labels}`, and the
+/// answer and explanation columns left blank in the current example; checked against the data's
+/// columns.
+pub(crate) fn config_prompt(
+    config: &TaskConfig,
+    data: &Dataset,
+    defaults: (&str, &str),
+    example: &str,
+    labels: &[String],
+    answer_column: Option<String>,
+) -> Result<PromptBuilder> {
+    let Some(template) = config.prompt.example_template.as_deref() else {
+        bail!(
+            "{}: config key 'prompt.example_template' is missing; e.g. {example:?}",
+            config.source
+        )
+    };
+    let blank: Vec<String> = answer_column
+        .into_iter()
+        .chain(config.dataset.explanation_column.iter().cloned())
+        .collect();
+    let prompt = PromptBuilder::new(
+        config
+            .prompt
+            .task_guidelines
+            .as_deref()
+            .unwrap_or(defaults.0),
+        config
+            .prompt
+            .output_guidelines
+            .as_deref()
+            .unwrap_or(defaults.1),
+        template,
+        labels,
+        blank,
+    );
+    prompt.check_columns(&data.columns, &data.path.display().to_string())?;
+    Ok(prompt)
+}
+
 /// A row's trimmed, non-empty value in `column` (a label column's ground truth).
 pub(crate) fn label_value(data: &Dataset, row: &Row, column: Option<&str>) -> Option<String> {
     data.value(row, column?)

@@ -28,31 +28,15 @@ pub struct QuestionAnswering {
 impl QuestionAnswering {
     pub fn new(config: &TaskConfig, data: &Dataset) -> Result<Self> {
         let src = &config.source;
-        let Some(template) = config.prompt.example_template.as_deref() else {
-            bail!("{src}: config key 'prompt.example_template' is missing; e.g. \"Context: {{context}}\\nQuestion: {{question}}\\nAnswer: {{answer}}\"")
-        };
         let label_column = config.dataset.label_column.clone();
-        let blank: Vec<String> = label_column
-            .iter()
-            .chain(config.dataset.explanation_column.iter())
-            .cloned()
-            .collect();
-        let mut prompt = PromptBuilder::new(
-            config
-                .prompt
-                .task_guidelines
-                .as_deref()
-                .unwrap_or(TASK_GUIDELINES),
-            config
-                .prompt
-                .output_guidelines
-                .as_deref()
-                .unwrap_or(OUTPUT_GUIDELINES),
-            template,
+        let mut prompt = super::config_prompt(
+            config,
+            data,
+            (TASK_GUIDELINES, OUTPUT_GUIDELINES),
+            "Context: {context}\nQuestion: {question}\nAnswer: {answer}",
             &[],
-            blank,
-        );
-        prompt.check_columns(&data.columns, &data.path.display().to_string())?;
+            label_column.clone(),
+        )?;
         let context_column = match &config.dataset.text_column {
             Some(c) if data.column(c).is_none() => bail!(
                 "{src}: dataset.text_column '{c}' is not a column of {}",
