@@ -5,7 +5,7 @@
 //! interrupted run resumes without generating those rows again.
 
 use crate::journal::{row_key, RowKey};
-use crate::labeler::Labeler;
+use crate::labeler::{AnswerBudget, Labeler};
 use crate::scoring_pass::{progress_bar, PassOptions, BATCH_WORK_TOKENS};
 use crate::session::Session;
 use crate::tasks::open::{Answer, OpenTask};
@@ -160,13 +160,10 @@ pub fn generate_rows(
                 continue;
             }
         };
-        let max_new = std::cell::Cell::new(0);
-        match labeler.prepare_prompt(data, row, |n| {
-            max_new.set(task.max_answer_tokens(data, row, n));
-            max_new.get()
-        }) {
-            Ok((prompt, cut)) => {
-                if cut {
+        let budget = |n| task.max_answer_tokens(data, row, n);
+        match labeler.prepare_prompt(data, row, AnswerBudget::PerInput(&budget)) {
+            Ok(p) => {
+                if p.truncated {
                     truncated += 1;
                     eprintln!(
                         "warning: line {}: input cut from the middle to fit {max_tokens} tokens",
@@ -175,9 +172,9 @@ pub fn generate_rows(
                 }
                 items.push(Item {
                     row: i,
-                    prompt,
+                    prompt: p.ids,
                     grammar,
-                    max_new: max_new.get(),
+                    max_new: p.answer_tokens,
                     key: None,
                 });
             }

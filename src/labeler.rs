@@ -28,6 +28,24 @@ pub struct Prepared {
     pub truncated: bool,
 }
 
+/// Tokens a row keeps free for its answer.
+pub enum AnswerBudget<'f> {
+    /// A fixed number (the longest candidate, end token included).
+    Tokens(usize),
+    /// A function of the input's length in tokens (a generated answer).
+    PerInput(&'f dyn Fn(usize) -> usize),
+}
+
+/// A row's prompt, ready to generate from.
+#[derive(Debug, Clone)]
+pub struct PreparedPrompt {
+    pub ids: Vec<u32>,
+    /// The input was cut to fit the context (a warning, not an error).
+    pub truncated: bool,
+    /// The answer's token budget.
+    pub answer_tokens: usize,
+}
+
 type CandidateCache = Option<(Arc<Vec<String>>, Arc<Vec<Vec<u32>>>)>;
 
 pub struct Labeler<'a> {
@@ -179,23 +197,23 @@ impl<'a> Labeler<'a> {
         let labels = self.task.candidates(data, row);
         let candidates = self.candidates(&labels).map_err(|e| e.to_string())?;
         let longest_answer = candidates.iter().map(Vec::len).max().unwrap_or(0);
-        let (prompt_ids, truncated) = self.prepare_prompt(data, row, |_| longest_answer)?;
+        let prompt = self.prepare_prompt(data, row, AnswerBudget::Tokens(longest_answer))?;
         Ok(Prepared {
-            prompt_ids,
+            prompt_ids: prompt.ids,
             labels,
             candidates,
-            truncated,
+            truncated: prompt.truncated,
         })
     }
 
-    /// A row's prompt token ids, its input cut from the middle (and `true` returned) when the
-    /// prompt and an answer of `answer_tokens(input tokens)` tokens exceed the token limit.
+    /// A row's prompt token ids, its input cut from the middle when the prompt and the answer's
+    /// token budget exceed the token limit.
     pub fn prepare_prompt(
         &self,
         data: &Dataset,
         row: &Row,
-        answer_tokens: impl Fn(usize) -> usize,
-    ) -> Result<(Vec<u32>, bool), String> {
+        budget: AnswerBudget,
+    ) -> Result<PreparedPrompt, String> {
         if let Some(e) = &row.error {
             return Err(e.clone());
         }
@@ -226,14 +244,31 @@ impl<'a> Labeler<'a> {
             .and_then(|c| data.value(row, c))
             .unwrap_or("")
             .to_string();
-        let input_tokens = self.model.encode(&text).map_err(err)?.len();
-        let budget = self.max_tokens.saturating_sub(answer_tokens(input_tokens));
+        // The input's tokens, when the answer budget depends on them (reused by the first cut).
+        let mut text_ids = None;
+        let answer_tokens = match budget {
+            AnswerBudget::Tokens(n) => n,
+            AnswerBudget::PerInput(f) => {
+                let ids = self.model.encode(&text).map_err(err)?;
+                let n = f(ids.len());
+                text_ids = Some(ids);
+                n
+            }
+        };
+        let budget = self.max_tokens.saturating_sub(answer_tokens);
         for _ in 0..4 {
             if prompt_ids.len() <= budget {
-                return Ok((prompt_ids, truncated));
+                return Ok(PreparedPrompt {
+                    ids: prompt_ids,
+                    truncated,
+                    answer_tokens,
+                });
             }
             let Some(col) = &column else { break };
-            let ids = self.model.encode(&text).map_err(err)?;
+            let ids = match text_ids.take() {
+                Some(ids) => ids,
+                None => self.model.encode(&text).map_err(err)?,
+            };
             let overflow = prompt_ids.len() - budget;
             let keep = ids.len().saturating_sub(overflow + 8);
             if keep == 0 {

@@ -203,7 +203,8 @@ fn movie_reviews_with_the_default_model() {
         env!("CARGO_MANIFEST_DIR"),
         "/examples/movie_reviews/config.json"
     );
-    let data = shared_data("autolabel_movie_reviews/movie_reviews.csv");
+    let data =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/movie_reviews/movie_reviews.csv");
     let r = run_cli(
         &["run", "--config", config, "--data", data.to_str().unwrap()],
         &out,

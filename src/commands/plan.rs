@@ -2,12 +2,11 @@
 //! short timed sample on the chosen device.
 
 use crate::generation_pass::generate_rows;
-use crate::labeler::{Labeler, Prepared};
+use crate::labeler::{AnswerBudget, Labeler, Prepared};
 use crate::scoring_pass::PassOptions;
 use crate::session::{CommonArgs, Session};
 use crate::tasks::open::OpenTask;
 use anyhow::{bail, Context, Result};
-use autolabel_models::generation::Grammar;
 use autolabel_models::scoring::trie::CandidateTrie;
 use std::io::Write;
 use std::time::Instant;
@@ -152,12 +151,9 @@ fn plan_open(
     let mut ok: Vec<(usize, Vec<u32>, usize)> = Vec::new();
     let mut errors = 0;
     for (i, row) in data.rows.iter().enumerate() {
-        let budget = std::cell::Cell::new(0);
-        match labeler.prepare_prompt(data, row, |n| {
-            budget.set(task.max_answer_tokens(data, row, n));
-            budget.get()
-        }) {
-            Ok((ids, _)) => ok.push((i, ids, budget.get())),
+        let budget = |n| task.max_answer_tokens(data, row, n);
+        match labeler.prepare_prompt(data, row, AnswerBudget::PerInput(&budget)) {
+            Ok(p) => ok.push((i, p.ids, p.answer_tokens)),
             Err(_) => errors += 1,
         }
     }
@@ -179,13 +175,7 @@ fn plan_open(
     );
     match task.grammar(data, &data.rows[*first]) {
         Ok(g) => {
-            let text = match &g {
-                Grammar::Lark(l) => l.clone(),
-                Grammar::JsonSchema(s) => s.to_string(),
-                Grammar::Substring { text, alternatives } => {
-                    Grammar::substring_lark(text, alternatives)
-                }
-            };
+            let text = g.text();
             let short: String = text.chars().take(600).collect();
             println!("--- answer constraint of the first row (llguidance) ---\n{short}{}\n--- end of constraint ---", if short.len() < text.len() { " [...]" } else { "" });
         }

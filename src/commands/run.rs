@@ -92,16 +92,10 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
     }
     let op = session.operating_point(&args.confidence)?;
     let (mut journal, settings, journal_file) = open_journal(args, &session, &out)?;
-    let command: Vec<String> = std::env::args().collect();
     let pass = score_all(
         &session,
         &labeler,
-        PassOptions {
-            batch_size: args.batch_size,
-            max_tokens: args.common.max_tokens,
-            journal: Some((&mut journal, settings, command.join(" "))),
-            stop: Some(stop),
-        },
+        journaled_pass(args, &mut journal, settings, stop),
     )?;
     let data = &session.data;
     if pass.interrupted {
@@ -239,6 +233,23 @@ pub(crate) fn open_journal(
         &args.common.device,
     );
     Ok((journal, settings, journal_file))
+}
+
+/// The pass options of a run: `--batch-size`, `--max-tokens`, the journal (recording this
+/// command line) and the stop flag.
+pub(crate) fn journaled_pass<'a>(
+    args: &RunArgs,
+    journal: &'a mut Journal,
+    settings: crate::journal::RowKey,
+    stop: &'a AtomicBool,
+) -> PassOptions<'a> {
+    let command: Vec<String> = std::env::args().collect();
+    PassOptions {
+        batch_size: args.batch_size,
+        max_tokens: args.common.max_tokens,
+        journal: Some((journal, settings, command.join(" "))),
+        stop: Some(stop),
+    }
 }
 
 /// Says how far an interrupted run got and how to resume it.

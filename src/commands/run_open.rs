@@ -1,11 +1,10 @@
 //! `run` for tasks whose answers are generated under a constraint (named-entity recognition):
 //! the generation pass, the task's output columns and its metrics report.
 
-use super::run::{interrupted, open_journal, RunArgs, RunSummary};
+use super::run::{interrupted, journaled_pass, open_journal, RunArgs, RunSummary};
 use crate::generation_pass::generate_all;
 use crate::labeler::Labeler;
 use crate::output::{bool_text, write_output, OutputColumns};
-use crate::scoring_pass::PassOptions;
 use crate::session::Session;
 use crate::tasks::open::OpenTask;
 use anyhow::{bail, Result};
@@ -25,17 +24,11 @@ pub fn run_open(
         bail!("--calibration, --target-accuracy and --confidence are not supported yet for {} tasks; each entity's confidence is in the entities column", session.config.task_type)
     }
     let (mut journal, settings, journal_file) = open_journal(args, session, &out)?;
-    let command: Vec<String> = std::env::args().collect();
     let pass = generate_all(
         session,
         labeler,
         task,
-        PassOptions {
-            batch_size: args.batch_size,
-            max_tokens: args.common.max_tokens,
-            journal: Some((&mut journal, settings, command.join(" "))),
-            stop: Some(stop),
-        },
+        journaled_pass(args, &mut journal, settings, stop),
     )?;
     let data = &session.data;
     let total = pass.rows.len();
@@ -43,14 +36,14 @@ pub fn run_open(
         return Ok(interrupted(&pass.rows, pass.truncated, &journal_file, out));
     }
     let name = session.task.name();
-    let mut names: Vec<String> = ["label", "confidence", "successfully_labeled", "error"]
+    let names: Vec<String> = ["label", "confidence", "successfully_labeled", "error"]
         .iter()
         .map(|c| c.to_string())
         .chain(task.extra_columns())
         .map(|c| format!("{name}_task_{c}"))
         .collect();
     let width = names.len();
-    let mut columns = OutputColumns::new(std::mem::take(&mut names), total);
+    let mut columns = OutputColumns::new(names, total);
     let mut interpreted = Vec::with_capacity(total);
     let mut errors = Vec::new();
     for (i, (row, r)) in data.rows.iter().zip(&pass.rows).enumerate() {

@@ -38,6 +38,15 @@ impl Grammar {
         format!("{start}\nspan: %regex {words}\n")
     }
 
+    /// The grammar as text: Lark (a substring constraint rewritten) or the JSON schema.
+    pub fn text(&self) -> String {
+        match self {
+            Grammar::Lark(l) => l.clone(),
+            Grammar::JsonSchema(s) => s.to_string(),
+            Grammar::Substring { text, alternatives } => Self::substring_lark(text, alternatives),
+        }
+    }
+
     fn top_level(&self) -> TopLevelGrammar {
         match self {
             Grammar::JsonSchema(schema) => {
