@@ -317,12 +317,21 @@ impl Calibration {
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read calibration file {}", path.display()))?;
-        let c: Calibration = serde_json::from_str(&text).with_context(|| {
+        let not_ours = || {
             format!(
                 "{} is not a calibration file written by `autolabel-local calibrate`",
                 path.display()
             )
-        })?;
+        };
+        let value: serde_json::Value = serde_json::from_str(&text).with_context(not_ours)?;
+        if value["format"] == crate::answer_calibration::ANSWER_FORMAT {
+            bail!(
+                "{} is a calibration for generated answers (made by `calibrate` for task '{}'), not for a label set; calibrate this config instead",
+                path.display(),
+                value["task_name"].as_str().unwrap_or_default()
+            )
+        }
+        let c: Calibration = serde_json::from_value(value).with_context(not_ours)?;
         if c.format != FORMAT {
             bail!(
                 "{}: calibration format '{}' is not '{FORMAT}'; run `autolabel-local calibrate` again",

@@ -11,7 +11,8 @@ use crate::session::Session;
 use crate::tasks::open::{Answer, OpenTask};
 use anyhow::Result;
 use autolabel_models::generation::{
-    generate, ConstraintCompiler, Finish, Generated, GenerationRequest, Grammar,
+    generate_timed, ConstraintCompiler, Finish, Generated, GenerationRequest, GenerationTimes,
+    Grammar,
 };
 use autolabel_models::tokenization::token_env::token_env;
 use sha2::{Digest, Sha256};
@@ -27,7 +28,25 @@ pub struct GenerationResult {
     pub generated: usize,
     /// Tokens generated in this pass (end tokens included).
     pub tokens: usize,
+    /// Time spent generating, and how much of it the model waited for the constraints.
+    pub times: GenerationTimes,
     pub interrupted: bool,
+}
+
+impl GenerationResult {
+    /// How much of the generation time the model waited for the constraints (None when
+    /// nothing was generated).
+    pub fn overhead(&self) -> Option<String> {
+        let t = &self.times;
+        (t.seconds > 0.0).then(|| {
+            format!(
+                "constraint overhead: the model waited {:.1} s of {:.1} s of generation ({:.1}%) for grammar masks and token choice",
+                t.constraint_seconds,
+                t.seconds,
+                100.0 * t.constraint_seconds / t.seconds
+            )
+        })
+    }
 }
 
 struct Item {
@@ -202,6 +221,7 @@ pub fn generate_rows(
     }
 
     let bar = progress_bar(items.len(), reused);
+    let mut times = GenerationTimes::default();
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_key(|&j| items[j].prompt.len());
     let mut batches: Vec<Vec<usize>> = Vec::new();
@@ -255,10 +275,11 @@ pub fn generate_rows(
                 max_new_tokens: items[j].max_new,
             })
             .collect();
-        let outcome = generate(model.scorer.as_ref(), &requests, matchers, &end[..1])
+        let outcome = generate_timed(model.scorer.as_ref(), &requests, matchers, &end[..1])
             .map_err(|e| format!("{e:#}"));
         match outcome {
-            Ok(out) => {
+            Ok((out, t)) => {
+                times.add(t);
                 if let Some((journal, _, _)) = journal.as_mut() {
                     let enc: Vec<(RowKey, Vec<Vec<f32>>)> = batch
                         .iter()
@@ -310,6 +331,7 @@ pub fn generate_rows(
         reused,
         generated,
         tokens,
+        times,
         interrupted,
     })
 }

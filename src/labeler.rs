@@ -194,8 +194,10 @@ impl<'a> Labeler<'a> {
         if let Some(e) = &row.error {
             return Err(e.clone());
         }
-        let labels = self.task.candidates(data, row);
-        let candidates = self.candidates(&labels).map_err(|e| e.to_string())?;
+        let labels = self.task.candidates(data, row)?;
+        let candidates = self
+            .candidates(&labels)
+            .map_err(|e| format!("line {}: {e}", row.line))?;
         let longest_answer = candidates.iter().map(Vec::len).max().unwrap_or(0);
         let prompt = self.prepare_prompt(data, row, AnswerBudget::Tokens(longest_answer))?;
         Ok(Prepared {

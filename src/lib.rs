@@ -3,10 +3,12 @@
 //! One file per concern: [`config`] (Autolabel's JSON config), [`dataset`] (reading rows),
 //! [`prompt`] and [`chat_template`] (prompt text), [`tasks`] (one file per task type behind one
 //! trait), [`labeler`] (rows to scoring requests), [`scoring_pass`] (a dataset through the
-//! model), [`confidence`], [`calibration`] and [`operating_point`] (temperature and thresholds),
+//! model), [`confidence`], [`calibration`], [`answer_calibration`] (generated answers) and
+//! [`operating_point`] (temperature and thresholds),
 //! [`metrics`], [`plots`], [`output`], [`journal`] (resumable runs), and [`commands`] (one file
 //! per command).
 
+pub mod answer_calibration;
 pub mod calibration;
 pub mod chat_template;
 pub mod commands;

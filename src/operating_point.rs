@@ -69,10 +69,8 @@ impl OperatingPoint {
             });
         };
         let cal = Calibration::read(path)?;
-        match labels {
-            Some(labels) => cal.check_matches(path, task, labels, model_file)?,
-            None => bail!("--calibration needs a task with a fixed label set"),
-        }
+        // A task whose candidates differ per row (multiple choice) has a calibration without labels.
+        cal.check_matches(path, task, labels.unwrap_or(&[]), model_file)?;
         let method = method.unwrap_or(cal.confidence);
         let target = args.target_accuracy.unwrap_or(cal.target_accuracy);
         let Some(point) = cal.threshold_for(method, target) else {

@@ -4,87 +4,10 @@
 //! the entity, metrics are printed, a rerun comes from the journal byte for byte, and bad
 //! configs and ground truth get messages naming the key, column or row.
 
-use autolabel_models::testing::{write_tiny_gguf, TinySpec};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .join(rel)
-}
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    model: PathBuf,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let model = dir.path().join("tiny.gguf");
-        // Byte-level prompts with few-shot examples run to a few thousand tokens.
-        let spec = TinySpec {
-            context: 8192,
-            ..TinySpec::llama()
-        };
-        write_tiny_gguf(&model, &spec).unwrap();
-        Fixture { dir, model }
-    }
-    fn file(&self, name: &str, content: &str) -> PathBuf {
-        let p = self.dir.path().join(name);
-        std::fs::write(&p, content).unwrap();
-        p
-    }
-    /// The first `n` rows of a shared CSV (header kept).
-    fn head(&self, rel: &str, n: usize, name: &str) -> PathBuf {
-        let mut r = csv::Reader::from_path(shared(rel)).unwrap();
-        let mut w = csv::Writer::from_path(self.dir.path().join(name)).unwrap();
-        w.write_record(r.headers().unwrap()).unwrap();
-        for rec in r.records().take(n) {
-            w.write_record(&rec.unwrap()).unwrap();
-        }
-        w.flush().unwrap();
-        self.dir.path().join(name)
-    }
-    fn run(&self, config: &Path, data: &Path, out: &Path, extra: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_autolabel-local"))
-            .args([
-                "run",
-                "--config",
-                config.to_str().unwrap(),
-                "--data",
-                data.to_str().unwrap(),
-            ])
-            .args([
-                "--out",
-                out.to_str().unwrap(),
-                "--model",
-                self.model.to_str().unwrap(),
-            ])
-            .args(["--max-tokens", "8192"])
-            .args(extra)
-            .env("AUTOLABEL_LOCAL_CACHE", self.dir.path().join("cache"))
-            .output()
-            .unwrap()
-    }
-}
-
-fn read_csv(p: &Path) -> Vec<std::collections::HashMap<String, String>> {
-    csv::Reader::from_path(p)
-        .unwrap()
-        .deserialize()
-        .map(|r| r.unwrap())
-        .collect()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{read_csv, shared, text, Fixture};
+use std::path::Path;
 
 const TYPES: [&str; 4] = ["Location", "Organization", "Person", "Miscellaneous"];
 

@@ -1,4 +1,5 @@
-//! `autolabel-local calibrate`: score labeled seed rows, fit a temperature (and with `--fit bias`
+//! `autolabel-local calibrate` for tasks with a label set (tasks with generated answers are in
+//! `calibrate_open`): score labeled seed rows, fit a temperature (and with `--fit bias`
 //! a per-label bias), choose the confidence
 //! threshold that reaches a target accuracy, report calibration quality before and after (on a
 //! held-out split with --holdout), write the calibration file and its charts.
@@ -66,7 +67,7 @@ impl Seed {
 }
 
 /// Deterministic split: a row is held out when its index hashes into the held-out share.
-fn held_out(index: usize, fraction: f64) -> bool {
+pub(crate) fn held_out(index: usize, fraction: f64) -> bool {
     let mut z = (index as u64).wrapping_add(0x9E3779B97F4A7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
@@ -103,7 +104,7 @@ fn quality_line(name: &str, q: &Quality) -> String {
     )
 }
 
-pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
+pub fn calibrate(args: &CalibrateArgs) -> Result<()> {
     let method = ConfidenceMethod::parse(&args.confidence)?;
     if !(0.0..1.0).contains(&args.holdout) {
         bail!(
@@ -124,18 +125,29 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
         bail!("--plot-format '{}' must be svg or png", args.plot_format)
     }
     let session = Session::open(&args.common)?;
-    if session.task.open().is_some() {
-        bail!(
-            "`calibrate` is not supported yet for {} tasks (their answers are generated, not chosen from labels); `run` writes each answer's confidence",
-            session.config.task_type
-        )
-    }
     for n in &session.notices {
         eprintln!("note: {n}");
     }
-    let Some(labels) = session.task.fixed_candidates() else {
-        bail!("calibrate needs a task with a fixed label set (prompt.labels)")
-    };
+    if let Some(open) = session.task.open() {
+        return super::calibrate_open::calibrate_open(args, &session, open).map(|_| ());
+    }
+    calibrate_labels(args, &session, method).map(|_| ())
+}
+
+/// `calibrate` for a task with a label set.
+fn calibrate_labels(
+    args: &CalibrateArgs,
+    session: &Session,
+    method: ConfidenceMethod,
+) -> Result<Calibration> {
+    // Without a fixed label set (multiple choice: each row's options) only a temperature is fitted.
+    let labels = session
+        .task
+        .fixed_candidates()
+        .unwrap_or_else(|| std::sync::Arc::new(Vec::new()));
+    if labels.is_empty() && args.fit == "bias" {
+        bail!("--fit bias needs a fixed label set; this task's candidates differ per row (its options), so only a temperature is fitted: leave out --fit bias")
+    }
     let data = &session.data;
     let label_column = session.config.dataset.label_column.clone();
     if data
@@ -281,7 +293,7 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<Calibration> {
         }
         println!("{}", quality_line("held out, calibrated", a));
     }
-    if adj.bias.is_empty() {
+    if adj.bias.is_empty() && !labels.is_empty() {
         // A model that picks one label far more often than the seed rows have it has a label
         // preference that a temperature cannot remove.
         let mut chosen = vec![0usize; labels.len()];

@@ -2,6 +2,7 @@
 //! exit codes.
 
 pub mod calibrate;
+pub mod calibrate_open;
 pub mod models;
 pub mod plan;
 pub mod run;

@@ -18,8 +18,9 @@ pub struct PlanArgs {
     /// Rows scored to estimate the run time.
     #[arg(long, default_value_t = 4)]
     pub sample: usize,
-    /// Write every row's exact scoring request (prompt text and token ids, labels and their
-    /// token ids) as JSONL, e.g. to score the same requests with another engine.
+    /// Write every row's exact request as JSONL, e.g. to run the same requests through another
+    /// engine: prompt token ids, and labels with their token ids (label sets) or the answer's
+    /// token budget, end tokens and constraint (generated answers).
     #[arg(long)]
     pub dump_requests: Option<std::path::PathBuf>,
 }
@@ -141,21 +142,44 @@ fn plan_open(
     labeler: &Labeler,
     task: &dyn OpenTask,
 ) -> Result<()> {
-    if args.dump_requests.is_some() {
-        bail!(
-            "--dump-requests writes scoring requests; {} tasks generate their answers",
-            session.config.task_type
-        )
-    }
     let data = &session.data;
+    let mut dump = match &args.dump_requests {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot write --dump-requests file {}", path.display()))?,
+        )),
+        None => None,
+    };
     let mut ok: Vec<(usize, Vec<u32>, usize)> = Vec::new();
     let mut errors = 0;
     for (i, row) in data.rows.iter().enumerate() {
         let budget = |n| task.max_answer_tokens(data, row, n);
         match labeler.prepare_prompt(data, row, AnswerBudget::PerInput(&budget)) {
-            Ok(p) => ok.push((i, p.ids, p.answer_tokens)),
+            Ok(p) => {
+                if let Some(w) = dump.as_mut() {
+                    let line = serde_json::json!({
+                        "line": row.line,
+                        "row": i,
+                        "prompt_ids": p.ids,
+                        "max_answer_tokens": p.answer_tokens,
+                        "end_ids": labeler.answer_end(),
+                        "constraint": task.grammar(data, row).map(|g| g.text()).ok(),
+                        "truth": session.task.ground_truth(data, row),
+                    });
+                    writeln!(w, "{line}")?;
+                }
+                ok.push((i, p.ids, p.answer_tokens))
+            }
             Err(_) => errors += 1,
         }
+    }
+    if let (Some(mut w), Some(path)) = (dump, &args.dump_requests) {
+        w.flush()?;
+        println!(
+            "wrote {} generation requests to {}",
+            ok.len(),
+            path.display()
+        );
     }
     let Some((first, _, _)) = ok.first() else {
         bail!("no row of {} can be labeled", data.path.display())

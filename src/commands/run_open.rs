@@ -2,10 +2,13 @@
 //! the generation pass, the task's output columns and its metrics report.
 
 use super::run::{interrupted, journaled_pass, open_journal, RunArgs, RunSummary};
+use crate::answer_calibration::{AnswerCalibration, Platt};
+use crate::calibration::CurvePoint;
 use crate::generation_pass::generate_all;
 use crate::labeler::Labeler;
 use crate::output::{bool_text, write_output, OutputColumns};
 use crate::session::Session;
+use crate::tasks::open::Interpreted;
 use crate::tasks::open::OpenTask;
 use anyhow::{bail, Result};
 use std::path::PathBuf;
@@ -19,10 +22,7 @@ pub fn run_open(
     out: PathBuf,
     stop: &AtomicBool,
 ) -> Result<RunSummary> {
-    let c = &args.confidence;
-    if c.calibration.is_some() || c.target_accuracy.is_some() || c.confidence.is_some() {
-        bail!("--calibration, --target-accuracy and --confidence are not supported yet for {} tasks; each entity's confidence is in the entities column", session.config.task_type)
-    }
+    let point = AnswerPoint::resolve(args, session, task)?;
     let (mut journal, settings, journal_file) = open_journal(args, session, &out)?;
     let pass = generate_all(
         session,
@@ -36,12 +36,15 @@ pub fn run_open(
         return Ok(interrupted(&pass.rows, pass.truncated, &journal_file, out));
     }
     let name = session.task.name();
+    let thresholded = point.as_ref().is_some_and(|p| p.threshold.is_some());
     let names: Vec<String> = ["label", "confidence", "successfully_labeled", "error"]
         .iter()
         .map(|c| c.to_string())
         .chain(task.extra_columns())
+        .chain(thresholded.then(|| "confidently_labeled".to_string()))
         .map(|c| format!("{name}_task_{c}"))
         .collect();
+    let mut confident = 0;
     let width = names.len();
     let mut columns = OutputColumns::new(names, total);
     let mut interpreted = Vec::with_capacity(total);
@@ -53,7 +56,8 @@ pub fn run_open(
             .map_err(String::clone)
             .and_then(|a| task.interpret(data, row, a))
         {
-            Ok(it) => {
+            Ok(mut it) => {
+                let sure = point.as_ref().map(|p| p.apply(task, &mut it));
                 values.extend([
                     it.label.clone(),
                     format!("{:.6}", it.confidence),
@@ -61,6 +65,11 @@ pub fn run_open(
                     String::new(),
                 ]);
                 values.extend(it.extra.iter().cloned());
+                if thresholded {
+                    let sure = sure.unwrap_or(true);
+                    confident += sure as usize;
+                    values.push(bool_text(sure));
+                }
                 interpreted.push(Some(it));
             }
             Err(e) => {
@@ -82,6 +91,9 @@ pub fn run_open(
         session.model.path.display(),
         out.display()
     );
+    if let Some(line) = pass.overhead() {
+        eprintln!("{line}");
+    }
     if pass.reused > 0 {
         eprintln!(
             "{} rows came from the journal {}; --fresh generates everything again",
@@ -94,6 +106,16 @@ pub fn run_open(
             "{} rows had their input cut from the middle to fit --max-tokens",
             pass.truncated
         );
+    }
+    if let Some(p) = &point {
+        eprintln!("confidence: {}", p.describe(task.unit()));
+        if thresholded {
+            eprintln!(
+                "{confident} of {labeled} labeled rows have every {} at or above the threshold; {}",
+                task.unit(),
+                task.below_threshold_note()
+            );
+        }
     }
     if !errors.is_empty() {
         eprintln!(
@@ -125,4 +147,86 @@ pub fn run_open(
         out,
         interrupted: false,
     })
+}
+
+/// The calibration and threshold a run of a generated-answer task applies.
+struct AnswerPoint {
+    platt: Platt,
+    threshold: Option<CurvePoint>,
+    target: f64,
+    path: PathBuf,
+}
+
+impl AnswerPoint {
+    fn resolve(args: &RunArgs, session: &Session, task: &dyn OpenTask) -> Result<Option<Self>> {
+        let c = &args.confidence;
+        let kind = &session.config.task_type;
+        if c.confidence.is_some() || c.all_confidence_columns {
+            bail!("--confidence and --all-confidence-columns choose among label-set confidences; a {kind} task's confidence is the probability of each {}'s tokens", task.unit())
+        }
+        if let Some(t) = c.target_accuracy {
+            if !(0.0..=1.0).contains(&t) {
+                bail!("--target-accuracy {t} must be between 0 and 1 (e.g. 0.9)")
+            }
+        }
+        let Some(path) = &c.calibration else {
+            if c.target_accuracy.is_some() {
+                bail!("--target-accuracy needs --calibration FILE: the threshold comes from labeled seed rows (run `autolabel-local calibrate` with this config first)")
+            }
+            return Ok(None);
+        };
+        let cal = AnswerCalibration::read(path)?;
+        cal.check_matches(path, session.task.name(), &session.model_file())?;
+        let target = c.target_accuracy.unwrap_or(cal.target_accuracy);
+        let threshold = match cal.threshold_for(target) {
+            Some(p) => Some(p),
+            None if c.target_accuracy.is_none() => None,
+            None => {
+                let best = cal.curve.iter().map(|p| p.accuracy).fold(0.0, f64::max);
+                bail!(
+                    "no threshold reached accuracy {target} on the seed {}s of {} (the best subset reached {best:.3}); lower --target-accuracy or calibrate on more seed rows",
+                    task.unit(),
+                    path.display()
+                )
+            }
+        };
+        Ok(Some(AnswerPoint {
+            platt: cal.platt,
+            threshold,
+            target,
+            path: path.clone(),
+        }))
+    }
+
+    /// Calibrates an answer's units; whether every unit reached the threshold.
+    fn apply(&self, task: &dyn OpenTask, it: &mut Interpreted) -> bool {
+        let platt = self.platt;
+        task.apply_calibration(
+            it,
+            &move |p| platt.apply(p),
+            self.threshold.map(|p| p.threshold as f64),
+        )
+    }
+
+    fn describe(&self, unit: &str) -> String {
+        let cal = format!(
+            "calibrated {unit} probability sigmoid({:.3} ln p + {:.3}) from {}",
+            self.platt.a,
+            self.platt.b,
+            self.path.display()
+        );
+        match &self.threshold {
+            Some(p) => format!(
+                "{cal}; threshold {:.4} (on the seed rows it kept {:.1}% of {unit}s at accuracy {:.3}, target {})",
+                p.threshold,
+                100.0 * p.completion_rate,
+                p.accuracy,
+                self.target
+            ),
+            None => format!(
+                "{cal}; no threshold (the calibration's target {} was not reachable on its seed rows)",
+                self.target
+            ),
+        }
+    }
 }

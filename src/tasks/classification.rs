@@ -85,8 +85,8 @@ impl Task for Classification {
         &self.prompt
     }
 
-    fn candidates(&self, _: &Dataset, _: &Row) -> Arc<Vec<String>> {
-        self.labels.clone()
+    fn candidates(&self, _: &Dataset, _: &Row) -> Result<Arc<Vec<String>>, String> {
+        Ok(self.labels.clone())
     }
 
     fn fixed_candidates(&self) -> Option<Arc<Vec<String>>> {

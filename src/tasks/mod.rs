@@ -5,9 +5,11 @@
 pub mod classification;
 pub mod entity_matching;
 mod few_shot;
+pub mod multiple_choice;
 pub mod named_entity_recognition;
 pub mod ner_eval;
 pub mod ner_format;
+pub mod ner_report;
 pub mod open;
 pub mod question_answering;
 
@@ -24,9 +26,10 @@ pub trait Task: Send + Sync {
     fn name(&self) -> &str;
     /// The prompt every row is rendered through.
     fn prompt_builder(&self) -> &PromptBuilder;
-    /// The candidate answers for a row (none for a task whose answers are generated).
-    fn candidates(&self, _data: &Dataset, _row: &Row) -> Arc<Vec<String>> {
-        Arc::new(Vec::new())
+    /// The candidate answers for a row (none for a task whose answers are generated), or why the
+    /// row has none.
+    fn candidates(&self, _data: &Dataset, _row: &Row) -> Result<Arc<Vec<String>>, String> {
+        Ok(Arc::new(Vec::new()))
     }
     /// The candidate answers when they are the same for every row (checked once, up front).
     fn fixed_candidates(&self) -> Option<Arc<Vec<String>>> {
@@ -59,7 +62,7 @@ pub const SUPPORTED_TASK_TYPES: &[&str] = &[
     "entity_matching",
     "named_entity_recognition",
     "attribute_extraction (attributes that are entity lists)",
-    "question_answering (extractive)",
+    "question_answering (extractive, or multiple choice with an options column)",
 ];
 
 /// The prompt a config describes: its guidelines (else the task's defaults), its example
@@ -115,6 +118,9 @@ pub fn build_task(config: &TaskConfig, data: &Dataset) -> Result<Box<dyn Task>> 
     match config.task_type.as_str() {
         "classification" => Ok(Box::new(Classification::new(config, data)?)),
         "entity_matching" => Ok(Box::new(entity_matching::new(config, data)?)),
+        "question_answering" if multiple_choice::is_multiple_choice(config, data) => Ok(Box::new(
+            multiple_choice::MultipleChoice::new(config, data)?,
+        )),
         "question_answering" => Ok(Box::new(question_answering::QuestionAnswering::new(
             config, data,
         )?)),

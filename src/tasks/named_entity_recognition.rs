@@ -5,10 +5,10 @@
 //! that writes `{"Type": ["entity", ...], ...}` with every type in order and every entity a run
 //! of whole words of the input text, so it always parses and every span is in the text.
 
-use super::ner_eval::{NerEvaluation, Span, SCHEMES};
 use super::ner_format::{
     canonical_json, entity_grammar, max_entities, parse_label_column, parse_list_column, text_spans,
 };
+use super::ner_report;
 use super::open::{Answer, Interpreted, OpenTask, Report};
 use super::{few_shot, Task};
 use crate::config::TaskConfig;
@@ -290,33 +290,6 @@ impl Task for NamedEntityRecognition {
     }
 }
 
-/// Predicted entities as the metrics read them back from [`Interpreted::detail`].
-fn predicted(detail: &serde_json::Value) -> Vec<(Span, f64)> {
-    detail
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| {
-                    (
-                        Span {
-                            label: e["type"].as_str().unwrap_or_default().into(),
-                            start: e["start"].as_i64().unwrap_or(-1),
-                            end: e["end"].as_i64().unwrap_or(-1),
-                        },
-                        e["confidence"].as_f64().unwrap_or(0.0),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Predicted spans with their confidence.
-type Scored = Vec<(Span, f64)>;
-
-/// Entity-confidence thresholds of the completion table.
-const THRESHOLDS: [f64; 7] = [0.0, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99];
-
 impl OpenTask for NamedEntityRecognition {
     fn grammar(&self, data: &Dataset, row: &Row) -> Result<Grammar, String> {
         let text = data.value(row, &self.text_column).unwrap_or("");
@@ -367,7 +340,10 @@ impl OpenTask for NamedEntityRecognition {
                     }
                     None => 0.0,
                 };
-                if e.trim().is_empty() {
+                // A run of chunks may start or end with the text's whitespace: the entity is
+                // the words, as in the ground truth.
+                let e = e.trim().to_string();
+                if e.is_empty() {
                     continue;
                 }
                 list.push(e.clone());
@@ -402,105 +378,68 @@ impl OpenTask for NamedEntityRecognition {
         if matches!(self.truth, Truth::None) {
             return None;
         }
-        let mut warnings = Vec::new();
-        let (mut support, mut missing_in_text) = (0, 0);
-        let mut docs: Vec<(Vec<Span>, Scored)> = Vec::new();
-        for (row, answer) in data.rows.iter().zip(answers) {
-            let Some(truth) = self.truth_of(data, row) else {
-                continue;
-            };
-            let truth = match truth {
-                Ok(t) => t,
-                Err(e) => {
-                    warnings.push(format!("{e}; the row is left out of the metrics"));
+        let rows = data.rows.iter().zip(answers).filter_map(|(row, answer)| {
+            let truth = self.truth_of(data, row)?;
+            let text = data.value(row, &self.text_column).unwrap_or("");
+            Some((row.line, text, truth, answer.as_ref().map(|a| &a.detail)))
+        });
+        Some(ner_report::report(&self.types, rows))
+    }
+
+    fn unit(&self) -> &'static str {
+        "entity"
+    }
+
+    fn outcomes(
+        &self,
+        data: &Dataset,
+        row: &Row,
+        answer: &Interpreted,
+    ) -> Option<Vec<(f64, bool)>> {
+        let truth = self.truth_of(data, row)?.ok()?;
+        let text = data.value(row, &self.text_column).unwrap_or("");
+        let gold = text_spans(text, &truth);
+        Some(
+            ner_report::predicted(&answer.detail)
+                .into_iter()
+                .map(|(span, p)| (p, span.start >= 0 && gold.contains(&span)))
+                .collect(),
+        )
+    }
+
+    fn below_threshold_note(&self) -> &'static str {
+        r#"entities below it are left out of the label and kept in the entities column with "confident": false"#
+    }
+
+    fn apply_calibration(
+        &self,
+        answer: &mut Interpreted,
+        calibrated: &dyn Fn(f64) -> f64,
+        threshold: Option<f64>,
+    ) -> bool {
+        let mut all = true;
+        let mut by_type: Vec<(String, Vec<String>)> =
+            self.types.iter().map(|t| (t.clone(), Vec::new())).collect();
+        for e in answer.detail.as_array_mut().into_iter().flatten() {
+            let p = e["confidence"].as_f64().unwrap_or(0.0);
+            let c = calibrated(p);
+            e["probability"] = p.into();
+            e["confidence"] = ((c * 1e6).round() / 1e6).into();
+            if let Some(t) = threshold {
+                let keep = c as f32 >= t as f32;
+                e["confident"] = keep.into();
+                all &= keep;
+                if !keep {
                     continue;
                 }
-            };
-            support += 1;
-            let text = data.value(row, &self.text_column).unwrap_or("");
-            let spans = text_spans(text, &truth);
-            for (s, (_, e)) in spans.iter().zip(&truth) {
-                if s.start < 0 {
-                    missing_in_text += 1;
-                    if missing_in_text <= 5 {
-                        warnings.push(format!("line {}: ground-truth entity '{e}' ({}) is not in the text; it counts as missed", row.line, s.label));
-                    }
-                }
             }
-            if let Some(a) = answer {
-                docs.push((spans, predicted(&a.detail)));
+            let ty = e["type"].as_str().unwrap_or_default();
+            if let Some((_, l)) = by_type.iter_mut().find(|(t, _)| t == ty) {
+                l.push(e["text"].as_str().unwrap_or_default().to_string());
             }
         }
-        if missing_in_text > 5 {
-            warnings.push(format!(
-                "{missing_in_text} ground-truth entities in all are not in their text"
-            ));
-        }
-        let tags = self.types.clone();
-        let at = |t: f64| -> (NerEvaluation, usize, usize) {
-            let mut kept = 0;
-            let mut total = 0;
-            let d: Vec<(Vec<Span>, Vec<Span>)> = docs
-                .iter()
-                .map(|(truth, pred)| {
-                    total += pred.len();
-                    let p: Vec<Span> = pred
-                        .iter()
-                        .filter(|(_, c)| *c >= t)
-                        .map(|(s, _)| s.clone())
-                        .collect();
-                    kept += p.len();
-                    (truth.clone(), p)
-                })
-                .collect();
-            (NerEvaluation::new(&d, &tags), kept, total)
-        };
-        let (all, _, _) = at(0.0);
-        let mut text = format!(
-            "named-entity metrics (nervaluate schemes), {} of {support} rows with ground truth labeled\n{:<10} {:>9} {:>7} {:>7}\n",
-            docs.len(), "scheme", "precision", "recall", "f1"
-        );
-        let mut figures = Vec::new();
-        for scheme in SCHEMES {
-            let (p, r, f) = all.prf(scheme);
-            text.push_str(&format!("{scheme:<10} {p:>9.4} {r:>7.4} {f:>7.4}\n"));
-            figures.push((format!("{scheme}_f1"), f));
-        }
-        let strict = all.overall.get("strict").copied().unwrap_or_default();
-        let accuracy = if strict.possible() > 0 {
-            strict.correct as f64 / strict.possible() as f64
-        } else {
-            0.0
-        };
-        figures.push(("accuracy".into(), accuracy));
-        text.push_str(&format!(
-            "accuracy (strict correct / possible, as Autolabel): {accuracy:.4}\nper type (strict):"
-        ));
-        for (t, s) in &all.per_type {
-            let (p, r, f) = s.get("strict").copied().unwrap_or_default().prf(false);
-            text.push_str(&format!(
-                "\n  {t:<16} precision {p:.4} recall {r:.4} f1 {f:.4}"
-            ));
-        }
-        text.push_str(
-            "\nentity confidence threshold | entities kept | strict precision | recall | f1\n",
-        );
-        for t in THRESHOLDS {
-            let (e, kept, total) = at(t);
-            let (p, r, f) = e.prf("strict");
-            let share = if total > 0 {
-                kept as f64 / total as f64
-            } else {
-                0.0
-            };
-            text.push_str(&format!(
-                "{t:>28.2} | {share:>13.4} | {p:>16.4} | {r:>6.4} | {f:.4}\n"
-            ));
-        }
-        Some(Report {
-            text,
-            warnings,
-            figures,
-        })
+        answer.label = canonical_json(&self.types, &by_type);
+        answer.extra = vec![answer.detail.to_string()];
+        all
     }
 }

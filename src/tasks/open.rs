@@ -65,6 +65,25 @@ pub trait OpenTask: Send + Sync {
     /// The metrics report against the ground truth, when the data has it; notes about the
     /// ground truth (rows that could not be evaluated) come back as warnings.
     fn report(&self, data: &Dataset, answers: &[Option<Interpreted>]) -> Option<Report>;
+    /// What one unit of an answer that has its own confidence is called ("entity", "answer");
+    /// calibration and thresholds work per unit.
+    fn unit(&self) -> &'static str;
+    /// Each unit of a row's answer: its probability under the model and whether the ground truth
+    /// has it (`None`: the row has no usable ground truth).
+    fn outcomes(&self, data: &Dataset, row: &Row, answer: &Interpreted)
+        -> Option<Vec<(f64, bool)>>;
+    /// Applies a calibration to an answer: every unit's confidence becomes `calibrated(p)`; with
+    /// a threshold, units below it are marked as such (and left out of the label where the label
+    /// is a collection of units). Confidences are compared with the threshold in f32, the
+    /// precision the threshold is stored in. Returns whether every unit reached the threshold.
+    fn apply_calibration(
+        &self,
+        answer: &mut Interpreted,
+        calibrated: &dyn Fn(f64) -> f64,
+        threshold: Option<f64>,
+    ) -> bool;
+    /// What happens to the units below a threshold (for the run's summary).
+    fn below_threshold_note(&self) -> &'static str;
 }
 
 /// Metrics printed after a run.

@@ -208,6 +208,37 @@ impl OpenTask for QuestionAnswering {
             figures,
         })
     }
+
+    fn unit(&self) -> &'static str {
+        "answer"
+    }
+
+    fn outcomes(
+        &self,
+        data: &Dataset,
+        row: &Row,
+        answer: &Interpreted,
+    ) -> Option<Vec<(f64, bool)>> {
+        let truth = self.ground_truth(data, row)?;
+        Some(vec![(
+            answer.confidence,
+            normalize(&truth) == normalize(&answer.label),
+        )])
+    }
+
+    fn below_threshold_note(&self) -> &'static str {
+        "rows below it keep their answer with confidently_labeled = False"
+    }
+
+    fn apply_calibration(
+        &self,
+        answer: &mut Interpreted,
+        calibrated: &dyn Fn(f64) -> f64,
+        threshold: Option<f64>,
+    ) -> bool {
+        answer.confidence = calibrated(answer.confidence);
+        threshold.is_none_or(|t| answer.confidence as f32 >= t as f32)
+    }
 }
 
 #[cfg(test)]

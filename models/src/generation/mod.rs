@@ -17,6 +17,7 @@ use anyhow::{bail, Result};
 use llguidance::toktrie::SimpleVob;
 use llguidance::Matcher;
 use rayon::prelude::*;
+use std::time::Instant;
 
 /// One row to generate for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,15 +86,45 @@ pub trait DecodeState: Send {
     fn keep(&mut self, rows: &[usize]) -> candle_core::Result<()>;
 }
 
+/// Where a [`generate_timed`] call spent its time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GenerationTimes {
+    /// Wall time of the whole call.
+    pub seconds: f64,
+    /// Time the model was idle waiting for the constraint: the first masks, masks that took
+    /// longer than the model's step they overlapped, and choosing tokens under the masks and
+    /// advancing the constraints (sequential, after each step).
+    pub constraint_seconds: f64,
+}
+
+impl GenerationTimes {
+    pub fn add(&mut self, other: GenerationTimes) {
+        self.seconds += other.seconds;
+        self.constraint_seconds += other.constraint_seconds;
+    }
+}
+
 /// Greedy generation for `requests`, row `i` under `constraints[i]` (None: unconstrained, ends
 /// at one of `end_tokens` or at its token limit). Constrained rows end when their constraint
 /// accepts one of its end tokens.
 pub fn generate(
     model: &dyn IncrementalDecoder,
     requests: &[GenerationRequest],
-    mut constraints: Vec<Option<Matcher>>,
+    constraints: Vec<Option<Matcher>>,
     end_tokens: &[u32],
 ) -> Result<Vec<Generated>> {
+    generate_timed(model, requests, constraints, end_tokens).map(|(g, _)| g)
+}
+
+/// [`generate`], also saying how much of its time the constraints cost.
+pub fn generate_timed(
+    model: &dyn IncrementalDecoder,
+    requests: &[GenerationRequest],
+    mut constraints: Vec<Option<Matcher>>,
+    end_tokens: &[u32],
+) -> Result<(Vec<Generated>, GenerationTimes)> {
+    let started = Instant::now();
+    let mut waited = 0f64;
     if constraints.len() != requests.len() {
         bail!(
             "{} constraints for {} requests",
@@ -102,7 +133,7 @@ pub fn generate(
         )
     }
     if requests.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), GenerationTimes::default()));
     }
     for (i, r) in requests.iter().enumerate() {
         if r.prompt.is_empty() {
@@ -131,9 +162,12 @@ pub fn generate(
     let mut state = model.begin(&prompts)?;
     // `live[j]`: the request that row j of the model's state belongs to.
     let mut live: Vec<usize> = (0..requests.len()).collect();
+    let t = Instant::now();
     let mut masks = compute_masks(&mut constraints, &active);
+    waited += t.elapsed().as_secs_f64();
     loop {
         let logprobs = state.next_logprobs()?;
+        let picking = Instant::now();
         for (j, &i) in live.iter().enumerate() {
             if !active[i] {
                 continue;
@@ -182,6 +216,7 @@ pub fn generate(
                 active[i] = false;
             }
         }
+        waited += picking.elapsed().as_secs_f64();
         if !active.iter().any(|&a| a) {
             break;
         }
@@ -196,14 +231,23 @@ pub fn generate(
             .collect();
         // The next step's masks depend only on the tokens just chosen: compute them while the
         // model runs the step.
-        let (stepped, new_masks) = rayon::join(
-            || state.advance(&next),
+        let t = Instant::now();
+        let ((stepped, step_seconds), new_masks) = rayon::join(
+            || {
+                let t = Instant::now();
+                (state.advance(&next), t.elapsed().as_secs_f64())
+            },
             || compute_masks(&mut constraints, &active),
         );
+        waited += (t.elapsed().as_secs_f64() - step_seconds).max(0.0);
         stepped?;
         masks = new_masks;
     }
-    Ok(out)
+    let times = GenerationTimes {
+        seconds: started.elapsed().as_secs_f64(),
+        constraint_seconds: waited,
+    };
+    Ok((out, times))
 }
 
 /// Whether `tok` is one of the constraint's end tokens.

@@ -1,0 +1,247 @@
+//! `calibrate` for tasks whose answers are generated (named-entity recognition, extractive QA):
+//! generate answers for labeled seed rows, judge each unit (entity, answer) against the ground
+//! truth, fit Platt scaling of the unit's probability, choose the threshold that reaches a target
+//! precision, and write the calibration file and its charts.
+
+use super::calibrate::{held_out, CalibrateArgs};
+use crate::answer_calibration::{unit_quality, AnswerCalibration, UnitQuality, ANSWER_FORMAT};
+use crate::calibration::{default_path, reliability_bins, ECE_BINS};
+use crate::generation_pass::generate_all;
+use crate::metrics::{auroc, format_table, metrics_table, Outcome, DEFAULT_THRESHOLDS};
+use crate::plots;
+use crate::scoring_pass::PassOptions;
+use crate::session::Session;
+use crate::tasks::open::OpenTask;
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+
+fn quality_line(name: &str, q: &UnitQuality) -> String {
+    format!(
+        "| {name:<28} | {:>6} | {:>8.4} | {:>7.4} | {:>7.4} |",
+        q.units, q.accuracy, q.ece, q.brier
+    )
+}
+
+/// "entity" -> "entities", "answer" -> "answers".
+fn plural(unit: &str) -> String {
+    match unit.strip_suffix('y') {
+        Some(stem) => format!("{stem}ies"),
+        None => format!("{unit}s"),
+    }
+}
+
+fn as_outcomes(units: &[(f64, bool)], map: impl Fn(f64) -> f64) -> Vec<Outcome> {
+    units
+        .iter()
+        .map(|&(p, correct)| Outcome {
+            correct,
+            confidence: map(p) as f32,
+        })
+        .collect()
+}
+
+pub fn calibrate_open(
+    args: &CalibrateArgs,
+    session: &Session,
+    task: &dyn OpenTask,
+) -> Result<AnswerCalibration> {
+    let kind = &session.config.task_type;
+    if args.fit != "temperature" {
+        bail!("--fit {} applies to tasks with a label set; {kind} tasks fit a scaling of each {}'s probability (the default)", args.fit, task.unit())
+    }
+    if args.confidence != "label_prob" {
+        bail!("--confidence {} chooses among label-set confidences; a {kind} task's confidence is the probability of each {}'s tokens", args.confidence, task.unit())
+    }
+    let data = &session.data;
+    if data
+        .rows
+        .iter()
+        .all(|r| session.task.ground_truth(data, r).is_none())
+    {
+        bail!(
+            "{}: calibrate needs labeled seed rows, and no row has readable ground truth for this {kind} config (see the config's dataset keys)",
+            data.path.display()
+        )
+    }
+    let path = args
+        .calibration
+        .clone()
+        .unwrap_or_else(|| default_path(&args.common.config));
+    let labeler = session.labeler(&args.common)?;
+    let pass = generate_all(
+        session,
+        &labeler,
+        task,
+        PassOptions::new(args.batch_size, args.common.max_tokens),
+    )?;
+    let unit = task.unit();
+    let units = plural(unit);
+    let (mut fit, mut held) = (Vec::new(), Vec::new());
+    let (mut rows_fit, mut rows_held, mut failed) = (0, 0, 0);
+    for (i, (row, r)) in data.rows.iter().zip(&pass.rows).enumerate() {
+        let interpreted = r
+            .as_ref()
+            .map_err(String::clone)
+            .and_then(|a| task.interpret(data, row, a));
+        let answer = match interpreted {
+            Ok(a) => a,
+            Err(e) => {
+                if session.task.ground_truth(data, row).is_some() {
+                    failed += 1;
+                    eprintln!("warning: seed row left out: {e}");
+                }
+                continue;
+            }
+        };
+        let Some(judged) = task.outcomes(data, row, &answer) else {
+            continue;
+        };
+        if held_out(i, args.holdout) {
+            rows_held += 1;
+            held.extend(judged);
+        } else {
+            rows_fit += 1;
+            fit.extend(judged);
+        }
+    }
+    if fit.len() < 2 {
+        bail!(
+            "the model gave only {} {units} on {rows_fit} seed rows to fit on; calibrate needs labeled rows (at least dozens) where it answers",
+            fit.len()
+        )
+    }
+    let (platt, curve) = AnswerCalibration::fit(&fit);
+    let identity = |p: f64| p;
+    let calibrated = |p: f64| platt.apply(p);
+    let mut cal = AnswerCalibration {
+        format: ANSWER_FORMAT.into(),
+        task_type: kind.clone(),
+        task_name: session.task.name().into(),
+        model: session.model_file(),
+        unit: unit.into(),
+        platt,
+        target_accuracy: args.target_accuracy,
+        threshold: None,
+        fit: unit_quality(&fit, calibrated),
+        fit_uncalibrated: unit_quality(&fit, identity),
+        holdout: (!held.is_empty()).then(|| unit_quality(&held, calibrated)),
+        holdout_uncalibrated: (!held.is_empty()).then(|| unit_quality(&held, identity)),
+        curve,
+    };
+    let point = cal.threshold_for(args.target_accuracy);
+    cal.threshold = point.map(|p| p.threshold);
+    cal.write(&path)?;
+
+    println!(
+        "generated answers for {} seed rows in {:.1} s: {} {units} on {rows_fit} fit rows, {} on {rows_held} held-out rows{}",
+        rows_fit + rows_held + failed,
+        pass.seconds,
+        fit.len(),
+        held.len(),
+        if failed > 0 {
+            format!(" ({failed} rows could not be labeled)")
+        } else {
+            String::new()
+        }
+    );
+    if let Some(line) = pass.overhead() {
+        println!("{line}");
+    }
+    println!(
+        "calibrated {unit} confidence = sigmoid({:.4} * ln p + {:.4}), p = probability of the {unit}'s tokens",
+        platt.a, platt.b
+    );
+    println!();
+    println!("| {:<28} |      n | accuracy |     ECE |   Brier |", units);
+    println!("|------------------------------|-------:|---------:|--------:|--------:|");
+    println!(
+        "{}",
+        quality_line("fit, uncalibrated", &cal.fit_uncalibrated)
+    );
+    println!("{}", quality_line("fit, calibrated", &cal.fit));
+    if let (Some(b), Some(a)) = (&cal.holdout_uncalibrated, &cal.holdout) {
+        println!("{}", quality_line("held out, uncalibrated", b));
+        println!("{}", quality_line("held out, calibrated", a));
+    }
+    let (eval, which) = if held.is_empty() {
+        (&fit, "fit")
+    } else {
+        (&held, "held-out")
+    };
+    let o = as_outcomes(eval, calibrated);
+    println!(
+        "\nprobability as a predictor of a right {unit} (AUROC; 0.5 is chance): {}",
+        auroc(&as_outcomes(eval, identity))
+            .map_or("n/a (all right or all wrong)".into(), |a| format!("{a:.4}"))
+    );
+    println!("\n{which} {units}, calibrated confidence (accuracy = share of kept {units} that are right, completion_rate = share kept):");
+    println!(
+        "{}",
+        format_table(&metrics_table(&o, eval.len(), DEFAULT_THRESHOLDS))
+    );
+    match point {
+        Some(p) => {
+            println!(
+                "threshold for accuracy {}: calibrated confidence >= {:.4}, keeping {:.1}% of the fit {units} at accuracy {:.4}",
+                args.target_accuracy,
+                p.threshold,
+                100.0 * p.completion_rate,
+                p.accuracy
+            );
+            if !held.is_empty() {
+                let kept: Vec<&Outcome> = o.iter().filter(|x| x.confidence >= p.threshold).collect();
+                let acc = kept.iter().filter(|x| x.correct).count() as f64 / kept.len().max(1) as f64;
+                println!(
+                    "on the held-out {units} that threshold keeps {:.1}% at accuracy {acc:.4}",
+                    100.0 * kept.len() as f64 / held.len() as f64
+                );
+            }
+        }
+        None => println!(
+            "no threshold reaches accuracy {} on the fit {units}: every subset is less accurate; `run --calibration` will need a lower --target-accuracy",
+            args.target_accuracy
+        ),
+    }
+    println!("\nwrote {}", path.display());
+
+    if !args.no_plots {
+        let stem = path.with_extension("");
+        let reliability = PathBuf::from(format!(
+            "{}.reliability.{}",
+            stem.display(),
+            args.plot_format
+        ));
+        let coverage = PathBuf::from(format!("{}.coverage.{}", stem.display(), args.plot_format));
+        let pairs = |map: &dyn Fn(f64) -> f64| -> Vec<(f32, bool)> {
+            eval.iter().map(|&(p, ok)| (map(p) as f32, ok)).collect()
+        };
+        let drawn = plots::reliability_diagram(
+            &reliability,
+            &reliability_bins(&pairs(&identity), ECE_BINS),
+            &reliability_bins(&pairs(&calibrated), ECE_BINS),
+            &format!(
+                "{}: reliability of {} {which} {units}",
+                session.task.name(),
+                eval.len()
+            ),
+        );
+        let name = format!("calibrated {unit} confidence");
+        let drawn = drawn.and_then(|()| {
+            plots::coverage_chart(
+                &coverage,
+                &[(name.as_str(), cal.curve.as_slice())],
+                args.target_accuracy,
+                &format!(
+                    "{}: accuracy vs share of {units} kept ({} fit {units})",
+                    session.task.name(),
+                    fit.len()
+                ),
+            )
+        });
+        match drawn {
+            Ok(()) => println!("wrote {} and {}", reliability.display(), coverage.display()),
+            Err(e) => eprintln!("warning: charts not written: {e:#}"),
+        }
+    }
+    Ok(cal)
+}

@@ -1,0 +1,187 @@
+//! Multiple-choice question answering (Autolabel's `question_answering` with an `options` column,
+//! e.g. sciq): each row's options are its candidates, scored exactly like a label set, so the
+//! answer is always one of that row's options and the confidence is a probability over them.
+
+use super::{few_shot, Task};
+use crate::config::TaskConfig;
+use crate::dataset::{Dataset, Row};
+use crate::prompt::PromptBuilder;
+use anyhow::Result;
+use std::sync::Arc;
+
+const TASK_GUIDELINES: &str = "You are an expert at answering questions. Your job is to answer the given question, choosing the best answer from among the options provided.";
+const OUTPUT_GUIDELINES: &str =
+    "You will return the answer with just one element: the correct option, copied exactly";
+
+/// The column holding each row's options.
+pub const OPTIONS_COLUMN: &str = "options";
+
+pub struct MultipleChoice {
+    name: String,
+    prompt: PromptBuilder,
+    options_column: String,
+    label_column: Option<String>,
+    notices: Vec<String>,
+}
+
+/// Whether a `question_answering` config is multiple choice: its example template shows an
+/// `options` column of the data.
+pub fn is_multiple_choice(config: &TaskConfig, data: &Dataset) -> bool {
+    config
+        .prompt
+        .example_template
+        .as_deref()
+        .is_some_and(|t| t.contains(&format!("{{{OPTIONS_COLUMN}}}")))
+        && data.column(OPTIONS_COLUMN).is_some()
+}
+
+/// A row's options: a JSON list of strings, or a Python list literal as Autolabel's sciq data
+/// stores them (`['a', "b's", ...]`). Options are trimmed; repeated options count once.
+pub fn parse_options(value: &str) -> Result<Vec<String>, String> {
+    let v = value.trim();
+    let items = if let Ok(list) = serde_json::from_str::<Vec<serde_json::Value>>(v) {
+        list.into_iter()
+            .map(|x| match x {
+                serde_json::Value::String(s) => Ok(s),
+                other => Ok(other.to_string()),
+            })
+            .collect::<Result<Vec<String>, String>>()?
+    } else {
+        python_list(v)?
+    };
+    let mut out: Vec<String> = Vec::new();
+    for s in items {
+        let s = s.trim().to_string();
+        if !s.is_empty() && !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    if out.is_empty() {
+        return Err("the option list is empty".into());
+    }
+    Ok(out)
+}
+
+/// A Python list literal of quoted strings.
+fn python_list(v: &str) -> Result<Vec<String>, String> {
+    let bad = || {
+        let short: String = v.chars().take(60).collect();
+        format!("not a list of options (JSON or ['a', 'b']): {short:?}")
+    };
+    let inner = v
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .ok_or_else(bad)?;
+    let mut out = Vec::new();
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let Some(quote) = chars.next() else { break };
+        if quote != '\'' && quote != '"' {
+            return Err(bad());
+        }
+        let mut s = String::new();
+        loop {
+            match chars.next() {
+                None => return Err(bad()),
+                Some('\\') => match chars.next() {
+                    Some('n') => s.push('\n'),
+                    Some('t') => s.push('\t'),
+                    Some(c) => s.push(c),
+                    None => return Err(bad()),
+                },
+                Some(c) if c == quote => break,
+                Some(c) => s.push(c),
+            }
+        }
+        out.push(s);
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        match chars.next() {
+            None => break,
+            Some(',') => continue,
+            Some(_) => return Err(bad()),
+        }
+    }
+    Ok(out)
+}
+
+impl MultipleChoice {
+    pub fn new(config: &TaskConfig, data: &Dataset) -> Result<Self> {
+        let label_column = config.dataset.label_column.clone();
+        let mut prompt = super::config_prompt(
+            config,
+            data,
+            (TASK_GUIDELINES, OUTPUT_GUIDELINES),
+            "Question: {question}\nOptions: {options}\nAnswer: {answer}",
+            &[],
+            label_column.clone(),
+        )?;
+        let mut notices = Vec::new();
+        few_shot::add_few_shot_examples(config, &mut prompt, &mut notices)?;
+        if config.prompt.chain_of_thought == Some(true) {
+            notices.push("prompt.chain_of_thought is ignored: the options are scored exactly, with no generated explanation".into());
+        }
+        if let Some(col) = &label_column {
+            if data.column(col).is_none() {
+                notices.push(format!(
+                    "dataset.label_column '{col}' is not in {}; no accuracy will be reported",
+                    data.path.display()
+                ));
+            }
+        }
+        Ok(MultipleChoice {
+            name: config.task_name.clone(),
+            prompt,
+            options_column: OPTIONS_COLUMN.into(),
+            label_column,
+            notices,
+        })
+    }
+}
+
+impl Task for MultipleChoice {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn prompt_builder(&self) -> &PromptBuilder {
+        &self.prompt
+    }
+
+    fn candidates(&self, data: &Dataset, row: &Row) -> Result<Arc<Vec<String>>, String> {
+        parse_options(data.value(row, &self.options_column).unwrap_or(""))
+            .map(Arc::new)
+            .map_err(|e| format!("line {}: column '{}': {e}", row.line, self.options_column))
+    }
+
+    fn ground_truth(&self, data: &Dataset, row: &Row) -> Option<String> {
+        super::label_value(data, row, self.label_column.as_deref())
+    }
+
+    fn notices(&self) -> Vec<String> {
+        self.notices.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_from_python_and_json_lists() {
+        assert_eq!(
+            parse_options("['Oxygen', 'antioxidants', \"it's\", 'a\\'b']").unwrap(),
+            vec!["Oxygen", "antioxidants", "it's", "a'b"]
+        );
+        assert_eq!(parse_options(r#"["x", "y", "x"]"#).unwrap(), vec!["x", "y"]);
+        assert!(parse_options("[]").unwrap_err().contains("empty"));
+        assert!(parse_options("a, b").unwrap_err().contains("not a list"));
+        assert!(parse_options("['a' 'b']")
+            .unwrap_err()
+            .contains("not a list"));
+    }
+}

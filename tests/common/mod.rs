@@ -1,0 +1,118 @@
+//! Helpers shared by the test binaries for generated-answer tasks: a tiny random-weight model
+//! in a temporary directory, the shared data, and running the CLI.
+#![allow(dead_code)]
+
+use autolabel_models::testing::{write_tiny_gguf, TinySpec};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn shared(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(rel)
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub model: PathBuf,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        Self::with_seed(None)
+    }
+
+    /// A fixture that runs a real model (a path to its file) instead of the tiny one.
+    pub fn with_model(model: PathBuf) -> Self {
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+            model,
+        }
+    }
+
+    /// A fixture whose tiny model's weights come from `seed` (None: the default weights).
+    pub fn with_seed(seed: Option<u64>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("tiny.gguf");
+        // Byte-level prompts with few-shot examples run to a few thousand tokens.
+        let mut spec = TinySpec {
+            context: 8192,
+            ..TinySpec::llama()
+        };
+        if let Some(seed) = seed {
+            spec.seed = seed;
+        }
+        write_tiny_gguf(&model, &spec).unwrap();
+        Fixture { dir, model }
+    }
+    pub fn file(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+    /// The first `n` rows of a shared CSV (header kept).
+    pub fn head(&self, rel: &str, n: usize, name: &str) -> PathBuf {
+        let mut r = csv::Reader::from_path(shared(rel)).unwrap();
+        let mut w = csv::Writer::from_path(self.dir.path().join(name)).unwrap();
+        w.write_record(r.headers().unwrap()).unwrap();
+        for rec in r.records().take(n) {
+            w.write_record(&rec.unwrap()).unwrap();
+        }
+        w.flush().unwrap();
+        self.dir.path().join(name)
+    }
+    pub fn run(&self, config: &Path, data: &Path, out: &Path, extra: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_autolabel-local"))
+            .args([
+                "run",
+                "--config",
+                config.to_str().unwrap(),
+                "--data",
+                data.to_str().unwrap(),
+            ])
+            .args([
+                "--out",
+                out.to_str().unwrap(),
+                "--model",
+                self.model.to_str().unwrap(),
+            ])
+            .args(["--max-tokens", "8192"])
+            .args(extra)
+            .env("AUTOLABEL_LOCAL_CACHE", self.dir.path().join("cache"))
+            .output()
+            .unwrap()
+    }
+}
+
+impl Fixture {
+    /// `autolabel-local ARGS --model <the tiny model>` with the fixture's cache.
+    pub fn command(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_autolabel-local"))
+            .args(args)
+            .args([
+                "--model",
+                self.model.to_str().unwrap(),
+                "--max-tokens",
+                "8192",
+            ])
+            .env("AUTOLABEL_LOCAL_CACHE", self.dir.path().join("cache"))
+            .output()
+            .unwrap()
+    }
+}
+
+pub fn read_csv(p: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    csv::Reader::from_path(p)
+        .unwrap()
+        .deserialize()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
