@@ -27,7 +27,7 @@ waited for grammar masks and token choice).
 Usage (a venv with llama-cpp-python and numpy; another with torch, transformers, gguf and
 accelerate):
     /tmp/refenv/bin/python benches/compare_generation.py [--model smollm2-135m-instruct] \
-        [--rows 24] [--threads 2] [--ours 1:f32,8:f32,8:q] \
+        [--rows 24] [--threads 2] [--ours 1:f32,8:f32,1:q,8:q] \
         [--peers llama.cpp-json,llama.cpp-substring,transformers] \
         [--hf-python /tmp/hfenv/bin/python]
 """
@@ -183,7 +183,7 @@ def main():
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--rows", type=int, default=24)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--ours", default="1:f32,8:f32,8:q", help="autolabel-local runs as batch:dtype")
+    ap.add_argument("--ours", default="1:f32,8:f32,1:q,8:q", help="autolabel-local runs as batch:dtype")
     ap.add_argument("--peers", default="llama.cpp-json,llama.cpp-substring,transformers")
     ap.add_argument("--hf-python", default=sys.executable, help="python with torch, transformers and gguf")
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
@@ -198,7 +198,7 @@ def main():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"machine: {os.cpu_count()} cores, {cpu}; model {a.model} ({os.path.basename(model)}); "
           f"{a.rows} rows of autolabel_conll2003/test_head_small.csv, zero-shot\n")
-    print("| engine | rows/s | generated tokens/s | peak RSS MB | answers not parsed | entities not in the input | entities | precision | recall | F1 |")
+    print("| engine | rows/s | generated tokens/s | peak RSS MB | answers not parsed (or not ended within the budget) | entities not in the input | entities | precision | recall | F1 |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     overheads = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,8 @@
 //! Multiple-choice QA (Autolabel's sciq config: `question_answering` with an `options` column)
 //! from the command line on a tiny random-weight model over real sciq rows: every answer is one
 //! of its row's options, accuracy is reported, a row with unreadable options is reported by line,
-//! and `calibrate` fits a temperature over per-row options.
+//! `calibrate` fits a temperature over per-row options, and `score` gives the probability of an
+//! answer given elsewhere.
 
 mod common;
 
@@ -122,4 +123,23 @@ fn unreadable_options_are_reported_by_line_and_calibration_fits_a_temperature() 
         text(&o)
     );
     assert!(read_csv(&out)[0].contains_key(&format!("{TASK}_task_confidently_labeled")));
+
+    // `score`: the probability of an answer given elsewhere, among that row's options.
+    let scored = f.dir.path().join("scored.csv");
+    let o = f.command(&[
+        "score",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        test.to_str().unwrap(),
+        "--label-column",
+        "answer",
+        "--out",
+        scored.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for r in read_csv(&scored) {
+        let p: f64 = r[&format!("{TASK}_task_given_label_prob")].parse().unwrap();
+        assert!((0.0..=1.0).contains(&p), "{r:?}");
+    }
 }

@@ -40,7 +40,10 @@ fn conll_config(f: &Fixture, shots: usize) -> PathBuf {
     } else {
         prompt.insert(
             "few_shot_examples".into(),
-            shared("autolabel_conll2003/seed.csv").to_str().unwrap().into(),
+            shared("autolabel_conll2003/seed.csv")
+                .to_str()
+                .unwrap()
+                .into(),
         );
         prompt.insert("few_shot_num".into(), shots.into());
         prompt.insert("few_shot_selection".into(), "fixed".into());
