@@ -167,7 +167,7 @@ fn calibrate_labels(
         .unwrap_or_else(|| default_path(&args.common.config));
     let labeler = session.labeler(&args.common)?;
     let pass = score_all(
-        &session,
+        session,
         &labeler,
         PassOptions::new(args.batch_size, args.common.max_tokens),
     )?;
