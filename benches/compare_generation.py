@@ -34,6 +34,8 @@ accelerate):
 import argparse, csv, json, os, re, resource, subprocess, sys, tempfile, time
 from collections import Counter
 
+from compare_peers import model_path  # benches/compare_peers.py: the cached file of a model card
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 DATA = os.path.join(ROOT, "..", "shared", "data")
 BIN = os.path.join(ROOT, "target", "release", "autolabel-local")
@@ -149,14 +151,6 @@ def score(answers, truths, texts, types):
     r = tp / n_gold if n_gold else 0.0
     f = 2 * p * r / (p + r) if p + r else 0.0
     return {"unparsed": unparsed, "outside": outside, "entities": n_pred, "p": p, "r": r, "f1": f}
-
-
-def model_path(card):
-    out = subprocess.run([BIN, "models"], capture_output=True, text=True, check=True).stdout
-    for line in out.splitlines():
-        if line.startswith(card + " ") and "cached at " in line:
-            return line.split("cached at ", 1)[1].split("  (default)")[0].strip()
-    sys.exit(f"model card {card} is not cached; run `autolabel-local run --model {card} ...` once first")
 
 
 def run_ours(config, rows, model, batch, dtype, tmp):

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 N=${1:-2000}
 K=${2:-20}
 cargo build --release --quiet
-BIN=target/release/autolabel-local
+BIN=${BIN:-target/release/autolabel-local}  # BIN=... tests another build (e.g. a copy, while target/ is rebuilt)
 DIR=$(mktemp -d)
 trap 'rm -rf "$DIR"' EXIT
 ARGS=(run --config examples/sms_spam/config.json --data ../shared/data/sms_spam/SMSSpamCollection.tsv --max-items "$N")

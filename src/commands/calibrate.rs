@@ -15,7 +15,7 @@ use crate::scoring_pass::{score_all, PassOptions, Scored};
 use crate::session::{CommonArgs, Session};
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CalibrateArgs {
@@ -95,6 +95,28 @@ fn metric_outcomes(seeds: &[&Seed], method: ConfidenceMethod, adj: &Adjustment) 
             confidence,
         })
         .collect()
+}
+
+/// Share of the outcomes a threshold keeps, and their accuracy.
+pub(crate) fn kept_at(outcomes: &[Outcome], threshold: f32) -> (f64, f64) {
+    let kept: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|x| x.confidence >= threshold)
+        .collect();
+    let right = kept.iter().filter(|x| x.correct).count();
+    (
+        kept.len() as f64 / outcomes.len().max(1) as f64,
+        right as f64 / kept.len().max(1) as f64,
+    )
+}
+
+/// Where the reliability diagram and the coverage chart of a calibration file go.
+pub(crate) fn chart_paths(calibration: &Path, format: &str) -> (PathBuf, PathBuf) {
+    let stem = calibration.with_extension("");
+    (
+        PathBuf::from(format!("{}.reliability.{format}", stem.display())),
+        PathBuf::from(format!("{}.coverage.{format}", stem.display())),
+    )
 }
 
 fn quality_line(name: &str, q: &Quality) -> String {
@@ -342,12 +364,10 @@ fn calibrate_labels(
                 p.accuracy
             );
             if !held.is_empty() {
-                let kept: Vec<&Outcome> =
-                    o.iter().filter(|x| x.confidence >= p.threshold).collect();
-                let acc = kept.iter().filter(|x| x.correct).count() as f64 / kept.len().max(1) as f64;
+                let (share, acc) = kept_at(&o, p.threshold);
                 println!(
                     "on the held-out rows that threshold keeps {:.1}% at accuracy {acc:.4}",
-                    100.0 * kept.len() as f64 / held.len() as f64
+                    100.0 * share
                 );
             }
         }
@@ -359,13 +379,7 @@ fn calibrate_labels(
     println!("\nwrote {}", path.display());
 
     if !args.no_plots {
-        let stem = path.with_extension("");
-        let reliability = PathBuf::from(format!(
-            "{}.reliability.{}",
-            stem.display(),
-            args.plot_format
-        ));
-        let coverage = PathBuf::from(format!("{}.coverage.{}", stem.display(), args.plot_format));
+        let (reliability, coverage) = chart_paths(&path, &args.plot_format);
         let before: Vec<(f32, bool)> = eval
             .iter()
             .map(|s| top_outcome(&s.row(), &identity))

@@ -3,7 +3,7 @@
 //! truth, fit Platt scaling of the unit's probability, choose the threshold that reaches a target
 //! precision, and write the calibration file and its charts.
 
-use super::calibrate::{held_out, CalibrateArgs};
+use super::calibrate::{chart_paths, held_out, kept_at, CalibrateArgs};
 use crate::answer_calibration::{unit_quality, AnswerCalibration, UnitQuality, ANSWER_FORMAT};
 use crate::calibration::{default_path, reliability_bins, ECE_BINS};
 use crate::generation_pass::generate_all;
@@ -13,7 +13,6 @@ use crate::scoring_pass::PassOptions;
 use crate::session::Session;
 use crate::tasks::open::OpenTask;
 use anyhow::{bail, Result};
-use std::path::PathBuf;
 
 fn quality_line(name: &str, q: &UnitQuality) -> String {
     format!(
@@ -189,11 +188,10 @@ pub fn calibrate_open(
                 p.accuracy
             );
             if !held.is_empty() {
-                let kept: Vec<&Outcome> = o.iter().filter(|x| x.confidence >= p.threshold).collect();
-                let acc = kept.iter().filter(|x| x.correct).count() as f64 / kept.len().max(1) as f64;
+                let (share, acc) = kept_at(&o, p.threshold);
                 println!(
                     "on the held-out {units} that threshold keeps {:.1}% at accuracy {acc:.4}",
-                    100.0 * kept.len() as f64 / held.len() as f64
+                    100.0 * share
                 );
             }
         }
@@ -205,13 +203,7 @@ pub fn calibrate_open(
     println!("\nwrote {}", path.display());
 
     if !args.no_plots {
-        let stem = path.with_extension("");
-        let reliability = PathBuf::from(format!(
-            "{}.reliability.{}",
-            stem.display(),
-            args.plot_format
-        ));
-        let coverage = PathBuf::from(format!("{}.coverage.{}", stem.display(), args.plot_format));
+        let (reliability, coverage) = chart_paths(&path, &args.plot_format);
         let pairs = |map: &dyn Fn(f64) -> f64| -> Vec<(f32, bool)> {
             eval.iter().map(|&(p, ok)| (map(p) as f32, ok)).collect()
         };

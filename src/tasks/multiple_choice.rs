@@ -19,7 +19,6 @@ pub const OPTIONS_COLUMN: &str = "options";
 pub struct MultipleChoice {
     name: String,
     prompt: PromptBuilder,
-    options_column: String,
     label_column: Option<String>,
     notices: Vec<String>,
 }
@@ -42,10 +41,10 @@ pub fn parse_options(value: &str) -> Result<Vec<String>, String> {
     let items = if let Ok(list) = serde_json::from_str::<Vec<serde_json::Value>>(v) {
         list.into_iter()
             .map(|x| match x {
-                serde_json::Value::String(s) => Ok(s),
-                other => Ok(other.to_string()),
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
             })
-            .collect::<Result<Vec<String>, String>>()?
+            .collect()
     } else {
         python_list(v)?
     };
@@ -136,7 +135,6 @@ impl MultipleChoice {
         Ok(MultipleChoice {
             name: config.task_name.clone(),
             prompt,
-            options_column: OPTIONS_COLUMN.into(),
             label_column,
             notices,
         })
@@ -153,9 +151,9 @@ impl Task for MultipleChoice {
     }
 
     fn candidates(&self, data: &Dataset, row: &Row) -> Result<Arc<Vec<String>>, String> {
-        parse_options(data.value(row, &self.options_column).unwrap_or(""))
+        parse_options(data.value(row, OPTIONS_COLUMN).unwrap_or(""))
             .map(Arc::new)
-            .map_err(|e| format!("line {}: column '{}': {e}", row.line, self.options_column))
+            .map_err(|e| format!("line {}: column '{OPTIONS_COLUMN}': {e}", row.line))
     }
 
     fn ground_truth(&self, data: &Dataset, row: &Row) -> Option<String> {
