@@ -179,9 +179,9 @@ fn cases() -> Vec<Case> {
         case(
             "unsupported task type",
             1,
-            &["task_type", "multilabel_classification", "supported:"],
+            &["task_type", "summarization", "supported:"],
         )
-        .config_edit("\"classification\"", "\"multilabel_classification\""),
+        .config_edit("\"classification\"", "\"summarization\""),
         case(
             "NER without the column entities come from",
             1,

@@ -216,7 +216,7 @@ fn bad_inputs_get_messages_that_name_the_problem() {
         (
             f.file(
                 "c5.json",
-                &CONFIG.replace("classification", "multilabel_classification"),
+                &CONFIG.replace("classification", "summarization"),
             ),
             data.clone(),
             vec![],

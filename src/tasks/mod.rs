@@ -5,6 +5,8 @@
 pub mod classification;
 pub mod entity_matching;
 mod few_shot;
+pub mod multilabel;
+pub mod multilabel_report;
 pub mod multiple_choice;
 pub mod named_entity_recognition;
 pub mod ner_eval;
@@ -60,6 +62,7 @@ pub trait Task: Send + Sync {
 pub const SUPPORTED_TASK_TYPES: &[&str] = &[
     "classification",
     "entity_matching",
+    "multilabel_classification",
     "named_entity_recognition",
     "attribute_extraction (attributes that are entity lists)",
     "question_answering (extractive, or multiple choice with an options column)",
@@ -118,6 +121,7 @@ pub fn build_task(config: &TaskConfig, data: &Dataset) -> Result<Box<dyn Task>> 
     match config.task_type.as_str() {
         "classification" => Ok(Box::new(Classification::new(config, data)?)),
         "entity_matching" => Ok(Box::new(entity_matching::new(config, data)?)),
+        "multilabel_classification" => Ok(Box::new(multilabel::MultiLabel::new(config, data)?)),
         "question_answering" if multiple_choice::is_multiple_choice(config, data) => Ok(Box::new(
             multiple_choice::MultipleChoice::new(config, data)?,
         )),
