@@ -5,9 +5,12 @@ same rendered prompts and the same label token ids, in one invocation. Prints on
 autolabel-local dumps every row's exact scoring request (`plan --dump-requests`); then
 - autolabel-local labels the rows (`run --fresh`, release build), timed from its own summary;
 - llama.cpp (PyPI `llama-cpp-python`, in a child process so its peak RSS is its own) does the same
-  exact scoring as well as it can be done there: one prompt eval, then each label continuation
-  evaluated token by token after rewinding the KV cache to the end of the prompt (n_tokens set
-  back; llama.cpp drops the cache past it), summing token log-probs, logits_all off.
+  exact scoring, two ways: with its best levers (`llama.cpp-best`, through the C API: the previous
+  row's KV cache kept and only the tokens after the common prefix evaluated, and all label
+  continuations of a row in one llama_decode as parallel sequences sharing the prompt's cells in
+  a unified KV cache), and the simple way (`llama.cpp`: reset per row, one prompt eval, then each
+  label continuation evaluated token by token after rewinding the KV cache to the end of the
+  prompt), so the effect of the levers is visible.
 - transformers (PyPI `transformers` + `torch` + `gguf`, also in a child process) loads the same
   GGUF file (dequantized to float32, as `--dtype f32` does) and scores as well as it can be done
   with its API: one forward of the prompt with its KV cache, then all labels of the row in one
@@ -23,7 +26,7 @@ Usage (a venv with llama-cpp-python, numpy, and for the transformers peer torch,
 and gguf; see scripts/llamacpp_reference.py and scripts/make_reference_models.py):
     /path/to/venv/bin/python benches/compare_peers.py [--model smollm2-135m-instruct] \
         [--rows movie_reviews=60,sms_spam=60,banking77=30] [--threads 2] \
-        [--peers llama.cpp,transformers] [--hf-python /other/venv/bin/python]
+        [--peers llama.cpp-best,llama.cpp,transformers] [--repeat 3] [--hf-python /other/venv/bin/python]
 """
 import argparse, csv, json, os, re, resource, subprocess, sys, tempfile, time
 
@@ -75,6 +78,94 @@ def llama_worker(model, requests_file, out_file, threads):
         chosen.append(r["labels"][int(np.argmax(totals))])
     seconds = time.perf_counter() - start
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    json.dump({"labels": chosen, "seconds": seconds, "rss_mb": rss_mb}, open(out_file, "w"))
+
+
+def llama_best_worker(model, requests_file, out_file, threads):
+    """llama.cpp with its best levers for exact scoring, through its C API (llama-cpp-python's
+    low-level bindings): the previous row's KV cache is kept and only the tokens after the
+    longest common prefix with it are evaluated (prefix reuse across rows), and all label
+    continuations of a row go through one llama_decode as parallel sequences, each a copy of the
+    prompt's sequence in a unified KV cache (llama_memory_seq_cp shares the cells, nothing is
+    recomputed)."""
+    import ctypes
+    import llama_cpp as L
+    import numpy as np
+
+    reqs = [json.loads(l) for l in open(requests_file)]
+    n_labels = max(len(r["candidate_ids"]) for r in reqs)
+    cont = max(sum(len(c) for c in r["candidate_ids"]) for r in reqs)
+    n_ctx = max(len(r["prompt_ids"]) for r in reqs) + cont + 16
+    quiet = L.llama_log_callback(lambda level, text, data: None)  # keep a reference
+    L.llama_log_set(quiet, ctypes.c_void_p(0))
+    L.llama_backend_init()
+    mparams = L.llama_model_default_params()
+    lmodel = L.llama_model_load_from_file(model.encode(), mparams)
+    cparams = L.llama_context_default_params()
+    cparams.n_ctx = n_ctx
+    cparams.n_batch = max(512, cont)
+    cparams.n_ubatch = max(512, cont)
+    cparams.n_seq_max = n_labels + 1
+    cparams.n_threads = threads
+    cparams.n_threads_batch = threads
+    cparams.kv_unified = True
+    ctx = L.llama_init_from_model(lmodel, cparams)
+    mem = L.llama_get_memory(ctx)
+    n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(lmodel))
+    batch = L.llama_batch_init(max(n_ctx, cont), 0, n_labels + 1)
+
+    def decode(tokens):
+        """tokens: (token, pos, seq, wants_logits); returns the batch indices with logits."""
+        for i, (t, pos, seq, logits) in enumerate(tokens):
+            batch.token[i] = t
+            batch.pos[i] = pos
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq
+            batch.logits[i] = 1 if logits else 0
+        batch.n_tokens = len(tokens)
+        rc = L.llama_decode(ctx, batch)
+        if rc != 0:
+            sys.exit(f"llama_decode failed ({rc})")
+
+    def logprobs_at(i):
+        x = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(n_vocab,)).astype(np.float64)
+        m = x.max()
+        return x - m - np.log(np.exp(x - m).sum())
+
+    chosen, prev = [], []
+    start = time.perf_counter()
+    for r in reqs:
+        prompt = r["prompt_ids"]
+        keep = 0
+        while keep < min(len(prev), len(prompt)) and prev[keep] == prompt[keep]:
+            keep += 1
+        keep = min(keep, len(prompt) - 1)  # the last prompt token is evaluated for its logits
+        L.llama_memory_seq_rm(mem, 0, keep, -1)
+        for s in range(1, n_labels + 1):
+            L.llama_memory_seq_rm(mem, s, -1, -1)
+        todo = prompt[keep:]
+        for b in range(0, len(todo), cparams.n_batch):
+            chunk = todo[b:b + cparams.n_batch]
+            decode([(t, keep + b + i, 0, b + i == len(todo) - 1) for i, t in enumerate(chunk)])
+        first = logprobs_at(-1)  # the one output of the last chunk: the prompt's last token
+        prev = list(prompt)
+        totals = [first[c[0]] for c in r["candidate_ids"]]
+        # Every label's tokens after the first, each label its own sequence sharing the prompt.
+        tokens, owners = [], []
+        for k, c in enumerate(r["candidate_ids"]):
+            if len(c) > 1:
+                L.llama_memory_seq_cp(mem, 0, k + 1, -1, -1)
+            for i in range(len(c) - 1):
+                tokens.append((c[i], len(prompt) + i, k + 1, True))
+                owners.append((k, c[i + 1]))
+        if tokens:
+            decode(tokens)
+            for i, (k, nxt) in enumerate(owners):
+                totals[k] += logprobs_at(i)[nxt]
+        chosen.append(r["labels"][int(np.argmax(totals))])
+    seconds = time.perf_counter() - start
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    L.llama_batch_free(batch)
     json.dump({"labels": chosen, "seconds": seconds, "rss_mb": rss_mb}, open(out_file, "w"))
 
 
@@ -182,19 +273,22 @@ def main():
     ap.add_argument("--rows", default="movie_reviews=60,sms_spam=60,banking77=30")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--dtypes", default="f32,q")
-    ap.add_argument("--peers", default="llama.cpp,transformers,transformers-generate")
+    ap.add_argument("--peers", default="llama.cpp-best,llama.cpp,transformers,transformers-generate")
     ap.add_argument("--hf-python", default=sys.executable, help="python with torch, transformers and gguf")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of every engine; rows/s and ratios are medians with their range")
     ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         kind, rest = a.worker[0], a.worker[1:]
-        workers = {"llama.cpp": llama_worker, "transformers": transformers_worker,
+        workers = {"llama.cpp": llama_worker, "llama.cpp-best": llama_best_worker,
+                   "transformers": transformers_worker,
                    "transformers-generate": transformers_generate_worker}
         return workers[kind](*rest, a.threads)
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     model = model_path(a.model)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"machine: {os.cpu_count()} cores, {cpu}; model {a.model} ({os.path.basename(model)})\n")
+    print(f"rows/s and ratio: median of {a.repeat} runs (min-max); the ratio pairs each run with our f32 run of the same round\n")
     print("| dataset | rows | engine | rows/s | ratio to autolabel-local f32 | peak RSS MB | accuracy | agreement with autolabel-local f32 |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,26 +301,35 @@ def main():
                             "--sample-seed", "7", "--model", model, "--sample", "1",
                             "--dump-requests", reqs], capture_output=True, check=True, cwd=ROOT)
             truth = [json.loads(l)["truth"] for l in open(reqs)]
-            results = {}
-            for dtype in a.dtypes.split(","):
-                results[f"autolabel-local --dtype {dtype}"] = run_ours(config, data, rows, model, dtype, tmp)
-            peers = {"llama.cpp": ("llama.cpp exact (KV rewind)", sys.executable),
+            results = {}  # engine -> one result per repetition
+            peers = {"llama.cpp": ("llama.cpp exact (reset per row, KV rewind per label)", sys.executable),
+                     "llama.cpp-best": ("llama.cpp exact (prefix reuse across rows, labels as parallel sequences)", sys.executable),
                      "transformers": ("transformers f32 exact (prompt cache, labels batched)", a.hf_python),
                      "transformers-generate": ("transformers f32 generate + match (Autolabel way)", a.hf_python)}
-            for peer in a.peers.split(","):
-                label, python = peers[peer]
-                out = os.path.join(tmp, f"{name}-{peer}.json")
-                subprocess.run([python, __file__, "--threads", str(a.threads), "--worker", peer, model, reqs, out], check=True)
-                results[label] = json.load(open(out))
-            ref = results["autolabel-local --dtype f32"] if "autolabel-local --dtype f32" in results else next(iter(results.values()))
-            for engine, r in results.items():
+            for rep in range(a.repeat):
+                for dtype in a.dtypes.split(","):
+                    results.setdefault(f"autolabel-local --dtype {dtype}", []).append(
+                        run_ours(config, data, rows, model, dtype, tmp))
+                for peer in a.peers.split(","):
+                    label, python = peers[peer]
+                    out = os.path.join(tmp, f"{name}-{peer}.json")
+                    subprocess.run([python, __file__, "--threads", str(a.threads), "--worker", peer, model, reqs, out], check=True)
+                    results.setdefault(label, []).append(json.load(open(out)))
+            ref_name = "autolabel-local --dtype f32" if "autolabel-local --dtype f32" in results else next(iter(results))
+            ref = results[ref_name]
+            for engine, runs in results.items():
+                r = runs[0]
                 n = len(r["labels"])
                 acc = sum(l == t for l, t in zip(r["labels"], truth)) / n
-                agree = sum(l == t for l, t in zip(r["labels"], ref["labels"])) / n
-                rps = n / r["seconds"]
-                ratio = rps / (len(ref["labels"]) / ref["seconds"])
+                agree = sum(l == t for l, t in zip(r["labels"], ref[0]["labels"])) / n
+                rps = sorted(n / x["seconds"] for x in runs)
+                # Ratio per repetition against our run of the same repetition.
+                ratios = sorted((n / x["seconds"]) / (len(y["labels"]) / y["seconds"]) for x, y in zip(runs, ref))
+                med = lambda v: v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+                spread = lambda v: f" ({v[0]:.2f}-{v[-1]:.2f})" if len(v) > 1 else ""
                 note = f" ({r['outside'] / n:.0%} outside the label set)" if "outside" in r else ""
-                print(f"| {name} | {n} | {engine} | {rps:.2f} | {ratio:.2f} | {r['rss_mb']:.0f} | {acc:.3f}{note} | {agree:.3f} |", flush=True)
+                rss = max(x["rss_mb"] for x in runs)
+                print(f"| {name} | {n} | {engine} | {med(rps):.2f}{spread(rps)} | {med(ratios):.2f}{spread(ratios)} | {rss:.0f} | {acc:.3f}{note} | {agree:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

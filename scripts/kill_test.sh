@@ -16,6 +16,7 @@ start=$(date +%s.%N)
 "$BIN" "${ARGS[@]}" --out "$DIR/reference.csv" >/dev/null 2>&1
 full=$(echo "$(date +%s.%N) - $start" | bc)
 echo "uninterrupted run: $full s"
+journaled=0
 for i in $(seq 1 "$K"); do
   "$BIN" "${ARGS[@]}" --out "$DIR/killed.csv" >/dev/null 2>&1 &
   pid=$!
@@ -26,9 +27,13 @@ for i in $(seq 1 "$K"); do
   wait "$pid" 2>/dev/null || true
   done_rows=$("$BIN" status --out "$DIR/killed.csv" 2>/dev/null | sed -n 's/ *\([0-9]*\) of.*/\1/p' | head -1)
   echo "kill $i after $wait_s s: $done_rows rows in the journal"
+  [ "${done_rows:-0}" -gt 0 ] && journaled=1
   [ -f "$DIR/killed.csv" ] && break
 done
 "$BIN" "${ARGS[@]}" --out "$DIR/killed.csv" >/dev/null 2>&1 || true
+if [ "$journaled" = 0 ] && [ "$i" -gt 1 ]; then
+  echo "FAIL: no kill found rows in the journal: the resumed runs did not use it"; exit 1
+fi
 if cmp -s "$DIR/reference.csv" "$DIR/killed.csv"; then
   echo "PASS: the output after $i interruptions equals the uninterrupted output ($(($(wc -l < "$DIR/reference.csv") - 1)) rows)"
 else

@@ -25,6 +25,9 @@ pub struct TaskConfig {
     pub base_dir: PathBuf,
     #[serde(skip)]
     pub source: String,
+    /// Autolabel keys the config has that this tool does not use (full paths), for a notice.
+    #[serde(skip)]
+    pub ignored_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -66,12 +69,45 @@ pub struct PromptConfig {
     pub json_mode: Option<bool>,
 }
 
-/// Autolabel accepts a list of labels or a map of label to description.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// Autolabel accepts a list of labels or a map of label to description (kept in the config's
+/// order: the order decides the prompt's label list and the output's).
+#[derive(Debug, Clone)]
 pub enum Labels {
     List(Vec<String>),
-    Described(BTreeMap<String, String>),
+    Described(Vec<(String, String)>),
+}
+
+impl<'de> Deserialize<'de> for Labels {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct LabelsVisitor;
+        impl<'de> serde::de::Visitor<'de> for LabelsVisitor {
+            type Value = Labels;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of labels or an object mapping each label to its description")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Labels, A::Error> {
+                let mut v = Vec::new();
+                while let Some(l) = seq.next_element::<String>()? {
+                    v.push(l);
+                }
+                Ok(Labels::List(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Labels, A::Error> {
+                let mut v = Vec::new();
+                while let Some((k, d)) = map.next_entry::<String, String>()? {
+                    v.push((k, d));
+                }
+                Ok(Labels::Described(v))
+            }
+        }
+        d.deserialize_any(LabelsVisitor)
+    }
 }
 
 /// Few-shot examples inline, or the path of a CSV file holding them.
@@ -137,6 +173,15 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// Keys Autolabel knows that change nothing here (dataset generation, chunking, transforms,
+/// API endpoints, vector stores, image columns): accepted, and named in a notice.
+const IGNORED_KEYS: &[(&str, &[&str])] = &[
+    ("", &["dataset_generation", "chunking", "transforms"]),
+    ("dataset", &["image_columns", "output_columns"]),
+    ("model", &["max_context_length", "endpoint"]),
+    ("prompt", &["vector_store_params", "output_format"]),
+];
+
 /// API providers whose models cannot run locally: such configs run with the default local model.
 pub const API_PROVIDERS: &[&str] = &[
     "openai",
@@ -167,12 +212,13 @@ impl TaskConfig {
                 e.column()
             )
         })?;
-        check_known_keys(&value, source)?;
+        let ignored_keys = check_known_keys(&value, source)?;
         let mut cfg: TaskConfig = serde_path_to_error::deserialize(&value).map_err(|e| {
             let path = e.path().to_string();
             anyhow::anyhow!("{source}: config key '{path}': {}", e.inner())
         })?;
         cfg.source = source.to_string();
+        cfg.ignored_keys = ignored_keys;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -244,15 +290,26 @@ impl Labels {
     pub fn names(&self) -> Vec<String> {
         match self {
             Labels::List(l) => l.clone(),
-            Labels::Described(m) => m.keys().cloned().collect(),
+            Labels::Described(m) => m.iter().map(|(k, _)| k.clone()).collect(),
+        }
+    }
+
+    /// What `{labels}` shows in the task guidelines: one label per line, or Autolabel's
+    /// `label : description` lines when the labels have descriptions.
+    pub fn prompt_text(&self) -> String {
+        match self {
+            Labels::List(l) => l.join("\n"),
+            Labels::Described(m) => m.iter().map(|(k, d)| format!("{k} : {d}\n")).collect(),
         }
     }
 }
 
-fn check_known_keys(value: &Value, source: &str) -> Result<()> {
+/// Checks every key against Autolabel's schema; returns the known keys that are not used here.
+fn check_known_keys(value: &Value, source: &str) -> Result<Vec<String>> {
     let Value::Object(top) = value else {
         bail!("{source}: the config must be a JSON object with task_name, task_type, dataset, model and prompt")
     };
+    let mut ignored = Vec::new();
     for (section, keys) in KNOWN_KEYS {
         let obj = if section.is_empty() {
             Some(top)
@@ -264,13 +321,20 @@ fn check_known_keys(value: &Value, source: &str) -> Result<()> {
             }
         };
         let Some(obj) = obj else { continue };
+        let unused: &[&str] = IGNORED_KEYS
+            .iter()
+            .find(|(s, _)| s == section)
+            .map(|(_, k)| *k)
+            .unwrap_or(&[]);
         for key in obj.keys() {
-            if !keys.contains(&key.as_str()) {
-                let full = if section.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{section}.{key}")
-                };
+            let full = if section.is_empty() {
+                key.clone()
+            } else {
+                format!("{section}.{key}")
+            };
+            if unused.contains(&key.as_str()) {
+                ignored.push(full);
+            } else if !keys.contains(&key.as_str()) {
                 let closest = keys
                     .iter()
                     .map(|k| (strsim::levenshtein(k, key), *k))
@@ -284,7 +348,7 @@ fn check_known_keys(value: &Value, source: &str) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ignored)
 }
 
 #[cfg(test)]
@@ -299,6 +363,35 @@ mod tests {
     fn minimal_config_loads() {
         let c = TaskConfig::parse(MINIMAL, "t.json").unwrap();
         assert_eq!(c.labels(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn described_labels_keep_the_config_order_and_show_their_descriptions() {
+        let text = MINIMAL.replace(
+            r#"["a", "b"]"#,
+            r#"{"zebra": "striped", "apple": "a fruit", "mango": "another fruit"}"#,
+        );
+        let c = TaskConfig::parse(&text, "t.json").unwrap();
+        assert_eq!(c.labels(), vec!["zebra", "apple", "mango"]);
+        assert_eq!(
+            c.prompt.labels.unwrap().prompt_text(),
+            "zebra : striped\napple : a fruit\nmango : another fruit\n",
+            "Autolabel's `label : description` lines"
+        );
+        let bad = MINIMAL.replace(r#"["a", "b"]"#, r#"{"a": 3}"#);
+        let err = TaskConfig::parse(&bad, "t.json").unwrap_err().to_string();
+        assert!(err.contains("prompt.labels"), "{err}");
+    }
+
+    #[test]
+    fn autolabel_keys_that_change_nothing_are_accepted_and_named() {
+        let text = MINIMAL.replacen(
+            "{",
+            r#"{"chunking": {"confidence_chunk_size": 100}, "transforms": [], "#,
+            1,
+        );
+        let c = TaskConfig::parse(&text, "t.json").unwrap();
+        assert_eq!(c.ignored_keys, vec!["chunking", "transforms"]);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 
 use crate::journal::{row_key, RowKey};
 use crate::labeler::{AnswerBudget, Labeler};
-use crate::scoring_pass::{progress_bar, PassOptions, BATCH_WORK_TOKENS};
+use crate::progress::Progress;
+use crate::scoring_pass::{PassOptions, Repeats, BATCH_WORK_TOKENS};
 use crate::session::Session;
 use crate::tasks::open::{Answer, OpenTask};
 use anyhow::Result;
@@ -200,6 +201,12 @@ pub fn generate_rows(
             Err(e) => rows[i] = Err(e),
         }
     }
+    // A repeated request is generated once and its answer copied (see [`Repeats`]).
+    let (kept, repeats) =
+        Repeats::split(items.into_iter().map(|it| (it.row, it)).collect(), |it| {
+            generation_key(&RowKey::default(), &it.prompt, &it.grammar, it.max_new)
+        });
+    let mut items: Vec<Item> = kept.into_iter().map(|(_, it)| it).collect();
     let started = Instant::now();
     let shared = labeler.share_prefix(items.iter().map(|it| it.prompt.as_slice()))?;
 
@@ -217,10 +224,14 @@ pub fn generate_rows(
                 reused += 1;
             }
         }
+        for &(row, j) in &repeats.copies {
+            by_row[row] = items[j].key;
+        }
         journal.begin_run(command, &by_row)?;
     }
 
-    let bar = progress_bar(items.len(), reused);
+    let reused_first = done.clone();
+    let bar = Progress::new(items.len(), reused);
     let mut times = GenerationTimes::default();
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_key(|&j| items[j].prompt.len());
@@ -322,6 +333,15 @@ pub fn generate_rows(
             if !done[j] {
                 rows[it.row] = Err("not labeled: the run was interrupted".into());
             }
+        }
+    }
+    repeats.fill(&mut rows, |j| items[j].row, |i| data.rows[i].line);
+    // Copies count where their first row does: taken from the journal, or generated now.
+    for &(_, j) in &repeats.copies {
+        if reused_first[j] {
+            reused += 1;
+        } else if rows[items[j].row].is_ok() {
+            generated += 1;
         }
     }
     Ok(GenerationResult {

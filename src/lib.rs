@@ -5,7 +5,7 @@
 //! trait), [`labeler`] (rows to scoring requests), [`scoring_pass`] (a dataset through the
 //! model), [`confidence`], [`calibration`], [`answer_calibration`] (generated answers) and
 //! [`operating_point`] (temperature and thresholds),
-//! [`metrics`], [`plots`], [`output`], [`journal`] (resumable runs), and [`commands`] (one file
+//! [`metrics`], [`plots`], [`output`], [`progress`], [`journal`] (resumable runs), and [`commands`] (one file
 //! per command).
 
 pub mod answer_calibration;
@@ -23,6 +23,7 @@ pub mod model_source;
 pub mod operating_point;
 pub mod output;
 pub mod plots;
+pub mod progress;
 pub mod prompt;
 pub mod scoring_pass;
 pub mod session;

@@ -7,7 +7,11 @@ use std::process::ExitCode;
 
 /// Label datasets with local language models: every label scored exactly, never parsed from text.
 #[derive(Parser)]
-#[command(name = "autolabel-local", version)]
+#[command(
+    name = "autolabel-local",
+    version,
+    after_help = "With no command, the options are `run`'s: autolabel-local --config task.json --data rows.csv"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,10 +36,20 @@ enum Command {
     Models,
 }
 
+/// `autolabel-local --config task.json --data rows.csv ...` (options with no command, as people
+/// type it) means `run`.
+fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    if first.starts_with('-') && !["-h", "--help", "-V", "--version"].contains(&first) {
+        args.insert(1, "run".into());
+    }
+    args
+}
+
 /// Exit codes: 0 every row labeled, 2 some rows could not be labeled, 1 the run failed, 130
 /// interrupted by Ctrl-C (resumable).
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
     let result = match cli.command {
         Command::Run(args) => run::run(&args).map(|s| {
             if s.interrupted {

@@ -129,6 +129,45 @@ impl OperatingPoint {
             .collect()
     }
 
+    /// The columns every run and score writes with each candidate's raw log-probability (the
+    /// label's tokens and the end token) and mean token log-probability, as JSON objects
+    /// mapping label to value in the label set's order: to audit a label, ensemble models, or
+    /// check the scores against another engine.
+    pub fn logprob_columns(task: &str) -> Vec<String> {
+        ["label_logprobs", "label_mean_token_logprobs"]
+            .iter()
+            .map(|c| format!("{task}_task_{c}"))
+            .collect()
+    }
+
+    /// The values of those columns for a row.
+    pub fn logprob_values(s: &Scored) -> Vec<String> {
+        let object = |values: &[f32]| {
+            let map: serde_json::Map<String, serde_json::Value> = s
+                .labels
+                .iter()
+                .zip(values)
+                .map(|(l, &v)| {
+                    // Six decimals, as the other confidence columns; -inf (a label the model
+                    // cannot produce) has no JSON number and is written as null.
+                    let v: serde_json::Value = if v.is_finite() {
+                        format!("{v:.6}")
+                            .parse::<f64>()
+                            .map_or(serde_json::Value::Null, Into::into)
+                    } else {
+                        serde_json::Value::Null
+                    };
+                    (l.clone(), v)
+                })
+                .collect();
+            serde_json::Value::Object(map).to_string()
+        };
+        vec![
+            object(&s.scores.logprobs),
+            object(&s.scores.mean_token_logprobs),
+        ]
+    }
+
     pub fn describe(&self) -> String {
         let cal = match &self.calibration {
             Some(path) => format!(

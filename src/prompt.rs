@@ -79,8 +79,28 @@ impl PromptBuilder {
         labels: &[String],
         blank_columns: Vec<String>,
     ) -> Self {
-        let joined = labels.join("\n");
-        let n = labels.len().to_string();
+        Self::with_label_text(
+            task_guidelines,
+            output_guidelines,
+            example_template,
+            &labels.join("\n"),
+            labels.len(),
+            blank_columns,
+        )
+    }
+
+    /// [`PromptBuilder::new`] with `{labels}` shown as `label_text` (e.g. labels with their
+    /// descriptions) and `{num_labels}` as `num_labels`.
+    pub fn with_label_text(
+        task_guidelines: &str,
+        output_guidelines: &str,
+        example_template: &str,
+        label_text: &str,
+        num_labels: usize,
+        blank_columns: Vec<String>,
+    ) -> Self {
+        let joined = label_text.to_string();
+        let n = num_labels.to_string();
         let task_guidelines = format_template(task_guidelines, |name| match name {
             "labels" => Some(joined.clone()),
             "num_labels" => Some(n.clone()),

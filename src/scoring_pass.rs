@@ -7,9 +7,9 @@
 use crate::confidence::LabelScores;
 use crate::journal::{row_key, Journal, RowKey};
 use crate::labeler::{Labeler, Prepared};
+use crate::progress::Progress;
 use crate::session::Session;
 use anyhow::Result;
-use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -113,16 +113,54 @@ pub fn batches(
     out
 }
 
-/// The pass's progress bar (rows/s and ETA), started at the rows the journal already holds.
-pub fn progress_bar(rows: usize, done: usize) -> ProgressBar {
-    let bar = ProgressBar::new(rows as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  ETA {eta}")
-            .expect("valid progress template"),
-    );
-    bar.inc(done as u64);
-    bar.reset_eta();
-    bar
+/// Rows whose request repeats an earlier row's: (the copy's row index, the index of the first
+/// such item among the distinct ones). Each distinct request is run once per pass and its result
+/// copied, so a resumed run (where a copy may come from the journal) and an uninterrupted one
+/// (where it would otherwise be scored in another batch, with other rounding) agree bit for bit.
+pub struct Repeats {
+    pub copies: Vec<(usize, usize)>,
+}
+
+impl Repeats {
+    /// Keeps the first item of each key (items are `(row index, item)` in file order) and
+    /// records the others as copies.
+    pub fn split<T>(items: Vec<(usize, T)>, key: impl Fn(&T) -> RowKey) -> (Vec<(usize, T)>, Self) {
+        let mut first: std::collections::HashMap<RowKey, usize> = Default::default();
+        let mut kept = Vec::with_capacity(items.len());
+        let mut copies = Vec::new();
+        for (row, item) in items {
+            let k = key(&item);
+            match first.get(&k) {
+                Some(&j) => copies.push((row, j)),
+                None => {
+                    first.insert(k, kept.len());
+                    kept.push((row, item));
+                }
+            }
+        }
+        (kept, Repeats { copies })
+    }
+
+    /// Gives every copy its first item's outcome (an error names the copy's line and the line
+    /// it repeats).
+    pub fn fill<T: Clone>(
+        &self,
+        rows: &mut [Result<T, String>],
+        first_row: impl Fn(usize) -> usize,
+        line: impl Fn(usize) -> u64,
+    ) {
+        for &(row, j) in &self.copies {
+            let src = first_row(j);
+            rows[row] = match &rows[src] {
+                Ok(v) => Ok(v.clone()),
+                Err(e) => Err(format!(
+                    "line {}: same request as line {}, which was not labeled: {e}",
+                    line(row),
+                    line(src)
+                )),
+            };
+        }
+    }
 }
 
 pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Result<PassResult> {
@@ -153,6 +191,11 @@ pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Res
         }
     }
 
+    // A repeated request is scored once (see [`Repeats`]).
+    let (prepared, repeats) = Repeats::split(prepared, |p| {
+        row_key(&RowKey::default(), &p.prompt_ids, &p.candidates)
+    });
+
     // The instructions every prompt starts with are prefilled once for the whole pass (the
     // prefix depends only on the rows, so a resumed run uses the same one).
     let started = Instant::now();
@@ -180,10 +223,14 @@ pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Res
                 }
             }
         }
+        for &(row, j) in &repeats.copies {
+            by_row[row] = keys[j];
+        }
         journal.begin_run(command, &by_row)?;
     }
 
-    let bar = progress_bar(prepared.len(), reused);
+    let reused_first = done.clone();
+    let bar = Progress::new(prepared.len(), reused);
     let mut scored = 0;
     let mut interrupted = false;
     // Batches are formed over every row, journaled or not, so a resumed run scores each row in
@@ -238,6 +285,15 @@ pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Res
             if !done[j] {
                 rows[*i] = Err("not scored: the run was interrupted".into());
             }
+        }
+    }
+    repeats.fill(&mut rows, |j| prepared[j].0, |i| data.rows[i].line);
+    // Copies count where their first row does: taken from the journal, or scored now.
+    for &(_, j) in &repeats.copies {
+        if reused_first[j] {
+            reused += 1;
+        } else if rows[prepared[j].0].is_ok() {
+            scored += 1;
         }
     }
     Ok(PassResult {

@@ -110,6 +110,12 @@ impl Session {
         .with_context(|| format!("cannot load model {}", model_path.display()))?;
         let mut notices: Vec<String> = model_notice.into_iter().collect();
         notices.extend(task.notices());
+        if !config.ignored_keys.is_empty() {
+            notices.push(format!(
+                "config keys {} are Autolabel's but change nothing here (dataset generation, chunking, transforms, API endpoints and vector stores are not part of this tool); ignored",
+                config.ignored_keys.join(", ")
+            ));
+        }
         if config.model.compute_confidence == Some(false) {
             notices.push("model.compute_confidence is false, but confidence comes free with exact scoring and is always written".into());
         }

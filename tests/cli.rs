@@ -89,7 +89,9 @@ fn labels_every_row_and_keeps_bad_rows_with_their_error() {
             "Sentiment_task_label",
             "Sentiment_task_confidence",
             "Sentiment_task_successfully_labeled",
-            "Sentiment_task_error"
+            "Sentiment_task_error",
+            "Sentiment_task_label_logprobs",
+            "Sentiment_task_label_mean_token_logprobs"
         ]
     );
     let rows: Vec<Vec<String>> = rd
@@ -110,9 +112,22 @@ fn labels_every_row_and_keeps_bad_rows_with_their_error() {
         );
         assert_eq!(rows[i][4], "True");
         assert_eq!(rows[i][5], "");
+        // Every label's log-probability, in the config's order; normalised over the labels they
+        // give the confidence of the chosen label.
+        let lp: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&rows[i][6]).unwrap();
+        let keys: Vec<&str> = lp.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["positive", "negative", "not sure"]);
+        let z: f64 = lp.values().map(|v| v.as_f64().unwrap().exp()).sum();
+        let p = lp[&rows[i][2]].as_f64().unwrap().exp() / z;
+        assert!((p - c as f64).abs() < 1e-5, "{p} vs {c}");
+        let mean: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&rows[i][7]).unwrap();
+        assert_eq!(mean.len(), 3);
     }
     assert_eq!(rows[1][0], "short row");
     assert_eq!(rows[1][4], "False");
+    assert_eq!(rows[1][6], "", "no scores for a row that was not scored");
     assert!(
         rows[1][5].contains("line 3") && rows[1][5].contains("expected 2 fields, found 1"),
         "{:?}",
@@ -345,7 +360,10 @@ fn every_autolabel_config_parses() {
             }
         }
     }
-    assert!(n >= 40, "{n} configs");
+    assert_eq!(
+        n, 49,
+        "the three folders of Autolabel's configs hold 49, and all parse"
+    );
 }
 
 fn read_csv(p: &Path) -> (Vec<String>, Vec<Vec<String>>) {
@@ -654,5 +672,123 @@ fn a_rerun_reuses_the_journal_and_changes_rescore_only_what_they_affect() {
         stderr(&none).contains("no run journal for"),
         "{}",
         stderr(&none)
+    );
+}
+
+#[test]
+fn repeated_rows_are_scored_once_and_a_resumed_run_writes_the_same_bytes() {
+    let f = Fixture::new();
+    let config = f.file("task.json", CONFIG);
+    // Rows 1, 6 and 12 are the same review; rows of other lengths put them in other batches.
+    let rows: Vec<String> = (0..12)
+        .map(|i| match i {
+            0 | 5 | 11 => "the same short review,positive\n".to_string(),
+            _ => format!("review {i} {},negative\n", "long ".repeat(i)),
+        })
+        .collect();
+    let data = f.file("data.csv", &format!("example,label\n{}", rows.concat()));
+    let reference = f.dir.path().join("reference.csv");
+    let o = f.label(&config, &data, &reference, &["--batch-size", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, out) = read_csv(&reference);
+    assert_eq!(
+        out[0][2..],
+        out[5][2..],
+        "copies get the first row's scores"
+    );
+    assert_eq!(out[0][2..], out[11][2..]);
+
+    // A journal that holds some rows (as after a kill): the first four rows, which include one
+    // copy of the repeated review. The resumed run over all rows writes the reference's bytes.
+    let head = f.file(
+        "head.csv",
+        &format!("example,label\n{}", rows[..4].concat()),
+    );
+    let resumed = f.dir.path().join("resumed.csv");
+    let o = f.label(&config, &head, &resumed, &["--batch-size", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = f.label(&config, &data, &resumed, &["--batch-size", "2"]);
+    assert!(
+        stderr(&o).contains("6 rows came from the journal"),
+        "the four journaled rows and the two copies of the journaled review: {}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read(&resumed).unwrap(),
+        std::fs::read(&reference).unwrap()
+    );
+}
+
+#[test]
+fn options_without_a_command_run_and_plain_progress_lines_reach_logs() {
+    let f = Fixture::new();
+    let config = f.file("task.json", CONFIG);
+    let rows: String = (0..6).map(|i| format!("review {i},positive\n")).collect();
+    let data = f.file("data.csv", &format!("example,label\n{rows}"));
+    let out = f.dir.path().join("out.csv");
+    // stderr is a pipe here, as in CI or under nohup: progress comes as plain lines.
+    let o = Command::new(env!("CARGO_BIN_EXE_autolabel-local"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ])
+        .args([
+            "--out",
+            out.to_str().unwrap(),
+            "--model",
+            f.model.to_str().unwrap(),
+        ])
+        .args(["--batch-size", "2"])
+        .env("AUTOLABEL_LOCAL_CACHE", f.dir.path().join("cache"))
+        .env("AUTOLABEL_LOCAL_PROGRESS_INTERVAL", "0")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read_csv(&out).1.len(), 6);
+    let e = stderr(&o);
+    assert!(e.contains("progress: 2/6 rows, "), "{e}");
+    assert!(
+        e.contains("progress: 6/6 rows, ") && e.contains("rows/s, ETA 0m"),
+        "{e}"
+    );
+}
+
+#[test]
+fn described_labels_keep_their_order_and_unused_autolabel_keys_are_named() {
+    let f = Fixture::new();
+    let mut c: serde_json::Value = serde_json::from_str(CONFIG).unwrap();
+    c["prompt"]["labels"] = serde_json::json!({
+        "positive": "the reviewer liked it",
+        "negative": "the reviewer did not",
+        "not sure": "mixed or unclear"
+    });
+    c["chunking"] = serde_json::json!({"confidence_chunk_size": 100});
+    c["dataset_generation"] = serde_json::json!({"num_rows": 5});
+    let config = f.file("task.json", &c.to_string());
+    let data = f.file("data.csv", "example,label\ngreat,positive\n");
+    let o = f.run(&[
+        "plan",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        f.model.to_str().unwrap(),
+        "--sample",
+        "1",
+    ]);
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("positive : the reviewer liked it\nnegative : the reviewer did not\nnot sure : mixed or unclear\n"),
+        "labels with descriptions, in the config's order: {text}"
+    );
+    assert!(
+        text.contains(
+            "config keys chunking, dataset_generation are Autolabel's but change nothing here"
+        ),
+        "{text}"
     );
 }

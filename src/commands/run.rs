@@ -113,6 +113,7 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
     if args.confidence.all_confidence_columns {
         names.extend(OperatingPoint::all_columns(task));
     }
+    names.extend(OperatingPoint::logprob_columns(task));
     let width = names.len();
     let mut columns = OutputColumns::new(names, data.rows.len());
     let mut labels = vec![None; data.rows.len()];
@@ -136,6 +137,7 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
                 if args.confidence.all_confidence_columns {
                     values.extend(op.all_values(s));
                 }
+                values.extend(OperatingPoint::logprob_values(s));
                 labels[i] = Some((label, c));
             }
             Err(e) => {

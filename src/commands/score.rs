@@ -82,6 +82,7 @@ pub fn score(args: &ScoreArgs) -> Result<ScoreSummary> {
     if args.confidence.all_confidence_columns {
         names.extend(OperatingPoint::all_columns(task));
     }
+    names.extend(OperatingPoint::logprob_columns(task));
     let width = names.len();
     let mut columns = OutputColumns::new(names, data.rows.len());
     let (mut scored, mut agree, mut errors) = (0, 0, 0);
@@ -132,6 +133,7 @@ pub fn score(args: &ScoreArgs) -> Result<ScoreSummary> {
         if args.confidence.all_confidence_columns {
             values.extend(op.all_values(s));
         }
+        values.extend(OperatingPoint::logprob_values(s));
         match given_prob {
             Some(p) => {
                 scored += 1;

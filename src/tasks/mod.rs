@@ -90,7 +90,13 @@ pub(crate) fn config_prompt(
         .into_iter()
         .chain(config.dataset.explanation_column.iter().cloned())
         .collect();
-    let prompt = PromptBuilder::new(
+    // Labels with descriptions show them, as Autolabel does (when the task's labels are the
+    // config's).
+    let label_text = match &config.prompt.labels {
+        Some(l) if !labels.is_empty() && l.names() == labels => l.prompt_text(),
+        _ => labels.join("\n"),
+    };
+    let prompt = PromptBuilder::with_label_text(
         config
             .prompt
             .task_guidelines
@@ -102,7 +108,8 @@ pub(crate) fn config_prompt(
             .as_deref()
             .unwrap_or(defaults.1),
         template,
-        labels,
+        &label_text,
+        labels.len(),
         blank,
     );
     prompt.check_columns(&data.columns, &data.path.display().to_string())?;
