@@ -7,8 +7,6 @@
 
 mod common;
 
-use autolabel_models::sources::cards::ModelCard;
-use autolabel_models::sources::fetch::{cache_root, resolve_card};
 use common::{read_csv, shared, text, Fixture};
 use std::path::PathBuf;
 
@@ -184,7 +182,7 @@ fn labels_below_the_threshold_leave_the_label_and_stay_marked() {
     // The default model on real tweets (it chooses one label per row, so labels below the
     // threshold are kept as the row's best and marked; which labels leave a multi-label answer
     // is unit-tested in tasks::multilabel).
-    let f = smollm2();
+    let f = Fixture::smollm2();
     let config = twitter_config(&f, 0);
     let data = f.head("autolabel_twitter_emotion/test.csv", 16, "tweets.csv");
     let plain = f.dir.path().join("plain.csv");
@@ -285,15 +283,9 @@ fn labels_below_the_threshold_leave_the_label_and_stay_marked() {
     assert!(kept > 0 && dropped > 0, "{kept} kept, {dropped} dropped, {rescued} rows kept their best; threshold {threshold}, confidences {cs:?}");
 }
 
-/// The default model, fetched through its card.
-fn smollm2() -> Fixture {
-    let card = ModelCard::find("smollm2-135m-instruct").expect("built-in card");
-    Fixture::with_model(resolve_card(&card, &cache_root()).expect("model fetched through its card"))
-}
-
 #[test]
 fn default_model_calibrates_each_label_on_seed_rows() {
-    let f = smollm2();
+    let f = Fixture::smollm2();
     let config = twitter_config(&f, 3);
     let seed = f.head("autolabel_twitter_emotion/test.csv", 30, "seed.csv");
     let cal = f.dir.path().join("cal.json");

@@ -9,16 +9,8 @@
 
 mod common;
 
-use autolabel_models::sources::cards::ModelCard;
-use autolabel_models::sources::fetch::{cache_root, resolve_card};
 use common::{read_csv, shared, text, Fixture};
 use std::path::PathBuf;
-
-/// A fixture running the default model.
-fn smollm2() -> Fixture {
-    let card = ModelCard::find("smollm2-135m-instruct").expect("built-in card");
-    Fixture::with_model(resolve_card(&card, &cache_root()).expect("model fetched through its card"))
-}
 
 fn model_file(f: &Fixture) -> String {
     f.model.file_name().unwrap().to_string_lossy().into_owned()
@@ -57,7 +49,7 @@ fn sigmoid(z: f64) -> f64 {
 
 #[test]
 fn calibrate_fits_each_entity_and_run_applies_it() {
-    let f = smollm2();
+    let f = Fixture::smollm2();
     let config = conll_config(&f, 0);
     let seed = f.head("autolabel_conll2003/test.csv", 6, "seed.csv");
     let cal = f.dir.path().join("conll.calibration.json");
@@ -124,7 +116,7 @@ fn calibrate_fits_each_entity_and_run_applies_it() {
 
 #[test]
 fn entities_below_the_threshold_leave_the_label_and_stay_in_the_entities_column() {
-    let f = smollm2();
+    let f = Fixture::smollm2();
     let config = conll_config(&f, 0);
     let data = f.head("autolabel_conll2003/test_head_small.csv", 6, "test.csv");
     // A hand-made calibration: confidence = sigmoid(ln p) = p / (1 + p), and on its seed rows

@@ -58,14 +58,11 @@ impl Classification {
         if config.prompt.label_selection == Some(true) {
             notices.push("prompt.label_selection is ignored: every label is scored".into());
         }
-        if let Some(col) = &label_column {
-            if data.column(col).is_none() {
-                notices.push(format!(
-                    "dataset.label_column '{col}' is not in {}; no accuracy will be reported",
-                    data.path.display()
-                ));
-            }
-        }
+        notices.extend(super::missing_label_column(
+            data,
+            label_column.as_deref(),
+            "accuracy",
+        ));
         Ok(Classification {
             name: config.task_name.clone(),
             labels: Arc::new(labels),

@@ -116,6 +116,20 @@ pub(crate) fn config_prompt(
     Ok(prompt)
 }
 
+/// The note for a configured label column the data does not have (`what`: the figures that are
+/// then not reported).
+pub(crate) fn missing_label_column(
+    data: &Dataset,
+    column: Option<&str>,
+    what: &str,
+) -> Option<String> {
+    let c = column.filter(|c| data.column(c).is_none())?;
+    Some(format!(
+        "dataset.label_column '{c}' is not in {}; no {what} will be reported",
+        data.path.display()
+    ))
+}
+
 /// A row's trimmed, non-empty value in `column` (a label column's ground truth).
 pub(crate) fn label_value(data: &Dataset, row: &Row, column: Option<&str>) -> Option<String> {
     data.value(row, column?)

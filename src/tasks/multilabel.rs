@@ -93,14 +93,11 @@ impl MultiLabel {
         if config.prompt.label_selection == Some(true) {
             notices.push("prompt.label_selection is ignored: every label can be chosen".into());
         }
-        if let Some(col) = &label_column {
-            if data.column(col).is_none() {
-                notices.push(format!(
-                    "dataset.label_column '{col}' is not in {}; no metrics will be reported",
-                    data.path.display()
-                ));
-            }
-        }
+        notices.extend(super::missing_label_column(
+            data,
+            label_column.as_deref(),
+            "metrics",
+        ));
         Ok(MultiLabel {
             name: config.task_name.clone(),
             grammar: subset_grammar(&labels, &separator),
@@ -134,10 +131,6 @@ impl MultiLabel {
             .filter(|l| given.contains(&l.as_str()))
             .cloned()
             .collect()))
-    }
-
-    pub fn labels(&self) -> &[String] {
-        &self.labels
     }
 
     /// The chosen labels of an interpreted answer with their confidences, in label-set order.

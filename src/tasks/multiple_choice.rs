@@ -124,14 +124,11 @@ impl MultipleChoice {
         if config.prompt.chain_of_thought == Some(true) {
             notices.push("prompt.chain_of_thought is ignored: the options are scored exactly, with no generated explanation".into());
         }
-        if let Some(col) = &label_column {
-            if data.column(col).is_none() {
-                notices.push(format!(
-                    "dataset.label_column '{col}' is not in {}; no accuracy will be reported",
-                    data.path.display()
-                ));
-            }
-        }
+        notices.extend(super::missing_label_column(
+            data,
+            label_column.as_deref(),
+            "accuracy",
+        ));
         Ok(MultipleChoice {
             name: config.task_name.clone(),
             prompt,

@@ -149,10 +149,11 @@ impl NamedEntityRecognition {
         } else {
             match &label_column {
                 Some(c) if data.column(c).is_some() => Truth::LabelColumn(c.clone()),
-                Some(c) => {
-                    notices.push(format!(
-                        "dataset.label_column '{c}' is not in {}; no metrics will be reported",
-                        data.path.display()
+                Some(_) => {
+                    notices.extend(super::missing_label_column(
+                        data,
+                        label_column.as_deref(),
+                        "metrics",
                     ));
                     Truth::None
                 }

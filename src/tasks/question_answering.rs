@@ -50,14 +50,11 @@ impl QuestionAnswering {
         if config.prompt.chain_of_thought == Some(true) {
             notices.push("prompt.chain_of_thought is ignored: the answer is generated directly under the substring constraint".into());
         }
-        if let Some(c) = &label_column {
-            if data.column(c).is_none() {
-                notices.push(format!(
-                    "dataset.label_column '{c}' is not in {}; no metrics will be reported",
-                    data.path.display()
-                ));
-            }
-        }
+        notices.extend(super::missing_label_column(
+            data,
+            label_column.as_deref(),
+            "metrics",
+        ));
         Ok(QuestionAnswering {
             name: config.task_name.clone(),
             prompt,

@@ -30,6 +30,17 @@ impl Fixture {
         }
     }
 
+    /// A fixture running the default model (SmolLM2), fetched through its card.
+    pub fn smollm2() -> Self {
+        let card = autolabel_models::sources::cards::ModelCard::find("smollm2-135m-instruct")
+            .expect("built-in card");
+        let root = autolabel_models::sources::fetch::cache_root();
+        Self::with_model(
+            autolabel_models::sources::fetch::resolve_card(&card, &root)
+                .expect("model fetched through its card"),
+        )
+    }
+
     /// A fixture whose tiny model's weights come from `seed` (None: the default weights).
     pub fn with_seed(seed: Option<u64>) -> Self {
         let dir = tempfile::tempdir().unwrap();
