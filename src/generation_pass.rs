@@ -32,6 +32,8 @@ pub struct GenerationResult {
     /// Time spent generating, and how much of it the model waited for the constraints.
     pub times: GenerationTimes,
     pub interrupted: bool,
+    /// With a shard: the rows it labeled (the others hold an error).
+    pub owned: Option<Vec<bool>>,
 }
 
 impl GenerationResult {
@@ -159,6 +161,7 @@ pub fn generate_rows(
         max_tokens,
         mut journal,
         stop,
+        shard,
     } = opts;
     let model = labeler.model();
     let data = &session.data;
@@ -209,30 +212,8 @@ pub fn generate_rows(
     let mut items: Vec<Item> = kept.into_iter().map(|(_, it)| it).collect();
     let started = Instant::now();
     let shared = labeler.share_prefix(items.iter().map(|it| it.prompt.as_slice()))?;
-
-    let mut done = vec![false; items.len()];
-    let mut reused = 0;
-    if let Some((journal, settings, command)) = journal.as_mut() {
-        let mut by_row: Vec<Option<RowKey>> = vec![None; data.rows.len()];
-        for (j, it) in items.iter_mut().enumerate() {
-            let key = generation_key(settings, &it.prompt, &it.grammar, it.max_new);
-            it.key = Some(key);
-            by_row[it.row] = Some(key);
-            if let Some(g) = journal.lookup(&key)?.as_deref().and_then(decode) {
-                rows[it.row] = answer(&compiler, &g, data.rows[it.row].line);
-                done[j] = true;
-                reused += 1;
-            }
-        }
-        for &(row, j) in &repeats.copies {
-            by_row[row] = items[j].key;
-        }
-        journal.begin_run(command, &by_row)?;
-    }
-
-    let reused_first = done.clone();
-    let bar = Progress::new(items.len(), reused);
-    let mut times = GenerationTimes::default();
+    // Batches are formed over every row, journaled or not (a resumed run generates each row in
+    // the same company and gets the same bits); a shard takes its share of the same batches.
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_key(|&j| items[j].prompt.len());
     let mut batches: Vec<Vec<usize>> = Vec::new();
@@ -247,9 +228,45 @@ pub fn generate_rows(
             _ => batches.push(vec![j]),
         }
     }
+    let owned =
+        shard.map(|s| s.assign(data.rows.len(), &batches, |j| items[j].row, &repeats.copies));
+    let mine = |row: usize| owned.as_ref().is_none_or(|o| o[row]);
+
+    let mut done = vec![false; items.len()];
+    let mut reused = 0;
+    if let Some((journal, settings, command)) = journal.as_mut() {
+        let mut by_row: Vec<Option<RowKey>> = vec![None; data.rows.len()];
+        for (j, it) in items.iter_mut().enumerate() {
+            if !mine(it.row) {
+                continue;
+            }
+            let key = generation_key(settings, &it.prompt, &it.grammar, it.max_new);
+            it.key = Some(key);
+            by_row[it.row] = Some(key);
+            if let Some(g) = journal.lookup(&key)?.as_deref().and_then(decode) {
+                rows[it.row] = answer(&compiler, &g, data.rows[it.row].line);
+                done[j] = true;
+                reused += 1;
+            }
+        }
+        for &(row, j) in &repeats.copies {
+            by_row[row] = items[j].key;
+        }
+        // A shard's journal tracks its own rows.
+        let by_row: Vec<Option<RowKey>> = (0..by_row.len())
+            .filter(|&r| mine(r))
+            .map(|r| by_row[r])
+            .collect();
+        journal.begin_run(command, &by_row)?;
+    }
+
+    let reused_first = done.clone();
+    let to_do = items.iter().filter(|it| mine(it.row)).count();
+    let bar = Progress::new(to_do, reused);
+    let mut times = GenerationTimes::default();
     let (mut generated, mut tokens, mut interrupted) = (0, 0, false);
-    for batch in batches {
-        if batch.iter().all(|&j| done[j]) {
+    for (k, batch) in batches.into_iter().enumerate() {
+        if batch.iter().all(|&j| done[j]) || shard.is_some_and(|s| !s.owns_batch(k)) {
             continue;
         }
         if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
@@ -337,7 +354,10 @@ pub fn generate_rows(
     }
     repeats.fill(&mut rows, |j| items[j].row, |i| data.rows[i].line);
     // Copies count where their first row does: taken from the journal, or generated now.
-    for &(_, j) in &repeats.copies {
+    for &(row, j) in &repeats.copies {
+        if !mine(row) {
+            continue;
+        }
         if reused_first[j] {
             reused += 1;
         } else if rows[items[j].row].is_ok() {
@@ -353,5 +373,6 @@ pub fn generate_rows(
         tokens,
         times,
         interrupted,
+        owned,
     })
 }

@@ -200,7 +200,7 @@ impl Journal {
         Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
     }
 
-    fn file_sha(&self, model: &Path) -> Result<String> {
+    pub fn file_sha(&self, model: &Path) -> Result<String> {
         // Files in a Hugging Face cache snapshot link to blobs named by their sha256.
         if let Ok(target) = std::fs::read_link(model) {
             let name = target.file_name().unwrap_or_default().to_string_lossy();

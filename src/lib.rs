@@ -27,4 +27,5 @@ pub mod progress;
 pub mod prompt;
 pub mod scoring_pass;
 pub mod session;
+pub mod shard;
 pub mod tasks;

@@ -1,7 +1,7 @@
 //! The `autolabel-local` binary: argument parsing and exit codes; the commands live in
 //! `autolabel_local::commands`.
 
-use autolabel_local::commands::{self, calibrate, plan, run, score, status};
+use autolabel_local::commands::{self, calibrate, merge, plan, run, score, status};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -29,6 +29,9 @@ enum Command {
     /// Score labels produced elsewhere: the local model's probability of each given label, its
     /// own label, and whether they agree.
     Score(score::ScoreArgs),
+    /// Join the outputs of `run --shard I/N` into the output of one unsharded run, after
+    /// checking that they belong together and hold every row once; print the metrics.
+    Merge(merge::MergeArgs),
     /// Progress of a run (also of one that was interrupted), from its journal.
     Status(status::StatusArgs),
     /// List the model cards and whether each is in the local cache, and the models in the
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
                 0
             }
         }),
+        Command::Merge(args) => merge::merge(&args).map(|s| if s.errors > 0 { 2 } else { 0 }),
         Command::Status(args) => status::status(&args).map(|_| 0),
         Command::Plan(args) => plan::plan(&args).map(|_| 0),
         Command::Calibrate(args) => calibrate::calibrate(&args).map(|_| 0),

@@ -40,7 +40,8 @@ pub fn default_out(data: &Path, suffix: &str) -> PathBuf {
 
 /// Output columns whose name is already an input column replace it in place (re-labeling a
 /// labeled file keeps one set of columns); the others are appended.
-pub fn write_output(path: &Path, data: &Dataset, extra: &OutputColumns) -> Result<()> {
+/// Returns the header written (JSONL: the keys of every object).
+pub fn write_output(path: &Path, data: &Dataset, extra: &OutputColumns) -> Result<Vec<String>> {
     let replaced: Vec<Option<usize>> = extra.names.iter().map(|n| data.column(n)).collect();
     let appended: Vec<&String> = extra
         .names
@@ -116,5 +117,5 @@ pub fn write_output(path: &Path, data: &Dataset, extra: &OutputColumns) -> Resul
     tmp.as_file().sync_all()?;
     tmp.persist(path)
         .with_context(|| format!("cannot write output file {}", path.display()))?;
-    Ok(())
+    Ok(header.into_iter().cloned().collect())
 }

@@ -9,6 +9,7 @@ use crate::journal::{row_key, Journal, RowKey};
 use crate::labeler::{Labeler, Prepared};
 use crate::progress::Progress;
 use crate::session::Session;
+use crate::shard::Shard;
 use anyhow::Result;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub struct PassResult {
     pub scored: usize,
     /// The pass stopped early on request; rows not reached hold an error.
     pub interrupted: bool,
+    /// With a shard: the rows it labeled (the others hold an error).
+    pub owned: Option<Vec<bool>>,
 }
 
 /// How a pass runs.
@@ -48,6 +51,8 @@ pub struct PassOptions<'a> {
     pub journal: Option<(&'a mut Journal, RowKey, String)>,
     /// Set (e.g. by Ctrl-C) to stop after the current batch.
     pub stop: Option<&'a AtomicBool>,
+    /// Label only this shard's batches (see [`crate::shard`]).
+    pub shard: Option<Shard>,
 }
 
 impl PassOptions<'_> {
@@ -57,6 +62,7 @@ impl PassOptions<'_> {
             max_tokens,
             journal: None,
             stop: None,
+            shard: None,
         }
     }
 }
@@ -169,6 +175,7 @@ pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Res
         max_tokens,
         mut journal,
         stop,
+        shard,
     } = opts;
     let data = &session.data;
     let mut rows: Vec<Result<Scored, String>> =
@@ -201,6 +208,19 @@ pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Res
     let started = Instant::now();
     let shared_prefix =
         labeler.share_prefix(prepared.iter().map(|(_, p)| p.prompt_ids.as_slice()))?;
+    // Batches are formed over every row, journaled or not, so a resumed run scores each row in
+    // the same company as an uninterrupted one and gets the same bits; a shard takes its share
+    // of the same batches.
+    let all_batches = batches(&prepared, batch_size, shared_prefix);
+    let owned = shard.map(|s| {
+        s.assign(
+            data.rows.len(),
+            &all_batches,
+            |j| prepared[j].0,
+            &repeats.copies,
+        )
+    });
+    let mine = |row: usize| owned.as_ref().is_none_or(|o| o[row]);
 
     // Rows the journal already holds.
     let mut keys: Vec<Option<RowKey>> = vec![None; prepared.len()];
@@ -209,6 +229,9 @@ pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Res
     if let Some((journal, settings, command)) = journal.as_mut() {
         let mut by_row: Vec<Option<RowKey>> = vec![None; data.rows.len()];
         for (j, (i, p)) in prepared.iter().enumerate() {
+            if !mine(*i) {
+                continue;
+            }
             let key = row_key(settings, &p.prompt_ids, &p.candidates);
             keys[j] = Some(key);
             by_row[*i] = Some(key);
@@ -226,17 +249,21 @@ pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Res
         for &(row, j) in &repeats.copies {
             by_row[row] = keys[j];
         }
+        // A shard's journal tracks its own rows.
+        by_row = (0..by_row.len())
+            .filter(|&r| mine(r))
+            .map(|r| by_row[r])
+            .collect();
         journal.begin_run(command, &by_row)?;
     }
 
     let reused_first = done.clone();
-    let bar = Progress::new(prepared.len(), reused);
+    let to_do = prepared.iter().filter(|(i, _)| mine(*i)).count();
+    let bar = Progress::new(to_do, reused);
     let mut scored = 0;
     let mut interrupted = false;
-    // Batches are formed over every row, journaled or not, so a resumed run scores each row in
-    // the same company as an uninterrupted one and gets the same bits.
-    for batch in batches(&prepared, batch_size, shared_prefix) {
-        if batch.iter().all(|&j| done[j]) {
+    for (k, batch) in all_batches.into_iter().enumerate() {
+        if batch.iter().all(|&j| done[j]) || shard.is_some_and(|s| !s.owns_batch(k)) {
             continue;
         }
         if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
@@ -289,7 +316,10 @@ pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Res
     }
     repeats.fill(&mut rows, |j| prepared[j].0, |i| data.rows[i].line);
     // Copies count where their first row does: taken from the journal, or scored now.
-    for &(_, j) in &repeats.copies {
+    for &(row, j) in &repeats.copies {
+        if !mine(row) {
+            continue;
+        }
         if reused_first[j] {
             reused += 1;
         } else if rows[prepared[j].0].is_ok() {
@@ -303,5 +333,6 @@ pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Res
         reused,
         scored,
         interrupted,
+        owned,
     })
 }

@@ -2,12 +2,16 @@
 //! Scores go to a journal beside the output as they are made, so an interrupted run (Ctrl-C,
 //! kill -9, power loss) resumes where it stopped when the same command is run again.
 
+use crate::dataset::Dataset;
 use crate::journal::{journal_path, settings_key, Journal};
 use crate::metrics::{format_table, metrics_table, Outcome, DEFAULT_THRESHOLDS};
 use crate::operating_point::{ConfidenceArgs, OperatingPoint};
 use crate::output::{bool_text, default_out, write_output, OutputColumns};
 use crate::scoring_pass::{score_all, PassOptions};
 use crate::session::{CommonArgs, Session};
+use crate::shard::{restrict, sha256_file, FileId, Manifest, Shard, MANIFEST_FORMAT};
+use crate::tasks::open::Interpreted;
+use crate::tasks::Task;
 use anyhow::Result;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +32,99 @@ pub struct RunArgs {
     /// Ignore (and delete) the journal of an earlier run of this output; score every row again.
     #[arg(long)]
     pub fresh: bool,
+    /// Label one shard of the rows: I/N (shard I of N, from 0), or auto (I and N from a Slurm
+    /// job array or a Kubernetes Indexed Job; auto/N gives N). Writes <out stem>.shard-I-of-N.<ext>
+    /// and its manifest; `autolabel-local merge` joins the shards.
+    #[arg(long, value_name = "I/N|auto")]
+    pub shard: Option<String>,
+}
+
+impl RunArgs {
+    /// The shard this run labels (`--shard`), read from the scheduler's environment for `auto`.
+    pub fn shard(&self) -> Result<Option<Shard>> {
+        self.shard
+            .as_deref()
+            .map(|s| Shard::parse(s, &|k| std::env::var(k).ok()))
+            .transpose()
+    }
+
+    /// Every option that changes an output's bytes, for shards to be checked against each
+    /// other (files by their sha256, not their path: nodes may mount them elsewhere).
+    fn output_settings(&self) -> Result<std::collections::BTreeMap<String, String>> {
+        let c = &self.common;
+        let file = |p: &Option<PathBuf>| -> Result<String> {
+            p.as_deref()
+                .map(sha256_file)
+                .transpose()
+                .map(|s| s.unwrap_or_default())
+        };
+        let mut confidence = self.confidence.clone();
+        let calibration = file(&confidence.calibration.take())?;
+        Ok([
+            ("dtype", c.dtype_name()),
+            ("device", c.device.clone()),
+            ("revision", format!("{:?}", c.revision)),
+            ("batch_size", self.batch_size.to_string()),
+            ("max_tokens", c.max_tokens.to_string()),
+            ("max_items", format!("{:?}", c.max_items)),
+            ("sample_seed", format!("{:?}", c.sample_seed)),
+            ("chat_template", (!c.no_chat_template).to_string()),
+            ("few_shot_examples", file(&c.few_shot_examples)?),
+            ("disable_quoting", c.disable_quoting.to_string()),
+            ("lossy", c.lossy.to_string()),
+            ("calibration", calibration),
+            ("confidence", format!("{confidence:?}")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect())
+    }
+}
+
+/// Writes a shard's manifest beside its output: what it was made from (config, data, model,
+/// output options), which rows it holds and their answers for the merged metrics.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_manifest(
+    args: &RunArgs,
+    session: &Session,
+    journal: &mut Journal,
+    shard: Shard,
+    out: &std::path::Path,
+    header: Vec<String>,
+    indices: &[usize],
+    answers: Vec<Option<Interpreted>>,
+) -> Result<()> {
+    let id = |p: &std::path::Path, sha: String| FileId {
+        path: std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .display()
+            .to_string(),
+        sha256: sha,
+    };
+    let c = &args.common;
+    Manifest {
+        format: MANIFEST_FORMAT.into(),
+        shard,
+        task: session.task.name().to_string(),
+        config: id(&c.config, sha256_file(&c.config)?),
+        data: id(&c.data, journal.file_sha(&c.data)?),
+        data_rows: session.data.rows.len(),
+        model: id(&session.model.path, journal.model_sha(&session.model.path)?),
+        settings: args.output_settings()?,
+        output: FileId {
+            path: out
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            sha256: sha256_file(out)?,
+        },
+        header,
+        unquoted: session.data.unquoted_delimiter.is_some(),
+        rows: indices.to_vec(),
+        answers,
+    }
+    .write(out)
 }
 
 /// Set by the first Ctrl-C: the run stops after the current batch. A second Ctrl-C exits at once
@@ -61,11 +158,19 @@ pub struct RunSummary {
 pub fn run(args: &RunArgs) -> Result<RunSummary> {
     // Ctrl-C from the start: before scoring begins it simply stops before the first batch.
     let stop = stop_flag();
-    // The output location is checked before the model loads.
-    let out = args
+    // The shard and the output location are checked before the model loads.
+    let shard = args.shard()?;
+    let mut out = args
         .out
         .clone()
         .unwrap_or_else(|| default_out(&args.common.data, "labeled"));
+    if let Some(s) = shard {
+        out = s.file_name(&out);
+        eprintln!(
+            "shard {s}: labeling this shard's rows into {}",
+            out.display()
+        );
+    }
     let out_dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -97,9 +202,10 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
         &labeler,
         journaled_pass(args, &mut journal, settings, stop),
     )?;
-    let data = &session.data;
+    let (part, pass_rows) = restrict(&session.data, pass.rows, pass.owned.as_deref());
+    let data = part.as_ref().map(|(d, _)| d).unwrap_or(&session.data);
     if pass.interrupted {
-        return Ok(interrupted(&pass.rows, pass.truncated, &journal_file, out));
+        return Ok(interrupted(&pass_rows, pass.truncated, &journal_file, out));
     }
     let task = session.task.name();
 
@@ -118,7 +224,7 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
     let mut columns = OutputColumns::new(names, data.rows.len());
     let mut labels = vec![None; data.rows.len()];
     let mut confident = 0;
-    for (i, r) in pass.rows.iter().enumerate() {
+    for (i, r) in pass_rows.iter().enumerate() {
         let values = &mut columns.rows[i];
         match r {
             Ok(s) => {
@@ -146,8 +252,31 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
             }
         }
     }
-    write_output(&out, data, &columns)?;
+    let header = write_output(&out, data, &columns)?;
     journal.finish()?;
+    if let (Some(shard), Some((_, indices))) = (shard, &part) {
+        let answers = labels
+            .iter()
+            .map(|l| {
+                l.as_ref().map(|(label, confidence)| Interpreted {
+                    label: label.clone(),
+                    confidence: *confidence as f64,
+                    extra: Vec::new(),
+                    detail: serde_json::Value::Null,
+                })
+            })
+            .collect();
+        write_manifest(
+            args,
+            &session,
+            &mut journal,
+            shard,
+            &out,
+            header,
+            indices,
+            answers,
+        )?;
+    }
 
     let labeled = labels.iter().filter(|l| l.is_some()).count();
     let errors = labels.len() - labeled;
@@ -182,15 +311,34 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
     }
     if errors > 0 {
         eprintln!("{errors} rows could not be labeled (see the error column); first ones:");
-        for e in pass.rows.iter().filter_map(|r| r.as_ref().err()).take(5) {
+        for e in pass_rows.iter().filter_map(|r| r.as_ref().err()).take(5) {
             eprintln!("  {e}");
         }
     }
 
+    let accuracy = label_set_report(session.task.as_ref(), data, &labels);
+    Ok(RunSummary {
+        rows: labels.len(),
+        labeled,
+        errors,
+        truncated: pass.truncated,
+        accuracy,
+        out,
+        interrupted: false,
+    })
+}
+
+/// Prints the metrics table of a label-set task against the ground truth (when the data has
+/// it); returns the accuracy of all rows.
+pub(crate) fn label_set_report(
+    task: &dyn Task,
+    data: &Dataset,
+    labels: &[Option<(String, f32)>],
+) -> Option<f64> {
     let mut support = 0;
     let mut outcomes = Vec::new();
-    for (row, l) in data.rows.iter().zip(&labels) {
-        if let Some(truth) = session.task.ground_truth(data, row) {
+    for (row, l) in data.rows.iter().zip(labels) {
+        if let Some(truth) = task.ground_truth(data, row) {
             support += 1;
             if let Some((label, confidence)) = l {
                 outcomes.push(Outcome {
@@ -200,20 +348,10 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
             }
         }
     }
-    let mut accuracy = None;
-    if support > 0 {
+    (support > 0).then(|| {
         let table = metrics_table(&outcomes, support, DEFAULT_THRESHOLDS);
-        accuracy = Some(table[0].accuracy);
         println!("{}", format_table(&table));
-    }
-    Ok(RunSummary {
-        rows: labels.len(),
-        labeled,
-        errors,
-        truncated: pass.truncated,
-        accuracy,
-        out,
-        interrupted: false,
+        table[0].accuracy
     })
 }
 
@@ -251,6 +389,8 @@ pub(crate) fn journaled_pass<'a>(
         max_tokens: args.common.max_tokens,
         journal: Some((journal, settings, command.join(" "))),
         stop: Some(stop),
+        // Checked when the run started.
+        shard: args.shard().ok().flatten(),
     }
 }
 

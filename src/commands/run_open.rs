@@ -1,13 +1,15 @@
 //! `run` for tasks whose answers are generated under a constraint (named-entity recognition):
 //! the generation pass, the task's output columns and its metrics report.
 
-use super::run::{interrupted, journaled_pass, open_journal, RunArgs, RunSummary};
+use super::run::{interrupted, journaled_pass, open_journal, write_manifest, RunArgs, RunSummary};
 use crate::answer_calibration::{AnswerCalibration, Platt};
 use crate::calibration::CurvePoint;
+use crate::dataset::Dataset;
 use crate::generation_pass::generate_all;
 use crate::labeler::Labeler;
 use crate::output::{bool_text, write_output, OutputColumns};
 use crate::session::Session;
+use crate::shard::restrict;
 use crate::tasks::open::Interpreted;
 use crate::tasks::open::OpenTask;
 use anyhow::{bail, Result};
@@ -24,16 +26,21 @@ pub fn run_open(
 ) -> Result<RunSummary> {
     let point = AnswerPoint::resolve(args, session, task)?;
     let (mut journal, settings, journal_file) = open_journal(args, session, &out)?;
-    let pass = generate_all(
+    let mut pass = generate_all(
         session,
         labeler,
         task,
         journaled_pass(args, &mut journal, settings, stop),
     )?;
-    let data = &session.data;
-    let total = pass.rows.len();
+    let (part, pass_rows) = restrict(
+        &session.data,
+        std::mem::take(&mut pass.rows),
+        pass.owned.as_deref(),
+    );
+    let data = part.as_ref().map(|(d, _)| d).unwrap_or(&session.data);
+    let total = pass_rows.len();
     if pass.interrupted {
-        return Ok(interrupted(&pass.rows, pass.truncated, &journal_file, out));
+        return Ok(interrupted(&pass_rows, pass.truncated, &journal_file, out));
     }
     let name = session.task.name();
     let thresholded = point.as_ref().is_some_and(|p| p.threshold.is_some());
@@ -49,7 +56,7 @@ pub fn run_open(
     let mut columns = OutputColumns::new(names, total);
     let mut interpreted = Vec::with_capacity(total);
     let mut errors = Vec::new();
-    for (i, (row, r)) in data.rows.iter().zip(&pass.rows).enumerate() {
+    for (i, (row, r)) in data.rows.iter().zip(&pass_rows).enumerate() {
         let values = &mut columns.rows[i];
         match r
             .as_ref()
@@ -80,8 +87,21 @@ pub fn run_open(
             }
         }
     }
-    write_output(&out, data, &columns)?;
+    let header = write_output(&out, data, &columns)?;
     journal.finish()?;
+    if let (Some(shard), Some((_, indices))) = (args.shard()?, &part) {
+        let answers = interpreted.clone();
+        write_manifest(
+            args,
+            session,
+            &mut journal,
+            shard,
+            &out,
+            header,
+            indices,
+            answers,
+        )?;
+    }
     let labeled = total - errors.len();
     eprintln!(
         "labeled {labeled}/{total} rows in {:.1} s ({:.2} rows/s, {:.1} generated tokens/s) with {} -> {}",
@@ -126,18 +146,7 @@ pub fn run_open(
             eprintln!("  {e}");
         }
     }
-    let mut accuracy = None;
-    if let Some(report) = task.report(data, &interpreted) {
-        for w in &report.warnings {
-            eprintln!("warning: {w}");
-        }
-        accuracy = report
-            .figures
-            .iter()
-            .find(|(n, _)| n == "accuracy")
-            .map(|(_, v)| *v);
-        println!("{}", report.text);
-    }
+    let accuracy = open_report(task, data, &interpreted);
     Ok(RunSummary {
         rows: total,
         labeled,
@@ -147,6 +156,25 @@ pub fn run_open(
         out,
         interrupted: false,
     })
+}
+
+/// Prints a generated-answer task's metrics report and its warnings (when the data has ground
+/// truth); returns the accuracy figure, if the task has one.
+pub(crate) fn open_report(
+    task: &dyn OpenTask,
+    data: &Dataset,
+    interpreted: &[Option<Interpreted>],
+) -> Option<f64> {
+    let report = task.report(data, interpreted)?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("{}", report.text);
+    report
+        .figures
+        .iter()
+        .find(|(n, _)| n == "accuracy")
+        .map(|(_, v)| *v)
 }
 
 /// The calibration and threshold a run of a generated-answer task applies.

@@ -39,7 +39,7 @@ impl Answer {
 }
 
 /// A row's answer turned into output.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Interpreted {
     /// The `<task>_task_label` value.
     pub label: String,
