@@ -182,8 +182,16 @@ pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Res
         vec![Err("not scored".to_string()); data.rows.len()];
     let mut prepared = Vec::new();
     let mut truncated = 0;
-    for (i, row) in data.rows.iter().enumerate() {
-        match labeler.prepare(data, row) {
+    // Rows are rendered and tokenized on every core (a shard prepares the whole file).
+    let ready: Vec<Result<Prepared, String>> = {
+        use rayon::prelude::*;
+        data.rows
+            .par_iter()
+            .map(|row| labeler.prepare(data, row))
+            .collect()
+    };
+    for (i, (row, ready)) in data.rows.iter().zip(ready).enumerate() {
+        match ready {
             Ok(p) => {
                 if p.truncated {
                     truncated += 1;

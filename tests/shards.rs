@@ -369,3 +369,49 @@ fn manifest(p: &Path) -> PathBuf {
     n.push(".manifest.json");
     p.with_file_name(n)
 }
+
+/// The shipped Kubernetes Job asks for as many shards as it has completions, runs them with the
+/// model cache on the volume and offline, and the merge job merges the same output; the Slurm
+/// script runs shards with --shard auto (tests/slurm.rs runs it under a real Slurm).
+#[test]
+fn shipped_cluster_examples_agree_with_the_cli() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let job = std::fs::read_to_string(root.join("kubernetes/label-job.yaml")).unwrap();
+    let completions: usize = job
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("completions:"))
+        .expect("completions")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(job.contains("completionMode: Indexed"), "{job}");
+    assert!(
+        job.contains(&format!("--shard auto/{completions}")),
+        "{job}"
+    );
+    assert!(job.contains("HF_HUB_OFFLINE") && job.contains("AUTOLABEL_LOCAL_CACHE"));
+    let out = job
+        .split_whitespace()
+        .skip_while(|w| *w != "--out")
+        .nth(1)
+        .unwrap();
+    let merge = std::fs::read_to_string(root.join("kubernetes/merge-job.yaml")).unwrap();
+    assert!(merge.contains(&format!("merge --out {out}")), "{merge}");
+    let sbatch = std::fs::read_to_string(root.join("slurm/label.sbatch")).unwrap();
+    assert!(sbatch.contains("--shard auto") && sbatch.contains("--dependency=afterok"));
+    // The shard spec the Job's pods compute from JOB_COMPLETION_INDEX is accepted by the CLI.
+    let f = Fixture::new();
+    let o = cli(
+        &f,
+        &["run", "--config", "missing.json", "--data", "x.csv"],
+        &[("JOB_COMPLETION_INDEX", completions.to_string())],
+    )
+    .args(["--shard", &format!("auto/{completions}")])
+    .output()
+    .unwrap();
+    assert!(
+        text(&o).contains(&format!("not below the shard count {completions}")),
+        "{}",
+        text(&o)
+    );
+}
