@@ -69,6 +69,7 @@ pub fn fit_temperature_and_bias(rows: &[SeedRow], labels: usize) -> Adjustment {
     let to_adj = |x: &[f64]| Adjustment {
         temperature: 1.0 / x[0],
         bias: x[1..].to_vec(),
+        debias: Vec::new(),
     };
     let objective = |x: &[f64]| {
         if x[0] <= 1e-6 {

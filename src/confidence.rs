@@ -44,6 +44,10 @@ pub struct Adjustment {
     /// One entry per label, or empty for none.
     #[serde(default)]
     pub bias: Vec<f64>,
+    /// The content-free label prior (log, one entry per label) divided out of every row before
+    /// the temperature (`--debias content-free`), or empty for none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub debias: Vec<f64>,
 }
 
 impl Default for Adjustment {
@@ -51,6 +55,7 @@ impl Default for Adjustment {
         Adjustment {
             temperature: 1.0,
             bias: Vec::new(),
+            debias: Vec::new(),
         }
     }
 }
@@ -60,6 +65,7 @@ impl Adjustment {
         Adjustment {
             temperature,
             bias: Vec::new(),
+            debias: Vec::new(),
         }
     }
 
@@ -67,7 +73,10 @@ impl Adjustment {
         logprobs
             .iter()
             .enumerate()
-            .map(|(k, &l)| l as f64 / self.temperature + self.bias.get(k).copied().unwrap_or(0.0))
+            .map(|(k, &l)| {
+                (l as f64 - self.debias.get(k).copied().unwrap_or(0.0)) / self.temperature
+                    + self.bias.get(k).copied().unwrap_or(0.0)
+            })
             .collect()
     }
 
@@ -82,7 +91,7 @@ impl Adjustment {
 
     /// The chosen label after the adjustment (ties go to the first).
     pub fn best(&self, logprobs: &[f32]) -> usize {
-        if self.bias.is_empty() {
+        if self.bias.is_empty() && self.debias.is_empty() {
             return argmax(logprobs.iter().map(|&l| l as f64));
         }
         argmax(self.logits(logprobs).into_iter())
@@ -228,8 +237,23 @@ mod tests {
         let biased = Adjustment {
             temperature: 1.0,
             bias: vec![0.0, 3.0, 0.0],
+            debias: Vec::new(),
         };
         assert_eq!(biased.best(&s.logprobs), 1);
+        // A content-free prior is divided out before the temperature: P(label) / prior,
+        // renormalised, whatever the temperature.
+        let prior = [0.7f64, 0.2, 0.1];
+        let debiased = Adjustment {
+            temperature: 2.0,
+            bias: Vec::new(),
+            debias: prior.iter().map(|p| p.ln()).collect(),
+        };
+        let raw = Adjustment::default().probs(&s.logprobs);
+        let want: Vec<f64> = raw.iter().zip(prior).map(|(r, q)| (r / q).sqrt()).collect();
+        let total: f64 = want.iter().sum();
+        for (got, w) in debiased.probs(&s.logprobs).iter().zip(&want) {
+            assert!((got - w / total).abs() < 1e-9, "{got} vs {}", w / total);
+        }
         assert!((ConfidenceMethod::MinLogprob.value(&s, &biased) - (-2.0f32).exp()).abs() < 1e-6);
         assert!(ConfidenceMethod::parse("margin").is_ok());
         assert!(ConfidenceMethod::parse("prob")

@@ -15,6 +15,7 @@ pub mod commands;
 pub mod confidence;
 pub mod config;
 pub mod dataset;
+pub mod debias;
 pub mod generation_pass;
 pub mod journal;
 pub mod labeler;

@@ -24,6 +24,10 @@ pub struct ConfidenceArgs {
     /// Also write one column per confidence method.
     #[arg(long)]
     pub all_confidence_columns: bool,
+    /// Divide the model's label prior out of every row's label distribution: content-free (the
+    /// prompt scored with "N/A", "" and "[MASK]" as input; no labeled rows needed).
+    #[arg(long, value_name = "content-free")]
+    pub debias: Option<String>,
 }
 
 /// How confidences are computed and which rows count as confidently labeled.
@@ -35,6 +39,9 @@ pub struct OperatingPoint {
     pub threshold: Option<CurvePoint>,
     pub target_accuracy: Option<f64>,
     pub calibration: Option<PathBuf>,
+    /// `--debias` was asked for and no calibration brings its prior: the run computes it
+    /// ([`crate::debias::content_free_prior`]) and sets `adjustment.debias`.
+    pub needs_prior: bool,
 }
 
 impl OperatingPoint {
@@ -56,6 +63,12 @@ impl OperatingPoint {
                 bail!("--target-accuracy {t} must be between 0 and 1 (e.g. 0.95)")
             }
         }
+        if let Some(d) = &args.debias {
+            crate::debias::parse(d)?;
+            if labels.is_none() {
+                bail!("--debias needs a fixed label set; this task's candidates differ per row (multiple choice: each row's options), so there is no label prior to divide out")
+            }
+        }
         let Some(path) = &args.calibration else {
             if args.target_accuracy.is_some() {
                 bail!("--target-accuracy needs --calibration FILE: the threshold comes from labeled seed rows (run `autolabel-local calibrate` first)")
@@ -66,11 +79,19 @@ impl OperatingPoint {
                 threshold: None,
                 target_accuracy: None,
                 calibration: None,
+                needs_prior: args.debias.is_some(),
             });
         };
         let cal = Calibration::read(path)?;
         // A task whose candidates differ per row (multiple choice) has a calibration without labels.
         cal.check_matches(path, task, labels.unwrap_or(&[]), model_file)?;
+        if args.debias.is_some() && cal.adjustment.debias.is_empty() {
+            bail!(
+                "--debias: the calibration {} was fitted without debiasing; calibrate again with --debias {} (the calibration then carries the prior), or leave out --debias",
+                path.display(),
+                crate::debias::METHOD
+            )
+        }
         let method = method.unwrap_or(cal.confidence);
         let target = args.target_accuracy.unwrap_or(cal.target_accuracy);
         let Some(point) = cal.threshold_for(method, target) else {
@@ -91,6 +112,7 @@ impl OperatingPoint {
             threshold: Some(point),
             target_accuracy: Some(target),
             calibration: Some(path.clone()),
+            needs_prior: false,
         })
     }
 
@@ -168,10 +190,36 @@ impl OperatingPoint {
         ]
     }
 
+    /// Computes the content-free prior when `--debias` asks for it (see [`crate::debias`]);
+    /// returns a line describing it.
+    pub fn apply_debias(
+        &mut self,
+        session: &crate::session::Session,
+        labeler: &crate::labeler::Labeler,
+    ) -> Result<Option<String>> {
+        let labels = session.task.fixed_candidates().unwrap_or_default();
+        if self.needs_prior {
+            let (prior, _) = crate::debias::content_free_prior(session, labeler)?;
+            self.adjustment.debias = prior;
+            self.needs_prior = false;
+        } else if self.adjustment.debias.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(crate::debias::describe(
+            &labels,
+            &self.adjustment.debias,
+        )))
+    }
+
     pub fn describe(&self) -> String {
+        let debiased = if self.adjustment.debias.is_empty() {
+            ""
+        } else {
+            "content-free prior divided out, "
+        };
         let cal = match &self.calibration {
             Some(path) => format!(
-                "temperature {:.3}{} from {}",
+                "{debiased}temperature {:.3}{} from {}",
                 self.adjustment.temperature,
                 if self.adjustment.bias.is_empty() {
                     ""
@@ -180,6 +228,7 @@ impl OperatingPoint {
                 },
                 path.display()
             ),
+            None if !debiased.is_empty() => "content-free prior divided out, uncalibrated".into(),
             None => "uncalibrated".into(),
         };
         match (&self.threshold, self.target_accuracy) {

@@ -48,6 +48,10 @@ pub struct CalibrateArgs {
     /// Rows scored together in one batch.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    /// Divide the model's content-free label prior out before fitting (see `run --debias`);
+    /// the calibration file records the prior and `run --calibration` applies it.
+    #[arg(long, value_name = "content-free")]
+    pub debias: Option<String>,
 }
 
 /// A seed row: scores, truth index, and which split it is in.
@@ -150,6 +154,12 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<()> {
     for n in &session.notices {
         eprintln!("note: {n}");
     }
+    if let Some(d) = &args.debias {
+        crate::debias::parse(d)?;
+        if session.task.fixed_candidates().is_none() {
+            bail!("--debias needs a fixed label set; this task's answers are generated or its candidates differ per row, so there is no label prior to divide out")
+        }
+    }
     if let Some(open) = session.task.open() {
         return super::calibrate_open::calibrate_open(args, &session, open).map(|_| ());
     }
@@ -236,10 +246,39 @@ fn calibrate_labels(
     }
     let rows = |v: &[&Seed]| v.iter().map(|s| s.row()).collect::<Vec<_>>();
     let (fit_rows, held_rows) = (rows(&fit), rows(&held));
-    let adj = match args.fit.as_str() {
-        "bias" => fit_temperature_and_bias(&fit_rows, labels.len()),
-        _ => Adjustment::temperature(fit_temperature(&fit_rows)),
+    // With --debias the temperature (and bias) are fitted to the debiased log-probabilities.
+    let prior = match &args.debias {
+        Some(_) => {
+            let (prior, used) = crate::debias::content_free_prior(session, &labeler)?;
+            println!(
+                "{} (inputs scored: {})",
+                crate::debias::describe(&labels, &prior),
+                used.iter()
+                    .map(|u| format!("{u:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            prior
+        }
+        None => Vec::new(),
     };
+    let debiased: Vec<SeedRow> = fit_rows
+        .iter()
+        .map(|r| SeedRow {
+            logprobs: r
+                .logprobs
+                .iter()
+                .enumerate()
+                .map(|(k, &l)| l - prior.get(k).copied().unwrap_or(0.0) as f32)
+                .collect(),
+            truth: r.truth,
+        })
+        .collect();
+    let mut adj = match args.fit.as_str() {
+        "bias" => fit_temperature_and_bias(&debiased, labels.len()),
+        _ => Adjustment::temperature(fit_temperature(&debiased)),
+    };
+    adj.debias = prior;
     let identity = Adjustment::default();
     let curves: BTreeMap<String, Vec<CurvePoint>> = ConfidenceMethod::ALL
         .iter()

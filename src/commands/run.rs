@@ -195,7 +195,7 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
     if let Some(open) = session.task.open() {
         return super::run_open::run_open(args, &session, &labeler, open, out, stop);
     }
-    let op = session.operating_point(&args.confidence)?;
+    let mut op = session.operating_point(&args.confidence)?;
     let (mut journal, settings, journal_file) = open_journal(args, &session, &out)?;
     let pass = score_all(
         &session,
@@ -206,6 +206,9 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
     let data = part.as_ref().map(|(d, _)| d).unwrap_or(&session.data);
     if pass.interrupted {
         return Ok(interrupted(&pass_rows, pass.truncated, &journal_file, out));
+    }
+    if let Some(line) = op.apply_debias(&session, &labeler)? {
+        eprintln!("{line}");
     }
     let task = session.task.name();
 

@@ -189,6 +189,9 @@ impl AnswerPoint {
     fn resolve(args: &RunArgs, session: &Session, task: &dyn OpenTask) -> Result<Option<Self>> {
         let c = &args.confidence;
         let kind = &session.config.task_type;
+        if c.debias.is_some() {
+            bail!("--debias divides a label prior out of a label set's distribution; a {kind} task's answer is generated, so there is none to divide out")
+        }
         if c.confidence.is_some() || c.all_confidence_columns {
             bail!("--confidence and --all-confidence-columns choose among label-set confidences; a {kind} task's confidence is the probability of each {}'s tokens", task.unit())
         }

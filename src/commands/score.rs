@@ -58,7 +58,7 @@ pub fn score(args: &ScoreArgs) -> Result<ScoreSummary> {
         )
     }
     let labeler = session.labeler(&args.common)?;
-    let op = session.operating_point(&args.confidence)?;
+    let mut op = session.operating_point(&args.confidence)?;
     let out = args
         .out
         .clone()
@@ -68,6 +68,9 @@ pub fn score(args: &ScoreArgs) -> Result<ScoreSummary> {
         &labeler,
         PassOptions::new(args.batch_size, args.common.max_tokens),
     )?;
+    if let Some(line) = op.apply_debias(&session, &labeler)? {
+        eprintln!("{line}");
+    }
     let task = session.task.name();
     let mut names: Vec<String> = [
         "given_label_prob",
