@@ -30,6 +30,16 @@ pub struct ConfidenceArgs {
     pub debias: Option<String>,
 }
 
+/// The threshold of a target no subset of the seed rows reached: no confidence reaches it, so
+/// every row is marked not confidently labeled.
+pub fn unreachable(best_accuracy: f64) -> CurvePoint {
+    CurvePoint {
+        threshold: f32::INFINITY,
+        accuracy: best_accuracy,
+        completion_rate: 0.0,
+    }
+}
+
 /// How confidences are computed and which rows count as confidently labeled.
 #[derive(Debug, Clone)]
 pub struct OperatingPoint {
@@ -94,22 +104,30 @@ impl OperatingPoint {
         }
         let method = method.unwrap_or(cal.confidence);
         let target = args.target_accuracy.unwrap_or(cal.target_accuracy);
-        let Some(point) = cal.threshold_for(method, target) else {
-            let best = cal
-                .curves
-                .get(method.name())
-                .and_then(|c| c.iter().map(|p| p.accuracy).reduce(f64::max))
-                .unwrap_or(0.0);
-            bail!(
-                "no {} threshold reached accuracy {target} on the seed rows of {} (the best subset reached {best:.3}); lower --target-accuracy or calibrate on more seed rows",
-                method.name(),
-                path.display()
-            )
+        let threshold = match cal.threshold_for(method, target) {
+            Some(point) => Some(point),
+            None => {
+                let best = cal
+                    .curves
+                    .get(method.name())
+                    .and_then(|c| c.iter().map(|p| p.accuracy).reduce(f64::max))
+                    .unwrap_or(0.0);
+                if args.target_accuracy.is_some() {
+                    eprintln!(
+                        "warning: no {} threshold reached accuracy {target} on the seed rows of {} (the best subset reached {best:.3}); every row is labeled with confidently_labeled = False (lower --target-accuracy or calibrate on more seed rows)",
+                        method.name(),
+                        path.display()
+                    );
+                    Some(unreachable(best))
+                } else {
+                    None
+                }
+            }
         };
         Ok(OperatingPoint {
             method,
             adjustment: cal.adjustment.clone(),
-            threshold: Some(point),
+            threshold,
             target_accuracy: Some(target),
             calibration: Some(path.clone()),
             needs_prior: false,
@@ -232,6 +250,11 @@ impl OperatingPoint {
             None => "uncalibrated".into(),
         };
         match (&self.threshold, self.target_accuracy) {
+            (Some(p), Some(target)) if p.threshold.is_infinite() => format!(
+                "{} ({cal}; no threshold reached accuracy {target} on the seed rows, the best subset reached {:.3}: every row is not confidently labeled)",
+                self.method.name(),
+                p.accuracy
+            ),
             (Some(p), Some(target)) => format!(
                 "{} >= {:.4} ({cal}; on the seed rows this kept {:.1}% at accuracy {:.3}, target {target})",
                 self.method.name(),

@@ -207,6 +207,32 @@ pub fn parse_file_name(path: &Path) -> Option<Shard> {
     })
 }
 
+/// The shard counts of the shard outputs beside `out` (`<stem>.shard-I-of-N.<ext>` with a
+/// manifest), ascending.
+pub fn counts_beside(out: &Path) -> Vec<usize> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let stem = out.file_stem().unwrap_or_default().to_string_lossy();
+    let ext = out.extension().unwrap_or_default().to_string_lossy();
+    let mut counts: Vec<usize> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with(&format!("{stem}.shard-"))
+                && name.ends_with(&format!(".{ext}"))
+                && manifest_path(p).exists()
+        })
+        .filter_map(|p| parse_file_name(&p).map(|s| s.count))
+        .collect();
+    counts.sort();
+    counts.dedup();
+    counts
+}
+
 /// A file a shard depended on: where it was and its sha256.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileId {

@@ -282,3 +282,81 @@ fn debiasing_lifts_smollm2_on_real_sms() {
     );
     assert!(b >= a + 0.1, "debiased {b:.3} vs plain {a:.3}");
 }
+
+/// `calibrate` (default `--fit auto`) says which fit it chose and why; a target accuracy no
+/// subset of the seed rows reached labels every row, marked not confidently labeled, instead of
+/// failing the run.
+#[test]
+fn fit_auto_explains_its_choice_and_an_unreachable_target_marks_every_row() {
+    let f = Fixture::new();
+    let data = sms(&f, 40);
+    let config = config(&f);
+    let cal = f.dir.path().join("cal.json");
+    let o = f.command(&[
+        "calibrate",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--calibration",
+        cal.to_str().unwrap(),
+        "--no-plots",
+        "--target-accuracy",
+        "0.5",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("--fit auto chose ") && t.contains("lowest cross-validated NLL"),
+        "{t}"
+    );
+    let o = f.command(&[
+        "calibrate",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--fit",
+        "platt",
+    ]);
+    assert!(
+        text(&o).contains("must be auto, temperature or bias"),
+        "{}",
+        text(&o)
+    );
+
+    // A calibration whose seed rows never reached more than 0.6 accuracy at any threshold.
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cal).unwrap()).unwrap();
+    for curve in c["curves"].as_object_mut().unwrap().values_mut() {
+        for p in curve.as_array_mut().unwrap() {
+            let a = p["accuracy"].as_f64().unwrap().min(0.6);
+            p["accuracy"] = a.into();
+        }
+    }
+    std::fs::write(&cal, c.to_string()).unwrap();
+    let out = f.dir.path().join("out.csv");
+    let o = f.run(
+        &config,
+        &data,
+        &out,
+        &[
+            "--calibration",
+            cal.to_str().unwrap(),
+            "--target-accuracy",
+            "0.9",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("every row is labeled with confidently_labeled = False"),
+        "{}",
+        text(&o)
+    );
+    let rows = read_csv(&out);
+    assert_eq!(rows.len(), 40);
+    assert!(rows
+        .iter()
+        .all(|r| r["SmsSpam_task_confidently_labeled"] == "False"
+            && !r["SmsSpam_task_label"].is_empty()));
+}

@@ -229,6 +229,11 @@ fn indexed_job_shards_of_a_generated_task_merge_and_bad_merges_are_refused() {
         "{}",
         text(&o)
     );
+    assert!(
+        text(&o).contains("are shards of a run with 3 shards; the shard count changed"),
+        "{}",
+        text(&o)
+    );
     let two = f.dir.path().join("labeled.shard-0-of-2.jsonl");
     refused(
         &[two.clone(), shards[1].clone(), shards[2].clone()],

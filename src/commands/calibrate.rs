@@ -5,8 +5,8 @@
 //! held-out split with --holdout), write the calibration file and its charts.
 
 use crate::calibration::{
-    coverage_curve, default_path, fit_temperature, fit_temperature_and_bias, quality,
-    reliability_bins, top_outcome, Calibration, CurvePoint, Quality, SeedRow, ECE_BINS, FORMAT,
+    coverage_curve, default_path, quality, reliability_bins, top_outcome, Calibration, CurvePoint,
+    Quality, SeedRow, ECE_BINS, FORMAT,
 };
 use crate::confidence::{Adjustment, ConfidenceMethod};
 use crate::metrics::{auroc, format_table, metrics_table, Outcome, DEFAULT_THRESHOLDS};
@@ -31,10 +31,11 @@ pub struct CalibrateArgs {
     /// entropy); thresholds for the others are stored too.
     #[arg(long, default_value = "label_prob")]
     pub confidence: String,
-    /// What to fit: `temperature` (confidences only; labels unchanged) or `bias` (temperature
-    /// plus a per-label bias that corrects a model's preference for some labels; this can change
-    /// labels, and needs seed rows for every label).
-    #[arg(long, default_value = "temperature")]
+    /// What to fit: `auto` (the one of none, temperature and bias with the lowest
+    /// cross-validated NLL on the seed rows), `temperature` (confidences only; labels
+    /// unchanged) or `bias` (temperature plus a per-label bias that corrects a model's preference
+    /// for some labels; this can change labels, and needs seed rows for every label).
+    #[arg(long, default_value = "auto")]
     pub fit: String,
     /// Share of the seed rows held out (not fitted on) to report honest calibration figures.
     #[arg(long, default_value_t = 0.0)]
@@ -144,8 +145,8 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<()> {
             args.target_accuracy
         )
     }
-    if !["temperature", "bias"].contains(&args.fit.as_str()) {
-        bail!("--fit '{}' must be temperature or bias", args.fit)
+    if !["auto", "temperature", "bias"].contains(&args.fit.as_str()) {
+        bail!("--fit '{}' must be auto, temperature or bias", args.fit)
     }
     if !["svg", "png"].contains(&args.plot_format.as_str()) {
         bail!("--plot-format '{}' must be svg or png", args.plot_format)
@@ -274,10 +275,15 @@ fn calibrate_labels(
             truth: r.truth,
         })
         .collect();
-    let mut adj = match args.fit.as_str() {
-        "bias" => fit_temperature_and_bias(&debiased, labels.len()),
-        _ => Adjustment::temperature(fit_temperature(&debiased)),
+    let kind = match args.fit.as_str() {
+        "auto" => {
+            let (chosen, scores) = crate::fit_choice::choose(&debiased, labels.len());
+            println!("{}", crate::fit_choice::describe(chosen, &scores));
+            chosen
+        }
+        other => other,
     };
+    let mut adj = crate::fit_choice::fit(kind, &debiased, labels.len());
     adj.debias = prior;
     let identity = Adjustment::default();
     let curves: BTreeMap<String, Vec<CurvePoint>> = ConfidenceMethod::ALL
@@ -346,7 +352,8 @@ fn calibrate_labels(
     if let (Some(b), Some(a)) = (&cal.holdout_uncalibrated, &cal.holdout) {
         println!("{}", quality_line("held out, uncalibrated", b));
         if !adj.bias.is_empty() {
-            let t_only = Adjustment::temperature(fit_temperature(&fit_rows));
+            let mut t_only = crate::fit_choice::fit("temperature", &debiased, labels.len());
+            t_only.debias = adj.debias.clone();
             println!(
                 "{}",
                 quality_line("held out, temperature only", &quality(&held_rows, &t_only))

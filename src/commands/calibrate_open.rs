@@ -45,7 +45,7 @@ pub fn calibrate_open(
     task: &dyn OpenTask,
 ) -> Result<AnswerCalibration> {
     let kind = &session.config.task_type;
-    if args.fit != "temperature" {
+    if !["auto", "temperature"].contains(&args.fit.as_str()) {
         bail!("--fit {} applies to tasks with a label set; {kind} tasks fit a scaling of each {}'s probability (the default)", args.fit, task.unit())
     }
     if args.confidence != "label_prob" {

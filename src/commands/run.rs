@@ -165,11 +165,25 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
         .clone()
         .unwrap_or_else(|| default_out(&args.common.data, "labeled"));
     if let Some(s) = shard {
+        let whole = out.clone();
         out = s.file_name(&out);
         eprintln!(
             "shard {s}: labeling this shard's rows into {}",
             out.display()
         );
+        let other: Vec<String> = crate::shard::counts_beside(&whole)
+            .into_iter()
+            .filter(|&n| n != s.count)
+            .map(|n| n.to_string())
+            .collect();
+        if !other.is_empty() {
+            eprintln!(
+                "note: beside {} are shards of a run with {} shards; the shard count changed, so merge only the -of-{} ones (and delete the others)",
+                whole.display(),
+                other.join(" and "),
+                s.count
+            );
+        }
     }
     let out_dir = out
         .parent()

@@ -214,11 +214,13 @@ impl AnswerPoint {
             None if c.target_accuracy.is_none() => None,
             None => {
                 let best = cal.curve.iter().map(|p| p.accuracy).fold(0.0, f64::max);
-                bail!(
-                    "no threshold reached accuracy {target} on the seed {}s of {} (the best subset reached {best:.3}); lower --target-accuracy or calibrate on more seed rows",
+                eprintln!(
+                    "warning: no threshold reached accuracy {target} on the seed {}s of {} (the best subset reached {best:.3}); every {} is marked below the threshold (lower --target-accuracy or calibrate on more seed rows)",
                     task.unit(),
-                    path.display()
-                )
+                    path.display(),
+                    task.unit()
+                );
+                Some(crate::operating_point::unreachable(best))
             }
         };
         Ok(Some(AnswerPoint {
@@ -247,6 +249,10 @@ impl AnswerPoint {
             self.path.display()
         );
         match &self.threshold {
+            Some(p) if p.threshold.is_infinite() => format!(
+                "{cal}; no threshold reached accuracy {} on the seed rows (the best subset reached {:.3}): every {unit} is below it",
+                self.target, p.accuracy
+            ),
             Some(p) => format!(
                 "{cal}; threshold {:.4} (on the seed rows it kept {:.1}% of {unit}s at accuracy {:.3}, target {})",
                 p.threshold,
