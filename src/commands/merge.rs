@@ -257,10 +257,12 @@ fn check_together(shards: &[(PathBuf, Manifest)]) -> Result<()> {
         if m.model.sha256 != m0.model.sha256 {
             return Err(differ("model", &m0.model.path, &m.model.path));
         }
-        for (k, v) in &m0.settings {
-            let other = m.settings.get(k).map(String::as_str).unwrap_or("unset");
-            if other != v {
-                return Err(differ(&format!("option {k}"), v, other));
+        let keys: std::collections::BTreeSet<&String> =
+            m0.settings.keys().chain(m.settings.keys()).collect();
+        for k in keys {
+            let get = |m: &Manifest| m.settings.get(k).cloned().unwrap_or_else(|| "unset".into());
+            if get(m0) != get(m) {
+                return Err(differ(&format!("option {k}"), &get(m0), &get(m)));
             }
         }
         if m.header != m0.header || m.unquoted != m0.unquoted {
