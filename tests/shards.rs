@@ -277,6 +277,11 @@ fn indexed_job_shards_of_a_generated_task_merge_and_bad_merges_are_refused() {
         &[],
         "their config differs",
     );
+    refused(
+        &shards,
+        &["--config", other.to_str().unwrap()],
+        "is not the one the shards were made with",
+    );
     let g = Fixture::with_seed(Some(99));
     let o = cli(&g, &base, &[])
         .args(["--out", other_out.to_str().unwrap(), "--shard", "1/3"])

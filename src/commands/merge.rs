@@ -61,6 +61,24 @@ pub fn merge(args: &MergeArgs) -> Result<MergeSummary> {
         )
     }
 
+    // The config the metrics need, checked before anything is written.
+    let first = &shards[0].1;
+    let config_path = match &args.config {
+        Some(p) => p.clone(),
+        None => PathBuf::from(&first.config.path),
+    };
+    let config_sha = sha256_file(&config_path).map_err(|_| {
+        anyhow::anyhow!(
+            "the shards were made with config {}, which is not there; pass it with --config",
+            config_path.display()
+        )
+    })?;
+    if config_sha != first.config.sha256 {
+        bail!(
+            "config {} is not the one the shards were made with (its sha256 differs); pass that config with --config",
+            config_path.display()
+        )
+    }
     // Each shard's records as byte ranges of its file, then the merged file in row order.
     let mut bodies = Vec::with_capacity(shards.len());
     let mut header: Option<Vec<u8>> = None;
@@ -113,7 +131,6 @@ pub fn merge(args: &MergeArgs) -> Result<MergeSummary> {
     tmp.persist(&args.out)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
 
-    let first = &shards[0].1;
     let errors = answers.iter().filter(|a| a.is_none()).count();
     eprintln!(
         "merged {} shards of {}: {} rows ({} labeled, {errors} not labeled) -> {}",
@@ -125,23 +142,6 @@ pub fn merge(args: &MergeArgs) -> Result<MergeSummary> {
     );
 
     // The metrics of the whole set, from the merged file's ground truth.
-    let config_path = match &args.config {
-        Some(p) => p.clone(),
-        None => PathBuf::from(&first.config.path),
-    };
-    let config_sha = sha256_file(&config_path).map_err(|_| {
-        anyhow::anyhow!(
-            "the shards were made with config {}, which is not there; pass it with --config",
-            config_path.display()
-        )
-    })?;
-    if config_sha != first.config.sha256 {
-        bail!(
-            "config {} is not the one the shards were made with (its sha256 differs); pass that config with --config (the merged output {} is written)",
-            config_path.display(),
-            args.out.display()
-        )
-    }
     let config = TaskConfig::load(&config_path)?;
     let data = Dataset::read(
         &args.out,
