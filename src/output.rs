@@ -38,6 +38,13 @@ pub fn default_out(data: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(format!("{stem}.{suffix}.{ext}"))
 }
 
+/// The folder `path` is in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// Output columns whose name is already an input column replace it in place (re-labeling a
 /// labeled file keeps one set of columns); the others are appended.
 /// Returns the header written (JSONL: the keys of every object).
@@ -66,10 +73,7 @@ pub fn write_output(path: &Path, data: &Dataset, extra: &OutputColumns) -> Resul
         }
         out
     };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot write to the output directory {}", dir.display()))?;
     let jsonl = path.extension().is_some_and(|e| e == "jsonl");

@@ -207,30 +207,24 @@ pub fn parse_file_name(path: &Path) -> Option<Shard> {
     })
 }
 
-/// The shard counts of the shard outputs beside `out` (`<stem>.shard-I-of-N.<ext>` with a
-/// manifest), ascending.
-pub fn counts_beside(out: &Path) -> Vec<usize> {
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+/// The shard outputs beside `out` (`<stem>.shard-I-of-N.<ext>`), by count then index.
+pub fn outputs_beside(out: &Path) -> Result<Vec<(Shard, PathBuf)>> {
+    let dir = crate::output::parent_dir(out);
     let stem = out.file_stem().unwrap_or_default().to_string_lossy();
     let ext = out.extension().unwrap_or_default().to_string_lossy();
-    let mut counts: Vec<usize> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let name = p.file_name().unwrap_or_default().to_string_lossy();
-            name.starts_with(&format!("{stem}.shard-"))
-                && name.ends_with(&format!(".{ext}"))
-                && manifest_path(p).exists()
-        })
-        .filter_map(|p| parse_file_name(&p).map(|s| s.count))
-        .collect();
-    counts.sort();
-    counts.dedup();
-    counts
+    let (prefix, suffix) = (format!("{stem}.shard-"), format!(".{ext}"));
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(&suffix) {
+            if let Some(s) = parse_file_name(&path) {
+                found.push((s, path));
+            }
+        }
+    }
+    found.sort_by_key(|(s, _)| (s.count, s.index));
+    Ok(found)
 }
 
 /// A file a shard depended on: where it was and its sha256.
@@ -293,10 +287,7 @@ impl Manifest {
     /// Writes the manifest beside `output` (through a temporary file and a rename).
     pub fn write(&self, output: &Path) -> Result<()> {
         let path = manifest_path(output);
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = crate::output::parent_dir(&path);
         let mut tmp = tempfile::NamedTempFile::new_in(dir)
             .with_context(|| format!("cannot write to {}", dir.display()))?;
         serde_json::to_writer(std::io::BufWriter::new(tmp.as_file_mut()), self)?;

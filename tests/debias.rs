@@ -194,19 +194,11 @@ fn the_content_free_prior_is_divided_out_recorded_and_refused_without_a_label_se
         "{}",
         text(&o)
     );
-    let sciq = {
-        let mut c: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(shared(
-                "autolabel_configs/examples_configs_HEAD/config_sciq.json",
-            ))
-            .unwrap(),
-        )
-        .unwrap();
-        for k in ["few_shot_examples", "few_shot_num", "few_shot_selection"] {
-            c["prompt"].as_object_mut().unwrap().remove(k);
-        }
-        f.file("sciq.json", &c.to_string())
-    };
+    let sciq = zero_shot(
+        &f,
+        "autolabel_configs/examples_configs_HEAD/config_sciq.json",
+        "sciq.json",
+    );
     let sciq_data = f.head("autolabel_sciq/test.csv", 3, "sciq.csv");
     let o = f.run(
         &sciq,
@@ -220,19 +212,11 @@ fn the_content_free_prior_is_divided_out_recorded_and_refused_without_a_label_se
         "{}",
         text(&o)
     );
-    let conll = {
-        let mut c: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(shared(
-                "autolabel_configs/benchmark_configs_HEAD/conll2003.json",
-            ))
-            .unwrap(),
-        )
-        .unwrap();
-        for k in ["few_shot_examples", "few_shot_num", "few_shot_selection"] {
-            c["prompt"].as_object_mut().unwrap().remove(k);
-        }
-        f.file("conll.json", &c.to_string())
-    };
+    let conll = zero_shot(
+        &f,
+        "autolabel_configs/benchmark_configs_HEAD/conll2003.json",
+        "conll.json",
+    );
     let conll_data = f.head("autolabel_conll2003/test_head_small.csv", 2, "conll.csv");
     let o = f.run(
         &conll,
@@ -246,6 +230,16 @@ fn the_content_free_prior_is_divided_out_recorded_and_refused_without_a_label_se
         "{}",
         text(&o)
     );
+}
+
+/// A shared Autolabel config without its few-shot keys, written into the fixture.
+fn zero_shot(f: &Fixture, rel: &str, name: &str) -> PathBuf {
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shared(rel)).unwrap()).unwrap();
+    for k in ["few_shot_examples", "few_shot_num", "few_shot_selection"] {
+        c["prompt"].as_object_mut().unwrap().remove(k);
+    }
+    f.file(name, &c.to_string())
 }
 
 fn probs_for(line: &str, label: &str) -> f64 {

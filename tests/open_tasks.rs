@@ -56,16 +56,7 @@ fn check_ner_rows(out: &Path, task: &str) -> usize {
 #[test]
 fn attribute_extraction_conll_config_runs_unchanged_and_resumes_byte_identical() {
     let f = Fixture::new();
-    let config = shared("autolabel_configs/benchmark_configs_HEAD/conll2003.json");
-    let mut c: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-    // The config's seed file path is relative to Autolabel's repository; point it at the copy.
-    c["prompt"]["few_shot_examples"] = shared("autolabel_conll2003/seed.csv")
-        .to_str()
-        .unwrap()
-        .into();
-    c["prompt"]["few_shot_num"] = 2.into();
-    let config = f.file("conll.json", &c.to_string());
+    let config = f.conll_config("conll.json", 2);
     let data = f.head("autolabel_conll2003/test_head_small.csv", 16, "conll.csv");
     let out = f.dir.path().join("out.csv");
     let o = f.run(&config, &data, &out, &["--batch-size", "4"]);

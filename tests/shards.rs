@@ -32,6 +32,17 @@ fn merge(out: &Path, shards: &[PathBuf], extra: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs a labeling command that must finish (exit 0, or 2 when some rows could not be labeled).
+fn labeled(c: &mut Command) -> Output {
+    let o = c.output().unwrap();
+    assert!(
+        o.status.code().is_some_and(|c| c == 0 || c == 2),
+        "{}",
+        text(&o)
+    );
+    o
+}
+
 /// The metrics table a command printed (stdout).
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -124,25 +135,13 @@ fn slurm_array_shards_with_a_requeued_task_merge_to_the_unsharded_bytes() {
     assert!(reference.contains("accuracy"), "{reference}");
 }
 
-fn conll_config(f: &Fixture, name: &str, few_shot_num: usize) -> PathBuf {
-    let config = shared("autolabel_configs/benchmark_configs_HEAD/conll2003.json");
-    let mut c: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-    c["prompt"]["few_shot_examples"] = shared("autolabel_conll2003/seed.csv")
-        .to_str()
-        .unwrap()
-        .into();
-    c["prompt"]["few_shot_num"] = few_shot_num.into();
-    f.file(name, &c.to_string())
-}
-
 /// Named-entity recognition (a generated answer) in 3 shards as a Kubernetes Indexed Job
 /// starts them, JSONL output: the merge equals the unsharded run, entity metrics included. Then
 /// every way a merge can be wrong is refused by name and writes nothing.
 #[test]
 fn indexed_job_shards_of_a_generated_task_merge_and_bad_merges_are_refused() {
     let f = Fixture::new();
-    let config = conll_config(&f, "conll.json", 2);
+    let config = f.conll_config("conll.json", 2);
     let data = f.head("autolabel_conll2003/test_head_small.csv", 15, "conll.csv");
     let base = [
         "run",
@@ -154,15 +153,7 @@ fn indexed_job_shards_of_a_generated_task_merge_and_bad_merges_are_refused() {
         "2",
     ];
     let full = f.dir.path().join("full.jsonl");
-    let o = cli(&f, &base, &[])
-        .args(["--out", full.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.code().is_some_and(|c| c == 0 || c == 2),
-        "{}",
-        text(&o)
-    );
+    let o = labeled(cli(&f, &base, &[]).args(["--out", full.to_str().unwrap()]));
     let reference = stdout(&o);
     assert!(reference.contains("strict"), "{reference}");
 
@@ -173,15 +164,7 @@ fn indexed_job_shards_of_a_generated_task_merge_and_bad_merges_are_refused() {
             ("JOB_COMPLETION_INDEX", i.to_string()),
             ("AUTOLABEL_LOCAL_SHARDS", "3".to_string()),
         ];
-        let o = cli(&f, &base, &env)
-            .args(["--out", out.to_str().unwrap(), "--shard", "auto"])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.code().is_some_and(|c| c == 0 || c == 2),
-            "{}",
-            text(&o)
-        );
+        labeled(cli(&f, &base, &env).args(["--out", out.to_str().unwrap(), "--shard", "auto"]));
         shards.push(f.dir.path().join(format!("labeled.shard-{i}-of-3.jsonl")));
     }
     let o = merge(&out, &shards, &["--config", config.to_str().unwrap()]);
@@ -220,15 +203,7 @@ fn indexed_job_shards_of_a_generated_task_merge_and_bad_merges_are_refused() {
         "shard 0/3 appears twice",
     );
     // The shard count changed between runs: a 2-shard run's shard 0 next to the 3-shard ones.
-    let o = cli(&f, &base, &[])
-        .args(["--out", out.to_str().unwrap(), "--shard", "0/2"])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.code().is_some_and(|c| c == 0 || c == 2),
-        "{}",
-        text(&o)
-    );
+    let o = labeled(cli(&f, &base, &[]).args(["--out", out.to_str().unwrap(), "--shard", "0/2"]));
     assert!(
         text(&o).contains("are shards of a run with 3 shards; the shard count changed"),
         "{}",
@@ -248,32 +223,27 @@ fn indexed_job_shards_of_a_generated_task_merge_and_bad_merges_are_refused() {
         text(&o)
     );
     // Another config (one more few-shot example) and another model for shard 1.
-    let other = conll_config(&f, "conll3.json", 3);
+    let other = f.conll_config("conll3.json", 3);
     let other_out = f.dir.path().join("other.jsonl");
-    let o = cli(
-        &f,
-        &[
-            "run",
-            "--config",
-            other.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--batch-size",
-            "2",
-        ],
-        &[],
-    )
-    .args(["--out", other_out.to_str().unwrap(), "--shard", "1/3"])
-    .output()
-    .unwrap();
-    assert!(
-        o.status.code().is_some_and(|c| c == 0 || c == 2),
-        "{}",
-        text(&o)
+    labeled(
+        cli(
+            &f,
+            &[
+                "run",
+                "--config",
+                other.to_str().unwrap(),
+                "--data",
+                data.to_str().unwrap(),
+                "--batch-size",
+                "2",
+            ],
+            &[],
+        )
+        .args(["--out", other_out.to_str().unwrap(), "--shard", "1/3"]),
     );
     let other1 = f.dir.path().join("other.shard-1-of-3.jsonl");
     refused(
-        &[shards[0].clone(), other1, shards[2].clone()],
+        &[shards[0].clone(), other1.clone(), shards[2].clone()],
         &[],
         "their config differs",
     );
@@ -283,47 +253,23 @@ fn indexed_job_shards_of_a_generated_task_merge_and_bad_merges_are_refused() {
         "is not the one the shards were made with",
     );
     let g = Fixture::with_seed(Some(99));
-    let o = cli(&g, &base, &[])
-        .args(["--out", other_out.to_str().unwrap(), "--shard", "1/3"])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.code().is_some_and(|c| c == 0 || c == 2),
-        "{}",
-        text(&o)
-    );
+    labeled(cli(&g, &base, &[]).args(["--out", other_out.to_str().unwrap(), "--shard", "1/3"]));
     refused(
-        &[
-            shards[0].clone(),
-            f.dir.path().join("other.shard-1-of-3.jsonl"),
-            shards[2].clone(),
-        ],
+        &[shards[0].clone(), other1.clone(), shards[2].clone()],
         &[],
         "their model differs",
     );
     // Another batch size makes other batches, so other bits: refused too.
-    let o = cli(&f, &base[..base.len() - 2], &[])
-        .args([
-            "--out",
-            other_out.to_str().unwrap(),
-            "--shard",
-            "1/3",
-            "--batch-size",
-            "3",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.code().is_some_and(|c| c == 0 || c == 2),
-        "{}",
-        text(&o)
-    );
+    labeled(cli(&f, &base[..base.len() - 2], &[]).args([
+        "--out",
+        other_out.to_str().unwrap(),
+        "--shard",
+        "1/3",
+        "--batch-size",
+        "3",
+    ]));
     refused(
-        &[
-            shards[0].clone(),
-            f.dir.path().join("other.shard-1-of-3.jsonl"),
-            shards[2].clone(),
-        ],
+        &[shards[0].clone(), other1.clone(), shards[2].clone()],
         &[],
         "option batch_size differs",
     );

@@ -7,7 +7,7 @@ use super::run::label_set_report;
 use super::run_open::open_report;
 use crate::config::TaskConfig;
 use crate::dataset::{Dataset, ReadOptions};
-use crate::shard::{parse_file_name, sha256_file, Manifest, Shard};
+use crate::shard::{sha256_file, Manifest, Shard};
 use crate::tasks::build_task;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
@@ -109,11 +109,7 @@ pub fn merge(args: &MergeArgs) -> Result<MergeSummary> {
     }
     let mut next = vec![0usize; shards.len()];
     let mut answers = Vec::with_capacity(owner.len());
-    let dir = args
-        .out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = crate::output::parent_dir(&args.out);
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot write to the output directory {}", dir.display()))?;
     {
@@ -188,34 +184,20 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// The shard outputs beside `out`: `<stem>.shard-I-of-N.<ext>`, all with one N.
+/// The shard outputs beside `out`, all with one N.
 fn discover(out: &Path) -> Result<Vec<PathBuf>> {
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let found = crate::shard::outputs_beside(out)?;
+    let counts: std::collections::BTreeSet<usize> = found.iter().map(|(s, _)| s.count).collect();
     let stem = out.file_stem().unwrap_or_default().to_string_lossy();
     let ext = out.extension().unwrap_or_default().to_string_lossy();
-    let mut found: Vec<(usize, usize, PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let path = entry?.path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        if name.starts_with(&format!("{stem}.shard-")) && name.ends_with(&format!(".{ext}")) {
-            if let Some(s) = parse_file_name(&path) {
-                found.push((s.count, s.index, path));
-            }
-        }
-    }
-    found.sort();
-    let counts: std::collections::BTreeSet<usize> = found.iter().map(|f| f.0).collect();
     match counts.len() {
         0 => bail!(
             "no shard outputs beside {} (looked for {stem}.shard-I-of-N.{ext} in {}); name them after --out, or run `run --shard I/N --out {}` first",
             out.display(),
-            dir.display(),
+            crate::output::parent_dir(out).display(),
             out.display()
         ),
-        1 => Ok(found.into_iter().map(|f| f.2).collect()),
+        1 => Ok(found.into_iter().map(|(_, p)| p).collect()),
         _ => bail!(
             "beside {} are shards of runs with different shard counts ({}): the shard count changed between runs; delete the old ones or name the shards to merge",
             out.display(),

@@ -171,11 +171,13 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
             "shard {s}: labeling this shard's rows into {}",
             out.display()
         );
-        let other: Vec<String> = crate::shard::counts_beside(&whole)
+        let mut other: Vec<String> = crate::shard::outputs_beside(&whole)
+            .unwrap_or_default()
             .into_iter()
-            .filter(|&n| n != s.count)
-            .map(|n| n.to_string())
+            .filter(|(o, _)| o.count != s.count)
+            .map(|(o, _)| o.count.to_string())
             .collect();
+        other.dedup();
         if !other.is_empty() {
             eprintln!(
                 "note: beside {} are shards of a run with {} shards; the shard count changed, so merge only the -of-{} ones (and delete the others)",
@@ -185,10 +187,7 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
             );
         }
     }
-    let out_dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
+    let out_dir = crate::output::parent_dir(&out);
     if !out_dir.is_dir() {
         anyhow::bail!(
             "the output directory {} does not exist; create it or choose another --out",

@@ -61,6 +61,20 @@ impl Fixture {
         std::fs::write(&p, content).unwrap();
         p
     }
+    /// Autolabel's conll2003 attribute-extraction config, its seed file pointed at the shared
+    /// copy and `few_shot_num` set, written into the fixture as `name`.
+    pub fn conll_config(&self, name: &str, few_shot_num: usize) -> PathBuf {
+        let config = shared("autolabel_configs/benchmark_configs_HEAD/conll2003.json");
+        let mut c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        // The config's seed file path is relative to Autolabel's repository; point it at the copy.
+        c["prompt"]["few_shot_examples"] = shared("autolabel_conll2003/seed.csv")
+            .to_str()
+            .unwrap()
+            .into();
+        c["prompt"]["few_shot_num"] = few_shot_num.into();
+        self.file(name, &c.to_string())
+    }
     /// The first `n` rows of a shared CSV (header kept).
     pub fn head(&self, rel: &str, n: usize, name: &str) -> PathBuf {
         let mut r = csv::Reader::from_path(shared(rel)).unwrap();
