@@ -16,6 +16,7 @@ pub mod confidence;
 pub mod config;
 pub mod dataset;
 pub mod debias;
+pub mod embeddings;
 pub mod fit_choice;
 pub mod generation_pass;
 pub mod journal;

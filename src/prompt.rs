@@ -2,6 +2,8 @@
 //! examples and the current example, each rendered through `example_template`.
 
 use anyhow::{bail, Result};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 const ZERO_SHOT: &str = "{task_guidelines}\n\n{output_guidelines}\n\nNow I want you to label the following example:\n{current_example}";
 const FEW_SHOT: &str = "{task_guidelines}\n\n{output_guidelines}\n\nSome examples with their output answers are provided below:\n\n{seed_examples}\n\nNow I want you to label the following example:\n{current_example}";
@@ -67,6 +69,11 @@ pub struct PromptBuilder {
     output_guidelines: String,
     example_template: String,
     seed_examples: Vec<String>,
+    /// The seed examples shown (indices into `seed_examples`, in prompt order) to a row the
+    /// per-row choice does not cover.
+    shown: Vec<usize>,
+    /// Per-row choice of seed examples, by the row's line number (few-shot selection).
+    per_row: Arc<HashMap<u64, Vec<usize>>>,
     /// Columns left empty in the current example (the answer and its explanation).
     blank_columns: Vec<String>,
 }
@@ -111,6 +118,8 @@ impl PromptBuilder {
             output_guidelines: output_guidelines.to_string(),
             example_template: example_template.to_string(),
             seed_examples: Vec::new(),
+            shown: Vec::new(),
+            per_row: Arc::default(),
             blank_columns,
         }
     }
@@ -121,16 +130,34 @@ impl PromptBuilder {
 
     /// Adds a labeled seed example (its values looked up by column name).
     pub fn add_seed_example(&mut self, lookup: impl Fn(&str) -> Option<String>) {
+        self.shown.push(self.seed_examples.len());
         self.seed_examples
             .push(format_template(&self.example_template, lookup));
     }
 
-    pub fn seed_count(&self) -> usize {
-        self.seed_examples.len()
+    /// Chooses which seed examples rows see: `shown` by default, `per_row` by line number.
+    pub fn select_seeds(&mut self, shown: Vec<usize>, per_row: HashMap<u64, Vec<usize>>) {
+        self.shown = shown;
+        self.per_row = Arc::new(per_row);
     }
 
-    /// The prompt for one row whose column values come from `lookup`.
+    /// Whether rows see different seed examples.
+    pub fn seeds_per_row(&self) -> bool {
+        !self.per_row.is_empty()
+    }
+
+    /// The prompt for one row whose column values come from `lookup`, with the default seeds.
     pub fn render(&self, lookup: impl Fn(&str) -> Option<String>) -> String {
+        self.render_seeds(&self.shown, lookup)
+    }
+
+    /// The prompt for the row at `line`, with the seed examples chosen for it.
+    pub fn render_row(&self, line: u64, lookup: impl Fn(&str) -> Option<String>) -> String {
+        let seeds = self.per_row.get(&line).unwrap_or(&self.shown);
+        self.render_seeds(seeds, lookup)
+    }
+
+    fn render_seeds(&self, shown: &[usize], lookup: impl Fn(&str) -> Option<String>) -> String {
         let current = format_template(&self.example_template, |name| {
             if self.blank_columns.iter().any(|c| c == name) {
                 Some(String::new())
@@ -138,8 +165,12 @@ impl PromptBuilder {
                 lookup(name)
             }
         });
-        let seeds = self.seed_examples.join("\n\n");
-        let template = if self.seed_examples.is_empty() {
+        let seeds = shown
+            .iter()
+            .map(|&i| self.seed_examples[i].as_str())
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        let template = if shown.is_empty() {
             ZERO_SHOT
         } else {
             FEW_SHOT

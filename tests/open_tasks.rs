@@ -67,7 +67,7 @@ fn attribute_extraction_conll_config_runs_unchanged_and_resumes_byte_identical()
     );
     let t = text(&o);
     assert!(
-        t.contains("few_shot_selection 'semantic_similarity' is not implemented"),
+        t.contains("few-shot selection 'semantic_similarity': embedding 16 rows"),
         "{t}"
     );
     for s in [

@@ -257,7 +257,7 @@ fn autolabel_banking_config_runs_unchanged() {
     );
     assert!(
         r.stderr
-            .contains("few_shot_selection 'semantic_similarity' is not implemented yet"),
+            .contains("few-shot selection 'semantic_similarity': embedding 15 rows"),
         "{}",
         r.stderr
     );

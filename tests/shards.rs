@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_autolabel-local");
 
 fn cli(f: &Fixture, args: &[&str], env: &[(&str, String)]) -> Command {
+    f.link_embedding_model();
     let mut c = Command::new(BIN);
     c.args(args)
         .args(["--model", f.model.to_str().unwrap(), "--max-tokens", "8192"])

@@ -51,7 +51,7 @@ impl Classification {
             label_column.clone(),
         )?;
         let mut notices = Vec::new();
-        few_shot::add_few_shot_examples(config, &mut prompt, &mut notices)?;
+        few_shot::add_few_shot_examples(config, data, &mut prompt, &mut notices)?;
         if config.prompt.chain_of_thought == Some(true) {
             notices.push("prompt.chain_of_thought is ignored: labels are scored exactly, with no generated explanation".into());
         }

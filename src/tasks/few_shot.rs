@@ -1,9 +1,13 @@
-//! Few-shot examples from the config (inline or a seed file), chosen by `few_shot_selection`.
+//! Few-shot examples from the config (inline or a seed file), chosen for each row by
+//! `few_shot_selection` (with local sentence embeddings where the algorithm compares texts).
 
+use super::example_selection::{select, Algorithm, Seeds};
 use crate::config::{FewShotExamples, TaskConfig};
 use crate::dataset::{Dataset, ReadOptions};
-use crate::prompt::PromptBuilder;
-use anyhow::{Context, Result};
+use crate::embeddings::Embeddings;
+use crate::prompt::{placeholders, PromptBuilder};
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,40 +20,33 @@ pub(crate) type Derive<'a> = &'a dyn Fn(&str, &dyn Fn(&str) -> Option<String>) -
 
 pub(crate) fn add_few_shot_examples(
     config: &TaskConfig,
+    data: &Dataset,
     prompt: &mut PromptBuilder,
     notices: &mut Vec<String>,
 ) -> Result<()> {
-    add_derived_few_shot_examples(config, prompt, notices, &|name, lookup| lookup(name))
+    add_derived_few_shot_examples(config, data, prompt, notices, &|name, lookup| lookup(name))
 }
 
-/// [`add_few_shot_examples`] with column values rewritten by `derive`.
-pub(crate) fn add_derived_few_shot_examples(
+/// The seed examples, each with where it came from (for messages).
+fn load_examples(
     config: &TaskConfig,
-    prompt: &mut PromptBuilder,
-    notices: &mut Vec<String>,
-    derive: Derive,
-) -> Result<()> {
-    let Some(examples) = &config.prompt.few_shot_examples else {
-        return Ok(());
-    };
-    let selection = config
-        .prompt
-        .few_shot_selection
-        .as_deref()
-        .unwrap_or("fixed");
-    let rows: Vec<ColumnLookup> = match examples {
-        FewShotExamples::Inline(list) => list
-            .iter()
-            .map(|ex| {
-                let ex = ex.clone();
-                Box::new(move |name: &str| {
-                    ex.get(name).map(|v| match v {
-                        serde_json::Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    })
-                }) as Box<dyn Fn(&str) -> Option<String>>
-            })
-            .collect(),
+    examples: &FewShotExamples,
+) -> Result<(Vec<ColumnLookup>, String)> {
+    Ok(match examples {
+        FewShotExamples::Inline(list) => (
+            list.iter()
+                .map(|ex| {
+                    let ex = ex.clone();
+                    Box::new(move |name: &str| {
+                        ex.get(name).map(|v| match v {
+                            serde_json::Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        })
+                    }) as ColumnLookup
+                })
+                .collect(),
+            "config key 'prompt.few_shot_examples'".to_string(),
+        ),
         FewShotExamples::File(path) => {
             // Relative to the config file, else (as Autolabel does) to the working directory.
             let beside_config = config.base_dir.join(path);
@@ -70,27 +67,142 @@ pub(crate) fn add_derived_few_shot_examples(
                 )
             })?;
             let seed = Arc::new(seed);
-            (0..seed.rows.len())
+            let lookups = (0..seed.rows.len())
                 .map(|i| {
                     let seed = seed.clone();
                     Box::new(move |name: &str| seed.value(&seed.rows[i], name).map(String::from))
-                        as Box<dyn Fn(&str) -> Option<String>>
+                        as ColumnLookup
                 })
-                .collect()
+                .collect();
+            (lookups, format!("seed file {}", full.display()))
         }
+    })
+}
+
+/// [`add_few_shot_examples`] with column values rewritten by `derive`.
+pub(crate) fn add_derived_few_shot_examples(
+    config: &TaskConfig,
+    data: &Dataset,
+    prompt: &mut PromptBuilder,
+    notices: &mut Vec<String>,
+    derive: Derive,
+) -> Result<()> {
+    let Some(examples) = &config.prompt.few_shot_examples else {
+        return Ok(());
     };
-    let n = config
-        .prompt
-        .few_shot_num
-        .unwrap_or(rows.len())
-        .min(rows.len());
-    if selection != "fixed" {
-        notices.push(format!(
-            "prompt.few_shot_selection '{selection}' is not implemented yet; using the first {n} examples (fixed selection)"
-        ));
+    let source = &config.source;
+    let algorithm = Algorithm::parse(
+        config
+            .prompt
+            .few_shot_selection
+            .as_deref()
+            .unwrap_or("fixed"),
+        source,
+    )?;
+    let (rows, origin) = load_examples(config, examples)?;
+    // Every column the example template shows must be in every example (the explanation column
+    // only when chain of thought shows it).
+    let explanation = config.dataset.explanation_column.as_deref();
+    for (i, lookup) in rows.iter().enumerate() {
+        let missing: Vec<String> = placeholders(prompt.example_template())
+            .into_iter()
+            .filter(|c| Some(c.as_str()) != explanation && derive(c, lookup.as_ref()).is_none())
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "{source}: {origin}: example {} has no {} (the example template shows {}); add {} to the examples or change prompt.example_template",
+                i + 1,
+                missing.iter().map(|m| format!("'{m}'")).collect::<Vec<_>>().join(", "),
+                if missing.len() == 1 { "it" } else { "them" },
+                if missing.len() == 1 { "the column" } else { "the columns" },
+            )
+        }
     }
-    for lookup in rows.iter().take(n) {
+    let k = config.prompt.few_shot_num.unwrap_or(rows.len());
+    if k > rows.len() {
+        bail!(
+            "{source}: config key 'prompt.few_shot_num' is {k} but {origin} has {} example{}; lower few_shot_num or add examples",
+            rows.len(),
+            if rows.len() == 1 { "" } else { "s" }
+        )
+    }
+    let labels: Vec<String> = if algorithm.needs_labels() {
+        let Some(column) = config.dataset.label_column.as_deref() else {
+            bail!("{source}: prompt.few_shot_selection '{}' groups examples by label and needs dataset.label_column", config.prompt.few_shot_selection.as_deref().unwrap_or_default())
+        };
+        rows.iter()
+            .enumerate()
+            .map(|(i, l)| {
+                l(column).with_context(|| {
+                    format!("{source}: {origin}: example {} has no label column '{column}' (dataset.label_column); label every example", i + 1)
+                })
+            })
+            .collect::<Result<_>>()?
+    } else {
+        Vec::new()
+    };
+    for lookup in &rows {
         prompt.add_seed_example(|name| derive(name, lookup));
     }
+    let num_labels = match &config.prompt.labels {
+        Some(l) => l.names().len(),
+        None => {
+            let mut distinct = labels.clone();
+            distinct.sort();
+            distinct.dedup();
+            distinct.len()
+        }
+    };
+    // Autolabel compares the input columns' values, sorted by column name, joined by a space.
+    let mut inputs = prompt.input_columns();
+    inputs.sort();
+    let query = |lookup: &dyn Fn(&str) -> Option<String>| -> String {
+        inputs
+            .iter()
+            .map(|c| lookup(c).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut embeddings = Vec::new();
+    let mut per_row = HashMap::new();
+    if algorithm.needs_embeddings() {
+        let (store, notice) = Embeddings::open(config)?;
+        notices.extend(notice);
+        let seed_texts: Vec<String> = rows.iter().map(|l| query(l.as_ref())).collect();
+        embeddings = store.embed(&seed_texts)?;
+        let usable: Vec<&crate::dataset::Row> =
+            data.rows.iter().filter(|r| r.error.is_none()).collect();
+        let row_texts: Vec<String> = usable
+            .iter()
+            .map(|r| query(&|c: &str| data.value(r, c).map(String::from)))
+            .collect();
+        eprintln!(
+            "few-shot selection '{}': embedding {} rows with {}",
+            config
+                .prompt
+                .few_shot_selection
+                .as_deref()
+                .unwrap_or_default(),
+            row_texts.len(),
+            store.model_name
+        );
+        let row_embeddings = store.embed(&row_texts)?;
+        let seeds = Seeds {
+            embeddings: &embeddings,
+            labels: &labels,
+            count: rows.len(),
+            num_labels,
+        };
+        for (row, e) in usable.iter().zip(&row_embeddings) {
+            per_row.insert(row.line, select(algorithm, k, &seeds, Some(e)));
+        }
+    }
+    let seeds = Seeds {
+        embeddings: &embeddings,
+        labels: &labels,
+        count: rows.len(),
+        num_labels,
+    };
+    prompt.select_seeds(select(algorithm, k, &seeds, None), per_row);
     Ok(())
 }

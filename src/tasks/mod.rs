@@ -4,6 +4,7 @@
 
 pub mod classification;
 pub mod entity_matching;
+pub mod example_selection;
 mod few_shot;
 pub mod multilabel;
 pub mod multilabel_report;
@@ -40,10 +41,11 @@ pub trait Task: Send + Sync {
     /// The user prompt for a row; `override_column` replaces one column's value (used to truncate
     /// an over-long input).
     fn prompt(&self, data: &Dataset, row: &Row, override_column: Option<(&str, &str)>) -> String {
-        self.prompt_builder().render(|name| match override_column {
-            Some((col, value)) if col == name => Some(value.to_string()),
-            _ => data.value(row, name).map(String::from),
-        })
+        self.prompt_builder()
+            .render_row(row.line, |name| match override_column {
+                Some((col, value)) if col == name => Some(value.to_string()),
+                _ => data.value(row, name).map(String::from),
+            })
     }
     /// Columns of the row that the prompt shows (checked for emptiness, truncated when too long).
     fn input_columns(&self) -> Vec<String> {

@@ -46,7 +46,7 @@ impl QuestionAnswering {
             None => prompt.input_columns().into_iter().find(|c| c == "context"),
         };
         let mut notices = Vec::new();
-        few_shot::add_few_shot_examples(config, &mut prompt, &mut notices)?;
+        few_shot::add_few_shot_examples(config, data, &mut prompt, &mut notices)?;
         if config.prompt.chain_of_thought == Some(true) {
             notices.push("prompt.chain_of_thought is ignored: the answer is generated directly under the substring constraint".into());
         }

@@ -86,7 +86,25 @@ impl Fixture {
         w.flush().unwrap();
         self.dir.path().join(name)
     }
+    /// Points the fixture's cache at the embedding model in the user's cache (fetched once there
+    /// through its card), so that configs with few-shot selection run without a fetch each.
+    pub fn link_embedding_model(&self) {
+        let link = self.dir.path().join("cache/embeddings/all-minilm-l6-v2");
+        if link.exists() {
+            return;
+        }
+        let card = autolabel_models::embedding::source::EmbeddingCard::builtin();
+        let real = autolabel_models::embedding::source::resolve_card(
+            &card,
+            &autolabel_models::sources::fetch::cache_root(),
+        )
+        .expect("embedding model fetched through its card");
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(real, link).unwrap();
+    }
+
     pub fn run(&self, config: &Path, data: &Path, out: &Path, extra: &[&str]) -> Output {
+        self.link_embedding_model();
         Command::new(env!("CARGO_BIN_EXE_autolabel-local"))
             .args([
                 "run",
@@ -112,6 +130,7 @@ impl Fixture {
 impl Fixture {
     /// `autolabel-local ARGS --model <the tiny model>` with the fixture's cache.
     pub fn command(&self, args: &[&str]) -> Output {
+        self.link_embedding_model();
         Command::new(env!("CARGO_BIN_EXE_autolabel-local"))
             .args(args)
             .args([
