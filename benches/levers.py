@@ -48,7 +48,6 @@ LEVERS = {
     "fixed": ("fixed", False),
     "semantic": ("semantic_similarity", False),
     "semantic+debias": ("semantic_similarity", True),
-    "mmr": ("max_marginal_relevance", False),
     "label_diversity_similarity": ("label_diversity_similarity", False),
 }
 
@@ -135,28 +134,67 @@ def run_lever(cfg, data, model, debias, out_csv, task):
     with open(out_csv, encoding="utf-8", newline="") as f:
         delim = "\t" if out_csv.endswith(".tsv") else ","
         rows = list(csv.DictReader(f, delimiter=delim, quoting=csv.QUOTE_NONE if delim == "\t" else csv.QUOTE_MINIMAL))
-    return [r[f"{task}_label"] for r in rows], secs
+    return [r[f"{task}_task_label"] for r in rows], secs
 
 
-def llama_peer(model_path, requests, labels, chat_end):
-    """Greedy generation after each zero-shot prompt (the previous row's KV cache reused up to the
-    common prefix by llama-cpp-python's generate), up to 12 tokens or the end of turn, the answer
-    matched to a label: exact, then case-insensitive, else wrong."""
+def match_label(text, labels):
+    """The label a generated answer names, as generously as is fair: the first line equal to a
+    label (ignoring case, spaces and a final period), else the one label named as a word anywhere
+    in the answer; None when no label or several are named."""
+    first = text.strip().split("\n")[0].strip().strip(".").strip()
+    low = {l.lower(): l for l in labels}
+    if first.lower() in low:
+        return low[first.lower()]
+    named = {l for l in labels if re.search(r"(?<![\w])" + re.escape(l.lower()) + r"(?![\w])", text.lower())}
+    # A label that is part of another named label ("duplicate" in "not duplicate") does not count.
+    named = {l for l in named if not any(l != m and l.lower() in m.lower() for m in named)}
+    return named.pop() if len(named) == 1 else None
+
+
+def llama_peer(model_path, requests, labels, stop_ids):
+    """Greedy generation after each zero-shot prompt (llama-cpp-python's generate reuses the
+    previous row's KV cache up to the common prefix), up to 16 tokens or the end of turn, the
+    answer matched to a label by match_label; an answer naming no label counts as wrong."""
     import llama_cpp
     n_ctx = max(len(r["prompt_ids"]) for r in requests) + 32
     llm = llama_cpp.Llama(model_path=model_path, n_ctx=n_ctx, n_batch=512, n_threads=2, verbose=False)
-    stops = {llm.token_eos()} | set(chat_end)
+    stops = {llm.token_eos()} | set(stop_ids)
     preds, t = [], time.time()
     for r in requests:
         out = []
         for tok in llm.generate(r["prompt_ids"], temp=0.0, top_k=1):
-            if tok in stops or len(out) >= 12:
+            if tok in stops or len(out) >= 16:
                 break
             out.append(tok)
-        text = llm.detokenize(out).decode("utf-8", "replace").strip().strip(".").strip()
-        low = {l.lower(): l for l in labels}
-        preds.append(text if text in labels else low.get(text.lower(), "<" + text + ">"))
+        text = llm.detokenize(out).decode("utf-8", "replace")
+        preds.append(match_label(text, labels) or "<" + text + ">")
     return preds, time.time() - t
+
+
+def label_selection_bench(a):
+    """banking77: each row shown and scored only its k most similar labels (label_selection) for
+    each k, against all 77; accuracy, macro-F1, rows/s, and the share of rows whose true label
+    was among the k kept (the ceiling label selection puts on accuracy)."""
+    configs, data, truth, cfg = prepare("banking77", a.rows, a.out)
+    print("| model | labels scored | accuracy | macro-F1 | rows/s | true label kept |")
+    print("|---|---|---:|---:|---:|---:|")
+    for model in a.models.split(","):
+        short = model.split("-")[0]
+        for k in [0] + [int(x) for x in a.label_selection.split(",")]:
+            c = json.load(open(configs["none"]))
+            if k:
+                c["prompt"]["label_selection"] = True
+                c["prompt"]["label_selection_count"] = k
+            path = f"{a.out}/banking77.ls{k}.json"
+            json.dump(c, open(path, "w"), indent=1)
+            out_csv = f"{a.out}/banking77.{short}.ls{k}.csv"
+            pred, secs = run_lever(path, data, model, False, out_csv, cfg["task_name"])
+            with open(out_csv, encoding="utf-8", newline="") as f:
+                kept = [json.loads(r[f"{cfg['task_name']}_task_label_logprobs"] or "{}")
+                        for r in csv.DictReader(f)]
+            recall = sum(t in k_ for t, k_ in zip(truth, kept)) / len(truth)
+            acc, f1 = scores(truth, pred)
+            print(f"| {short} | {k or 'all 77'} | {acc:.3f} | {f1:.3f} | {len(truth) / secs:.2f} | {recall:.3f} |", flush=True)
 
 
 def main():
@@ -166,9 +204,12 @@ def main():
     ap.add_argument("--levers", default=",".join(LEVERS))
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--label-selection", help="instead of the levers: banking77 with label_selection_count = each of these (e.g. 5,10,20) against all labels")
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "levers-bench"))
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
+    if a.label_selection:
+        return label_selection_bench(a)
     results = []  # (set, model, lever, acc, f1, rows/s)
     for name in a.sets.split(","):
         configs, data, truth, cfg = prepare(name, a.rows, a.out)

@@ -64,7 +64,8 @@ pub struct PromptConfig {
     pub few_shot_num: Option<usize>,
     pub chain_of_thought: Option<bool>,
     pub label_selection: Option<bool>,
-    pub label_selection_count: Option<usize>,
+    pub label_selection_count: Option<i64>,
+    pub label_selection_threshold: Option<f64>,
     pub attributes: Option<Value>,
     pub json_mode: Option<bool>,
 }
@@ -167,6 +168,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "chain_of_thought",
             "label_selection",
             "label_selection_count",
+            "label_selection_threshold",
             "attributes",
             "json_mode",
         ],
@@ -297,9 +299,27 @@ impl Labels {
     /// What `{labels}` shows in the task guidelines: one label per line, or Autolabel's
     /// `label : description` lines when the labels have descriptions.
     pub fn prompt_text(&self) -> String {
+        self.prompt_text_of(&self.names())
+    }
+
+    /// [`Labels::prompt_text`] for some of the labels (in the order given).
+    pub fn prompt_text_of(&self, names: &[String]) -> String {
         match self {
-            Labels::List(l) => l.join("\n"),
-            Labels::Described(m) => m.iter().map(|(k, d)| format!("{k} : {d}\n")).collect(),
+            Labels::List(_) => names.join("\n"),
+            Labels::Described(m) => names
+                .iter()
+                .filter_map(|n| m.iter().find(|(k, _)| k == n))
+                .map(|(k, d)| format!("{k} : {d}\n"))
+                .collect(),
+        }
+    }
+
+    /// The text each label is compared by in label selection: its description when the labels
+    /// have them (as Autolabel does), else its name.
+    pub fn selection_texts(&self) -> Vec<String> {
+        match self {
+            Labels::List(l) => l.clone(),
+            Labels::Described(m) => m.iter().map(|(_, d)| d.clone()).collect(),
         }
     }
 }

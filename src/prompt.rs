@@ -51,6 +51,15 @@ pub fn placeholders(template: &str) -> Vec<String> {
     names
 }
 
+/// Task guidelines with `{labels}` and `{num_labels}` expanded.
+fn expand_labels(guidelines: &str, label_text: &str, num_labels: usize) -> String {
+    format_template(guidelines, |name| match name {
+        "labels" => Some(label_text.to_string()),
+        "num_labels" => Some(num_labels.to_string()),
+        _ => None,
+    })
+}
+
 fn placeholder_at(s: &str) -> Option<&str> {
     let body = s.strip_prefix('{')?;
     let end = body.find('}')?;
@@ -66,6 +75,10 @@ fn placeholder_at(s: &str) -> Option<&str> {
 #[derive(Debug, Clone)]
 pub struct PromptBuilder {
     task_guidelines: String,
+    /// The task guidelines before `{labels}` is expanded (for rows shown only some labels).
+    raw_task_guidelines: String,
+    /// Per-row label list text and count for `{labels}` / `{num_labels}` (label selection).
+    row_labels: Arc<HashMap<u64, (String, usize)>>,
     output_guidelines: String,
     example_template: String,
     seed_examples: Vec<String>,
@@ -106,15 +119,12 @@ impl PromptBuilder {
         num_labels: usize,
         blank_columns: Vec<String>,
     ) -> Self {
-        let joined = label_text.to_string();
-        let n = num_labels.to_string();
-        let task_guidelines = format_template(task_guidelines, |name| match name {
-            "labels" => Some(joined.clone()),
-            "num_labels" => Some(n.clone()),
-            _ => None,
-        });
+        let task_guidelines_template = task_guidelines;
+        let task_guidelines = expand_labels(task_guidelines, label_text, num_labels);
         PromptBuilder {
             task_guidelines,
+            raw_task_guidelines: task_guidelines_template.to_string(),
+            row_labels: Arc::default(),
             output_guidelines: output_guidelines.to_string(),
             example_template: example_template.to_string(),
             seed_examples: Vec::new(),
@@ -141,6 +151,11 @@ impl PromptBuilder {
         self.per_row = Arc::new(per_row);
     }
 
+    /// Shows the row at each line only its own labels (label text, count) in `{labels}`.
+    pub fn select_labels(&mut self, row_labels: HashMap<u64, (String, usize)>) {
+        self.row_labels = Arc::new(row_labels);
+    }
+
     /// Whether rows see different seed examples.
     pub fn seeds_per_row(&self) -> bool {
         !self.per_row.is_empty()
@@ -148,16 +163,25 @@ impl PromptBuilder {
 
     /// The prompt for one row whose column values come from `lookup`, with the default seeds.
     pub fn render(&self, lookup: impl Fn(&str) -> Option<String>) -> String {
-        self.render_seeds(&self.shown, lookup)
+        self.render_seeds(&self.shown, None, lookup)
     }
 
     /// The prompt for the row at `line`, with the seed examples chosen for it.
     pub fn render_row(&self, line: u64, lookup: impl Fn(&str) -> Option<String>) -> String {
         let seeds = self.per_row.get(&line).unwrap_or(&self.shown);
-        self.render_seeds(seeds, lookup)
+        let guidelines = self
+            .row_labels
+            .get(&line)
+            .map(|(text, n)| expand_labels(&self.raw_task_guidelines, text, *n));
+        self.render_seeds(seeds, guidelines.as_deref(), lookup)
     }
 
-    fn render_seeds(&self, shown: &[usize], lookup: impl Fn(&str) -> Option<String>) -> String {
+    fn render_seeds(
+        &self,
+        shown: &[usize],
+        guidelines: Option<&str>,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> String {
         let current = format_template(&self.example_template, |name| {
             if self.blank_columns.iter().any(|c| c == name) {
                 Some(String::new())
@@ -176,7 +200,7 @@ impl PromptBuilder {
             FEW_SHOT
         };
         format_template(template, |name| match name {
-            "task_guidelines" => Some(self.task_guidelines.clone()),
+            "task_guidelines" => Some(guidelines.unwrap_or(&self.task_guidelines).to_string()),
             "output_guidelines" => Some(self.output_guidelines.clone()),
             "seed_examples" => Some(seeds.clone()),
             "current_example" => Some(current.clone()),

@@ -212,3 +212,76 @@ fn bad_seed_sets_and_embedding_models_are_named() {
     let e = f.file("e.json", &c.to_string());
     fails(&e, &["embedding model 'no-such-model'"]);
 }
+
+#[test]
+fn label_selection_shows_and_scores_each_row_its_most_similar_labels() {
+    let f = Fixture::new();
+    f.link_embedding_model();
+    let data = f.head("banking77/test.csv", 30, "b77.csv");
+    let mut c: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/banking77/config.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    c["prompt"]["label_selection"] = true.into();
+    c["prompt"]["label_selection_count"] = 5.into();
+    c["embedding"] =
+        serde_json::json!({"model": f.dir.path().join("cache/embeddings/all-minilm-l6-v2")});
+    let cfg = f.file("ls.json", &c.to_string());
+    let out = f.dir.path().join("out.csv");
+    let o = f.run(&cfg, &data, &out, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("keep each row's 5 most similar of 77 labels"),
+        "{}",
+        text(&o)
+    );
+    let rows = common::read_csv(&out);
+    let config = TaskConfig::load(&cfg).unwrap();
+    let opts = ReadOptions {
+        delimiter: Some(b','),
+        disable_quoting: false,
+        lossy: false,
+    };
+    let d = Dataset::read(&data, &opts).unwrap();
+    let task = build_task(&config, &d).unwrap();
+    let mut kept_truth = 0;
+    for (row, r) in d.rows.iter().zip(&rows) {
+        let scored: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&r["Banking77_task_label_logprobs"]).unwrap();
+        assert_eq!(scored.len(), 5, "five labels scored");
+        // The prompt lists exactly the scored labels.
+        let prompt = task.prompt(&d, row, None);
+        let listed = prompt
+            .split("Categories:\n")
+            .nth(1)
+            .unwrap()
+            .split("\n\n")
+            .next()
+            .unwrap();
+        let listed: Vec<&str> = listed.lines().collect();
+        assert_eq!(listed.len(), 5, "{prompt}");
+        assert!(listed.iter().all(|l| scored.contains_key(*l)));
+        assert!(scored.contains_key(&r["Banking77_task_label"]));
+        kept_truth += scored.contains_key(&r["category"]) as usize;
+    }
+    // The embedding's choice is informed: far above the 5/77 a random choice would keep.
+    assert!(
+        kept_truth >= 12,
+        "true label kept for {kept_truth} of 30 rows"
+    );
+    // No fixed label set: debiasing is refused with the reason.
+    let o = f.run(&cfg, &data, &out, &["--debias", "content-free", "--fresh"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("differ per row"), "{}", text(&o));
+    c["prompt"]["label_selection_threshold"] = 1.5.into();
+    let bad = f.file("bad.json", &c.to_string());
+    let o = f.run(&bad, &data, &out, &[]);
+    assert!(
+        text(&o).contains("label_selection_threshold' is 1.5"),
+        "{}",
+        text(&o)
+    );
+}

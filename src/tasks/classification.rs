@@ -5,6 +5,7 @@ use crate::config::TaskConfig;
 use crate::dataset::{Dataset, Row};
 use crate::prompt::PromptBuilder;
 use anyhow::{bail, Result};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Single-label classification over a fixed label set (Autolabel's `classification`, and
@@ -14,6 +15,8 @@ pub struct Classification {
     labels: Arc<Vec<String>>,
     prompt: PromptBuilder,
     label_column: Option<String>,
+    /// Each row's labels under label selection (by line number).
+    row_labels: Option<HashMap<u64, Arc<Vec<String>>>>,
     notices: Vec<String>,
 }
 
@@ -55,9 +58,8 @@ impl Classification {
         if config.prompt.chain_of_thought == Some(true) {
             notices.push("prompt.chain_of_thought is ignored: labels are scored exactly, with no generated explanation".into());
         }
-        if config.prompt.label_selection == Some(true) {
-            notices.push("prompt.label_selection is ignored: every label is scored".into());
-        }
+        let row_labels =
+            super::label_selection::select_labels(config, data, &mut prompt, &mut notices)?;
         notices.extend(super::missing_label_column(
             data,
             label_column.as_deref(),
@@ -68,6 +70,7 @@ impl Classification {
             labels: Arc::new(labels),
             prompt,
             label_column,
+            row_labels,
             notices,
         })
     }
@@ -82,12 +85,16 @@ impl Task for Classification {
         &self.prompt
     }
 
-    fn candidates(&self, _: &Dataset, _: &Row) -> Result<Arc<Vec<String>>, String> {
-        Ok(self.labels.clone())
+    fn candidates(&self, _: &Dataset, row: &Row) -> Result<Arc<Vec<String>>, String> {
+        Ok(match &self.row_labels {
+            Some(rows) => rows.get(&row.line).cloned().unwrap_or(self.labels.clone()),
+            None => self.labels.clone(),
+        })
     }
 
     fn fixed_candidates(&self) -> Option<Arc<Vec<String>>> {
-        Some(self.labels.clone())
+        // Under label selection the candidates differ per row.
+        self.row_labels.is_none().then(|| self.labels.clone())
     }
 
     fn ground_truth(&self, data: &Dataset, row: &Row) -> Option<String> {

@@ -153,16 +153,7 @@ pub(crate) fn add_derived_few_shot_examples(
             distinct.len()
         }
     };
-    // Autolabel compares the input columns' values, sorted by column name, joined by a space.
-    let mut inputs = prompt.input_columns();
-    inputs.sort();
-    let query = |lookup: &dyn Fn(&str) -> Option<String>| -> String {
-        inputs
-            .iter()
-            .map(|c| lookup(c).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let query = |lookup: &dyn Fn(&str) -> Option<String>| query_text(prompt, lookup);
     let mut embeddings = Vec::new();
     let mut per_row = HashMap::new();
     if algorithm.needs_embeddings() {
@@ -170,12 +161,7 @@ pub(crate) fn add_derived_few_shot_examples(
         notices.extend(notice);
         let seed_texts: Vec<String> = rows.iter().map(|l| query(l.as_ref())).collect();
         embeddings = store.embed(&seed_texts)?;
-        let usable: Vec<&crate::dataset::Row> =
-            data.rows.iter().filter(|r| r.error.is_none()).collect();
-        let row_texts: Vec<String> = usable
-            .iter()
-            .map(|r| query(&|c: &str| data.value(r, c).map(String::from)))
-            .collect();
+        let (usable, row_texts) = row_query_texts(prompt, data);
         eprintln!(
             "few-shot selection '{}': embedding {} rows with {}",
             config
@@ -205,4 +191,33 @@ pub(crate) fn add_derived_few_shot_examples(
     };
     prompt.select_seeds(select(algorithm, k, &seeds, None), per_row);
     Ok(())
+}
+
+/// The text a row or example is compared by: the input columns' values, sorted by column name,
+/// joined by a space (as Autolabel does).
+pub(crate) fn query_text(
+    prompt: &PromptBuilder,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> String {
+    let mut inputs = prompt.input_columns();
+    inputs.sort();
+    inputs
+        .iter()
+        .map(|c| lookup(c).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The rows that can be labeled and their [`query_text`]s.
+pub(crate) fn row_query_texts<'d>(
+    prompt: &PromptBuilder,
+    data: &'d Dataset,
+) -> (Vec<&'d crate::dataset::Row>, Vec<String>) {
+    let usable: Vec<&crate::dataset::Row> =
+        data.rows.iter().filter(|r| r.error.is_none()).collect();
+    let texts = usable
+        .iter()
+        .map(|r| query_text(prompt, &|c: &str| data.value(r, c).map(String::from)))
+        .collect();
+    (usable, texts)
 }

@@ -6,6 +6,7 @@ pub mod classification;
 pub mod entity_matching;
 pub mod example_selection;
 mod few_shot;
+pub mod label_selection;
 pub mod multilabel;
 pub mod multilabel_report;
 pub mod multiple_choice;
