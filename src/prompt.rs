@@ -119,11 +119,9 @@ impl PromptBuilder {
         num_labels: usize,
         blank_columns: Vec<String>,
     ) -> Self {
-        let task_guidelines_template = task_guidelines;
-        let task_guidelines = expand_labels(task_guidelines, label_text, num_labels);
         PromptBuilder {
-            task_guidelines,
-            raw_task_guidelines: task_guidelines_template.to_string(),
+            task_guidelines: expand_labels(task_guidelines, label_text, num_labels),
+            raw_task_guidelines: task_guidelines.to_string(),
             row_labels: Arc::default(),
             output_guidelines: output_guidelines.to_string(),
             example_template: example_template.to_string(),
@@ -154,11 +152,6 @@ impl PromptBuilder {
     /// Shows the row at each line only its own labels (label text, count) in `{labels}`.
     pub fn select_labels(&mut self, row_labels: HashMap<u64, (String, usize)>) {
         self.row_labels = Arc::new(row_labels);
-    }
-
-    /// Whether rows see different seed examples.
-    pub fn seeds_per_row(&self) -> bool {
-        !self.per_row.is_empty()
     }
 
     /// The prompt for one row whose column values come from `lookup`, with the default seeds.
