@@ -2,6 +2,7 @@
 //! Hugging Face cache.
 
 use anyhow::Result;
+use autolabel_models::embedding::source::EmbeddingCard;
 use autolabel_models::sources::cards::ModelCard;
 use autolabel_models::sources::{fetch, hub};
 
@@ -24,6 +25,23 @@ pub fn models() -> Result<()> {
             card.license
         );
     }
+    let e = EmbeddingCard::builtin();
+    let dir = root.join("embeddings").join(&e.name);
+    let size: u64 = e.files.iter().map(|f| f.size).sum();
+    println!(
+        "{:<30} {:<8} {:>6.0} MB  {}  (embeddings, default)\n{:<30} license: {}; config key embedding.model = {}",
+        e.name,
+        "bert",
+        size as f64 / 1e6,
+        if e.files.iter().all(|f| dir.join(&f.path).exists()) {
+            format!("cached at {}", dir.display())
+        } else {
+            "not cached".into()
+        },
+        "",
+        e.license,
+        e.upstream
+    );
     let hub = fetch::hf_hub_cache();
     let repos = hub::list_cache(&hub);
     println!("\nHugging Face cache {}:", hub.display());
