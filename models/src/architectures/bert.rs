@@ -62,7 +62,7 @@ impl BertConfig {
             activation,
             pad_token_id: cfg.opt_token_id("pad_token_id")?.unwrap_or(0),
         };
-        if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             bail!(
                 "{}: hidden_size {} is not a multiple of num_attention_heads {}",
                 cfg.path.display(),
