@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Accuracy levers for small models, measured on the same rows: zero-shot, label-free debiasing,
-few-shot examples chosen four ways, and combinations, for both built-in models on five shared
+few-shot examples chosen three ways (fixed, semantic similarity, label diversity), and
+combinations, for both built-in models on five shared
 datasets; the peer is the same model file through llama.cpp zero-shot, labeling the way a user
 of llama.cpp does (greedy generation of the answer, matched to a label).
 
