@@ -2,6 +2,8 @@
 //! on-disk cache of embeddings keyed by the model's weights sha256 and the text's sha256.
 
 use crate::config::{TaskConfig, API_PROVIDERS};
+use crate::dataset::{Dataset, Row};
+use crate::prompt::PromptBuilder;
 use anyhow::{bail, Context, Result};
 use autolabel_models::embedding::source::{resolve_embedding_model, EmbeddingCard};
 use autolabel_models::embedding::Embedder;
@@ -167,4 +169,69 @@ fn open_cache(path: &Path) -> Result<Connection> {
     )
     .with_context(|| format!("cannot set up {}", path.display()))?;
     Ok(conn)
+}
+
+/// What the selections of one task share: the embedding model, opened on first use, and the
+/// rows' embeddings, computed once (few-shot and label selection compare the same row texts).
+pub struct TaskEmbeddings<'a> {
+    config: &'a TaskConfig,
+    data: &'a Dataset,
+    /// The columns a row or example is compared by: the template's input columns, sorted.
+    columns: Vec<String>,
+    store: Option<Embeddings>,
+    rows: Option<Vec<(u64, Vec<f32>)>>,
+}
+
+impl<'a> TaskEmbeddings<'a> {
+    pub fn new(config: &'a TaskConfig, data: &'a Dataset, prompt: &PromptBuilder) -> Self {
+        let mut columns = prompt.input_columns();
+        columns.sort();
+        TaskEmbeddings {
+            config,
+            data,
+            columns,
+            store: None,
+            rows: None,
+        }
+    }
+
+    /// The text a row or example is compared by: the input columns' values, sorted by column
+    /// name, joined by a space (as Autolabel does).
+    pub fn text(&self, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+        self.columns
+            .iter()
+            .map(|c| lookup(c).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The embedding model (opened, and fetched if needed, on first use).
+    pub fn store(&mut self, notices: &mut Vec<String>) -> Result<&Embeddings> {
+        if self.store.is_none() {
+            let (store, notice) = Embeddings::open(self.config)?;
+            notices.extend(notice);
+            self.store = Some(store);
+        }
+        Ok(self.store.as_ref().expect("opened above"))
+    }
+
+    /// Every row that can be labeled, by line number, with its embedding.
+    pub fn rows(&mut self, notices: &mut Vec<String>) -> Result<&[(u64, Vec<f32>)]> {
+        if self.rows.is_none() {
+            let data = self.data;
+            let usable: Vec<&Row> = data.rows.iter().filter(|r| r.error.is_none()).collect();
+            let texts: Vec<String> = usable
+                .iter()
+                .map(|r| self.text(&|c: &str| data.value(r, c).map(String::from)))
+                .collect();
+            let vectors = self.store(notices)?.embed(&texts)?;
+            self.rows = Some(usable.iter().map(|r| r.line).zip(vectors).collect());
+        }
+        Ok(self.rows.as_deref().expect("embedded above"))
+    }
+
+    /// The number of rows that can be labeled (what [`TaskEmbeddings::rows`] embeds).
+    pub fn row_count(&self) -> usize {
+        self.data.rows.iter().filter(|r| r.error.is_none()).count()
+    }
 }

@@ -3,6 +3,7 @@
 use super::{few_shot, Task};
 use crate::config::TaskConfig;
 use crate::dataset::{Dataset, Row};
+use crate::embeddings::TaskEmbeddings;
 use crate::prompt::PromptBuilder;
 use anyhow::{bail, Result};
 use std::collections::HashMap;
@@ -54,12 +55,24 @@ impl Classification {
             label_column.clone(),
         )?;
         let mut notices = Vec::new();
-        few_shot::add_few_shot_examples(config, data, &mut prompt, &mut notices)?;
+        // Few-shot and label selection share the embedding model and the rows' embeddings.
+        let mut embeddings = TaskEmbeddings::new(config, data, &prompt);
+        few_shot::add_derived_few_shot_examples(
+            config,
+            &mut prompt,
+            &mut notices,
+            &mut embeddings,
+            &|name, lookup| lookup(name),
+        )?;
         if config.prompt.chain_of_thought == Some(true) {
             notices.push("prompt.chain_of_thought is ignored: labels are scored exactly, with no generated explanation".into());
         }
-        let row_labels =
-            super::label_selection::select_labels(config, data, &mut prompt, &mut notices)?;
+        let row_labels = super::label_selection::select_labels(
+            config,
+            &mut prompt,
+            &mut notices,
+            &mut embeddings,
+        )?;
         notices.extend(super::missing_label_column(
             data,
             label_column.as_deref(),

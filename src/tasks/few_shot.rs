@@ -4,7 +4,7 @@
 use super::example_selection::{select, Algorithm, Seeds};
 use crate::config::{FewShotExamples, TaskConfig};
 use crate::dataset::{Dataset, ReadOptions};
-use crate::embeddings::Embeddings;
+use crate::embeddings::TaskEmbeddings;
 use crate::prompt::{placeholders, PromptBuilder};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -24,7 +24,10 @@ pub(crate) fn add_few_shot_examples(
     prompt: &mut PromptBuilder,
     notices: &mut Vec<String>,
 ) -> Result<()> {
-    add_derived_few_shot_examples(config, data, prompt, notices, &|name, lookup| lookup(name))
+    let mut embeddings = TaskEmbeddings::new(config, data, prompt);
+    add_derived_few_shot_examples(config, prompt, notices, &mut embeddings, &|name, lookup| {
+        lookup(name)
+    })
 }
 
 /// The seed examples, each with where it came from (for messages).
@@ -82,9 +85,9 @@ fn load_examples(
 /// [`add_few_shot_examples`] with column values rewritten by `derive`.
 pub(crate) fn add_derived_few_shot_examples(
     config: &TaskConfig,
-    data: &Dataset,
     prompt: &mut PromptBuilder,
     notices: &mut Vec<String>,
+    embeddings: &mut TaskEmbeddings,
     derive: Derive,
 ) -> Result<()> {
     let Some(examples) = &config.prompt.few_shot_examples else {
@@ -103,9 +106,10 @@ pub(crate) fn add_derived_few_shot_examples(
     // Every column the example template shows must be in every example (the explanation column
     // only when chain of thought shows it).
     let explanation = config.dataset.explanation_column.as_deref();
+    let shown = placeholders(prompt.example_template());
     for (i, lookup) in rows.iter().enumerate() {
-        let missing: Vec<String> = placeholders(prompt.example_template())
-            .into_iter()
+        let missing: Vec<&String> = shown
+            .iter()
             .filter(|c| Some(c.as_str()) != explanation && derive(c, lookup.as_ref()).is_none())
             .collect();
         if !missing.is_empty() {
@@ -153,71 +157,38 @@ pub(crate) fn add_derived_few_shot_examples(
             distinct.len()
         }
     };
-    let query = |lookup: &dyn Fn(&str) -> Option<String>| query_text(prompt, lookup);
-    let mut embeddings = Vec::new();
+    let mut vectors = Vec::new();
     let mut per_row = HashMap::new();
     if algorithm.needs_embeddings() {
-        let (store, notice) = Embeddings::open(config)?;
-        notices.extend(notice);
-        let seed_texts: Vec<String> = rows.iter().map(|l| query(l.as_ref())).collect();
-        embeddings = store.embed(&seed_texts)?;
-        let (usable, row_texts) = row_query_texts(prompt, data);
+        let seed_texts: Vec<String> = rows.iter().map(|l| embeddings.text(l.as_ref())).collect();
+        let rows_to_embed = embeddings.row_count();
+        let store = embeddings.store(notices)?;
+        vectors = store.embed(&seed_texts)?;
         eprintln!(
-            "few-shot selection '{}': embedding {} rows with {}",
+            "few-shot selection '{}': embedding {rows_to_embed} rows with {}",
             config
                 .prompt
                 .few_shot_selection
                 .as_deref()
                 .unwrap_or_default(),
-            row_texts.len(),
             store.model_name
         );
-        let row_embeddings = store.embed(&row_texts)?;
         let seeds = Seeds {
-            embeddings: &embeddings,
+            embeddings: &vectors,
             labels: &labels,
             count: rows.len(),
             num_labels,
         };
-        for (row, e) in usable.iter().zip(&row_embeddings) {
-            per_row.insert(row.line, select(algorithm, k, &seeds, Some(e)));
+        for (line, e) in embeddings.rows(notices)? {
+            per_row.insert(*line, select(algorithm, k, &seeds, Some(e)));
         }
     }
     let seeds = Seeds {
-        embeddings: &embeddings,
+        embeddings: &vectors,
         labels: &labels,
         count: rows.len(),
         num_labels,
     };
     prompt.select_seeds(select(algorithm, k, &seeds, None), per_row);
     Ok(())
-}
-
-/// The text a row or example is compared by: the input columns' values, sorted by column name,
-/// joined by a space (as Autolabel does).
-pub(crate) fn query_text(
-    prompt: &PromptBuilder,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> String {
-    let mut inputs = prompt.input_columns();
-    inputs.sort();
-    inputs
-        .iter()
-        .map(|c| lookup(c).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The rows that can be labeled and their [`query_text`]s.
-pub(crate) fn row_query_texts<'d>(
-    prompt: &PromptBuilder,
-    data: &'d Dataset,
-) -> (Vec<&'d crate::dataset::Row>, Vec<String>) {
-    let usable: Vec<&crate::dataset::Row> =
-        data.rows.iter().filter(|r| r.error.is_none()).collect();
-    let texts = usable
-        .iter()
-        .map(|r| query_text(prompt, &|c: &str| data.value(r, c).map(String::from)))
-        .collect();
-    (usable, texts)
 }

@@ -1,10 +1,8 @@
 //! Label selection (Autolabel's `label_selection`): each row is shown, and scored on, only the
 //! `label_selection_count` labels whose embeddings are most similar to the row's text.
 
-use super::few_shot::row_query_texts;
 use crate::config::TaskConfig;
-use crate::dataset::Dataset;
-use crate::embeddings::Embeddings;
+use crate::embeddings::TaskEmbeddings;
 use crate::prompt::PromptBuilder;
 use anyhow::{bail, Result};
 use autolabel_models::embedding::cosine;
@@ -18,9 +16,9 @@ pub const DEFAULT_COUNT: usize = 10;
 /// selection on; the prompt is set to show each row its own labels.
 pub fn select_labels(
     config: &TaskConfig,
-    data: &Dataset,
     prompt: &mut PromptBuilder,
     notices: &mut Vec<String>,
+    embeddings: &mut TaskEmbeddings,
 ) -> Result<Option<HashMap<u64, Arc<Vec<String>>>>> {
     if config.prompt.label_selection != Some(true) {
         return Ok(None);
@@ -41,27 +39,24 @@ pub fn select_labels(
     if !(0.0..=1.0).contains(&threshold) {
         bail!("{source}: config key 'prompt.label_selection_threshold' is {threshold}; it is a share of the best label's similarity, between 0 and 1")
     }
-    let (store, notice) = Embeddings::open(config)?;
-    notices.extend(notice);
+    let rows = embeddings.row_count();
+    let store = embeddings.store(notices)?;
     let label_vecs = store.embed(&labels.selection_texts())?;
-    let (rows, texts) = row_query_texts(prompt, data);
     eprintln!(
-        "label selection: embedding {} rows with {} to keep each row's {k} most similar of {} labels",
-        rows.len(),
+        "label selection: embedding {rows} rows with {} to keep each row's {k} most similar of {} labels",
         store.model_name,
         names.len()
     );
-    let row_vecs = store.embed(&texts)?;
     let mut per_row = HashMap::new();
     let mut row_text = HashMap::new();
-    for (row, v) in rows.iter().zip(&row_vecs) {
+    for (line, v) in embeddings.rows(notices)? {
         let keep = most_similar(v, &label_vecs, k, threshold);
         let chosen: Vec<String> = (0..names.len())
             .filter(|i| keep.contains(i))
             .map(|i| names[i].clone())
             .collect();
-        row_text.insert(row.line, (labels.prompt_text_of(&chosen), chosen.len()));
-        per_row.insert(row.line, Arc::new(chosen));
+        row_text.insert(*line, (labels.prompt_text_of(&chosen), chosen.len()));
+        per_row.insert(*line, Arc::new(chosen));
     }
     prompt.select_labels(row_text);
     Ok(Some(per_row))

