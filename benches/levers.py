@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Accuracy levers for small models, measured on the same rows: zero-shot, label-free debiasing,
-few-shot examples chosen three ways (fixed, semantic similarity, label diversity), and
+few-shot examples chosen three ways (fixed, semantic similarity, label diversity), zero-shot
+chain of thought (a generated explanation line, then the labels scored after it), and
 combinations, for both built-in models on five shared
 datasets; the peer is the same model file through llama.cpp zero-shot, labeling the way a user
 of llama.cpp does (greedy generation of the answer, matched to a label).
@@ -41,16 +42,42 @@ SETS = {
                        "autolabel_walmart_amazon/test.csv", "autolabel_walmart_amazon/seed.csv", ","),
 }
 
-# lever: (few_shot_selection or None, debiased). A debiased lever resumes the journal of the
-# same selection without debiasing (run just before it), so both score the same model calls.
+# lever: (few_shot_selection or None, debiased, chain of thought). A debiased lever resumes the
+# journal of the same lever without debiasing (run just before it), so both score the same model
+# calls.
 LEVERS = {
-    "none": (None, False),
-    "debias": (None, True),
-    "fixed": ("fixed", False),
-    "semantic": ("semantic_similarity", False),
-    "semantic+debias": ("semantic_similarity", True),
-    "label_diversity_similarity": ("label_diversity_similarity", False),
+    "none": (None, False, False),
+    "debias": (None, True, False),
+    "fixed": ("fixed", False, False),
+    "semantic": ("semantic_similarity", False, False),
+    "semantic+debias": ("semantic_similarity", True, False),
+    "label_diversity_similarity": ("label_diversity_similarity", False, False),
+    "cot": (None, False, True),
+    "cot+debias": (None, True, True),
 }
+
+# Autolabel's chain-of-thought output guidelines (its civil_comments / squad "with_cot" configs).
+COT_OUTPUT = ("Your answer will consist of an explanation, followed by the correct answer. The last line of the "
+              "response should always be is JSON format with one key: {\"label\": \"the correct answer\"}.\n")
+
+
+def chain_of_thought(c):
+    """The config with Autolabel's chain of thought: the answer starts "Let's think step by step.",
+    then the explanation line, then the label."""
+    c = json.loads(json.dumps(c))
+    label = c["dataset"]["label_column"]
+    c["dataset"]["explanation_column"] = "explanation"
+    c["prompt"]["chain_of_thought"] = True
+    c["prompt"]["output_guidelines"] = COT_OUTPUT
+    t = c["prompt"]["example_template"]
+    assert "{%s}" % label in t, t
+    c["prompt"]["example_template"] = t.replace("{%s}" % label, "Let's think step by step.\n{explanation}\n{%s}" % label)
+    return c
+
+
+def lever_name(lever):
+    selection, _, cot = LEVERS[lever]
+    return (selection or "zero") + (".cot" if cot else "")
 
 
 def read_rows(path, delim):
@@ -101,13 +128,15 @@ def prepare(name, n, out):
     label_col = cfg["dataset"]["label_column"]
     truth = [r[header.index(label_col)].strip() for r in evaluated]
     configs = {}
-    for lever, (selection, _) in LEVERS.items():
+    for lever, (selection, _, cot) in LEVERS.items():
         c = json.loads(json.dumps(cfg))
         if selection:
             c["prompt"]["few_shot_examples"] = f"{name}.pool.{ext}"
             c["prompt"]["few_shot_selection"] = selection
             c["prompt"]["few_shot_num"] = K
-        path = f"{out}/{name}.{selection or 'zero'}.json"
+        if cot:
+            c = chain_of_thought(c)
+        path = f"{out}/{name}.{lever_name(lever)}.json"
         json.dump(c, open(path, "w"), indent=1)
         configs[lever] = path
     return configs, f"{out}/{name}.eval.{ext}", truth, cfg
@@ -219,13 +248,13 @@ def main():
         for model in a.models.split(","):
             short = model.split("-")[0]
             for lever in a.levers.split(","):
-                selection, debias = LEVERS[lever]
-                out_csv = f"{a.out}/{name}.{short}.{selection or 'zero'}.{ext}"
+                selection, debias, cot = LEVERS[lever]
+                out_csv = f"{a.out}/{name}.{short}.{lever_name(lever)}.{ext}"
                 pred, secs = run_lever(configs[lever], data, model, debias, out_csv, task)
                 acc, f1 = scores(truth, pred)
                 # A debiased lever's time is its base lever's (the model calls are shared).
                 speed = next(r[5] for r in reversed(results) if r[1] == short and r[0] == name
-                             and LEVERS.get(r[2], (None,))[0] == selection) if debias else len(truth) / secs
+                             and r[2] in LEVERS and lever_name(r[2]) == lever_name(lever)) if debias else len(truth) / secs
                 results.append((name, short, lever, acc, f1, speed))
                 print(f"{name} {short} {lever}: acc {acc:.3f} f1 {f1:.3f} {speed:.2f} rows/s", file=sys.stderr)
             if not a.no_peer:

@@ -50,19 +50,24 @@ pub fn content_free_prior(session: &Session, labeler: &Labeler) -> Result<(Vec<f
         })
         .collect();
     let data = Dataset::new(session.data.path.clone(), columns, rows);
-    let mut prepared = Vec::new();
+    // Through the same pass as the rows (with chain of thought, each input gets its explanation
+    // first). An empty input is refused by tasks that need one; the other inputs still count.
+    let pass = crate::scoring_pass::score_data(
+        &data,
+        labeler,
+        crate::scoring_pass::PassOptions::new(CONTENT_FREE.len(), usize::MAX),
+    )?;
+    let mut scores = Vec::new();
     let mut used = Vec::new();
-    for (row, text) in data.rows.iter().zip(CONTENT_FREE) {
-        // An empty input is refused by tasks that need one; the other inputs still count.
-        if let Ok(p) = labeler.prepare(&data, row) {
-            prepared.push(p);
+    for (r, text) in pass.rows.iter().zip(CONTENT_FREE) {
+        if let Ok(s) = r {
+            scores.push(s.scores.clone());
             used.push(text.to_string());
         }
     }
-    if prepared.is_empty() {
+    if scores.is_empty() {
         bail!("--debias: none of the content-free inputs (\"N/A\", \"\", \"[MASK]\") could be put through this task's prompt")
     }
-    let scores = labeler.score(&prepared.iter().collect::<Vec<_>>())?;
     let mut mean = vec![0.0; labels.len()];
     for s in &scores {
         let p = crate::confidence::Adjustment::default().probs(&s.logprobs);

@@ -4,6 +4,7 @@
 //! journals every finished batch (the generated tokens and their log-probabilities), so an
 //! interrupted run resumes without generating those rows again.
 
+use crate::dataset::{Dataset, Row};
 use crate::journal::{row_key, RowKey};
 use crate::labeler::{AnswerBudget, Labeler};
 use crate::progress::Progress;
@@ -49,6 +50,32 @@ impl GenerationResult {
                 100.0 * t.constraint_seconds / t.seconds
             )
         })
+    }
+}
+
+/// What a generation pass generates for each row: its constraint and token budget.
+pub trait Generates: Sync {
+    /// The constraint a row's answer is generated under.
+    fn grammar(&self, data: &Dataset, row: &Row) -> Result<Grammar, String>;
+    /// Most tokens the answer may take (end token included), given the row's input length in
+    /// tokens.
+    fn max_answer_tokens(&self, data: &Dataset, row: &Row, input_tokens: usize) -> usize;
+    /// Tokens the prompt leaves free after the answer (for what is scored after it), so that a
+    /// later pass over prompt + answer cuts the input exactly as this one did.
+    fn reserved_tokens(&self, _data: &Dataset, _row: &Row) -> Result<usize, String> {
+        Ok(0)
+    }
+}
+
+/// An open task's answers.
+struct OpenAnswers<'a>(&'a dyn OpenTask);
+
+impl Generates for OpenAnswers<'_> {
+    fn grammar(&self, data: &Dataset, row: &Row) -> Result<Grammar, String> {
+        self.0.grammar(data, row)
+    }
+    fn max_answer_tokens(&self, data: &Dataset, row: &Row, input_tokens: usize) -> usize {
+        self.0.max_answer_tokens(data, row, input_tokens)
     }
 }
 
@@ -108,7 +135,7 @@ fn decode(v: &[Vec<f32>]) -> Option<Generated> {
     })
 }
 
-/// The generated tokens as an [`Answer`] (text, each token's byte range, log-probs).
+/// The generated tokens as an [`Answer`] (text, tokens and their byte ranges, log-probs).
 fn answer(compiler: &ConstraintCompiler, g: &Generated, line: u64) -> Result<Answer, String> {
     match &g.finish {
         Finish::End => {}
@@ -132,6 +159,7 @@ fn answer(compiler: &ConstraintCompiler, g: &Generated, line: u64) -> Result<Ans
         .map_err(|e| format!("line {line}: the answer is not UTF-8 ({e})"))?;
     Ok(Answer {
         text,
+        tokens: g.answer_tokens().to_vec(),
         token_spans,
         logprobs: g.logprobs[..g.answer_tokens().len()].to_vec(),
         total_logprob: g.total_logprob(),
@@ -144,15 +172,26 @@ pub fn generate_all(
     task: &dyn OpenTask,
     opts: PassOptions,
 ) -> Result<GenerationResult> {
-    generate_rows(session, labeler, task, opts, None)
+    generate_rows(&session.data, labeler, &OpenAnswers(task), opts, None)
 }
 
-/// [`generate_all`] over the rows `only` names (all rows when `None`); the others keep an
-/// error saying they were not labeled.
-pub fn generate_rows(
+/// [`generate_all`] for the rows `only` names (all rows when `None`) of an open task.
+pub fn generate_task_rows(
     session: &Session,
     labeler: &Labeler,
     task: &dyn OpenTask,
+    opts: PassOptions,
+    only: Option<&[usize]>,
+) -> Result<GenerationResult> {
+    generate_rows(&session.data, labeler, &OpenAnswers(task), opts, only)
+}
+
+/// Generates `spec`'s answer for the rows of `data` that `only` names (all rows when `None`);
+/// the others keep an error saying they were not labeled.
+pub fn generate_rows(
+    data: &Dataset,
+    labeler: &Labeler,
+    spec: &dyn Generates,
     opts: PassOptions,
     only: Option<&[usize]>,
 ) -> Result<GenerationResult> {
@@ -164,7 +203,6 @@ pub fn generate_rows(
         shard,
     } = opts;
     let model = labeler.model();
-    let data = &session.data;
     let end = labeler.answer_end().to_vec();
     let env = token_env(&model.tokenizer, model.scorer.vocab_size(), &end[..1])?;
     let compiler = ConstraintCompiler::new(&env)?;
@@ -176,14 +214,21 @@ pub fn generate_rows(
         if only.is_some_and(|o| !o.contains(&i)) {
             continue;
         }
-        let grammar = match task.grammar(data, row) {
+        let grammar = match spec.grammar(data, row) {
             Ok(g) => g,
             Err(e) => {
                 rows[i] = Err(e);
                 continue;
             }
         };
-        let budget = |n| task.max_answer_tokens(data, row, n);
+        let reserved = match spec.reserved_tokens(data, row) {
+            Ok(n) => n,
+            Err(e) => {
+                rows[i] = Err(e);
+                continue;
+            }
+        };
+        let budget = |n| spec.max_answer_tokens(data, row, n) + reserved;
         match labeler.prepare_prompt(data, row, AnswerBudget::PerInput(&budget)) {
             Ok(p) => {
                 if p.truncated {
@@ -197,7 +242,7 @@ pub fn generate_rows(
                     row: i,
                     prompt: p.ids,
                     grammar,
-                    max_new: p.answer_tokens,
+                    max_new: p.answer_tokens - reserved,
                     key: None,
                 });
             }

@@ -16,6 +16,8 @@ pub struct LabelerOptions {
     pub chat_template: bool,
     /// Longest prompt + answer in tokens; longer inputs are truncated from the middle.
     pub max_tokens: usize,
+    /// Most tokens of a chain-of-thought explanation (tasks with `chain_of_thought`).
+    pub explanation_tokens: usize,
 }
 
 /// A row ready to score.
@@ -58,6 +60,8 @@ pub struct Labeler<'a> {
     /// The task's input columns (checked for emptiness, truncated when too long).
     inputs: Vec<String>,
     cache: Mutex<CandidateCache>,
+    /// Chain of thought: the most tokens an explanation may take (None: no explanation).
+    explanation_tokens: Option<usize>,
 }
 
 const ELLIPSIS: &str = " [...] ";
@@ -97,6 +101,15 @@ impl<'a> Labeler<'a> {
             None => model.encode("\n")?,
         };
         let max_tokens = opts.max_tokens.min(model.context_length());
+        let explanation_tokens = task.chain_of_thought().then_some(opts.explanation_tokens);
+        if explanation_tokens.is_some() {
+            if encoder_decoder {
+                bail!("prompt.chain_of_thought needs a decoder-only model: {} is an encoder-decoder, whose answer cannot continue an explanation line (its tokenizer has no newline); set chain_of_thought to false or choose a decoder model", model.path.display())
+            }
+            if opts.explanation_tokens == 0 {
+                bail!("--explanation-tokens must be at least 1 with prompt.chain_of_thought")
+            }
+        }
         let labeler = Labeler {
             model,
             task,
@@ -105,6 +118,7 @@ impl<'a> Labeler<'a> {
             max_tokens,
             inputs: task.input_columns(),
             cache: Mutex::new(None),
+            explanation_tokens,
         };
         if let Some(labels) = task.fixed_candidates() {
             labeler.candidates(&labels)?; // a bad label set stops the run before any row
@@ -119,6 +133,25 @@ impl<'a> Labeler<'a> {
 
     pub fn model(&self) -> &LocalModel {
         self.model
+    }
+
+    /// With chain of thought: the most tokens an explanation may take.
+    pub fn explanation_tokens(&self) -> Option<usize> {
+        self.explanation_tokens
+    }
+
+    /// Tokens a row keeps free for its explanation (the line, its newline and an end token).
+    pub fn explanation_budget(&self) -> usize {
+        self.explanation_tokens.map_or(0, |n| n + 2)
+    }
+
+    /// Tokens of the longest candidate of a row (end token included).
+    pub fn longest_candidate(&self, data: &Dataset, row: &Row) -> Result<usize, String> {
+        let labels = self.task.candidates(data, row)?;
+        let candidates = self
+            .candidates(&labels)
+            .map_err(|e| format!("line {}: {e}", row.line))?;
+        Ok(candidates.iter().map(Vec::len).max().unwrap_or(0))
     }
 
     pub fn uses_chat_template(&self) -> bool {
@@ -166,7 +199,10 @@ impl<'a> Labeler<'a> {
         }
         let mut out: Vec<Vec<u32>> = Vec::with_capacity(labels.len());
         for label in labels.iter() {
-            let text = if self.chat.is_some() || self.encoder_decoder() {
+            let text = if self.explanation_tokens.is_some() {
+                // After an explanation line, as Autolabel shows a chain-of-thought answer.
+                crate::chain_of_thought::label_json(label)
+            } else if self.chat.is_some() || self.encoder_decoder() {
                 label.clone()
             } else {
                 format!(" {label}")
@@ -191,6 +227,12 @@ impl<'a> Labeler<'a> {
 
     /// Prepares a row, or says why it cannot be labeled.
     pub fn prepare(&self, data: &Dataset, row: &Row) -> Result<Prepared, String> {
+        self.prepare_with(data, row, &[])
+    }
+
+    /// Prepares a row whose candidates follow `after` (its chain-of-thought explanation), the
+    /// input cut as the explanation's own pass cut it.
+    pub fn prepare_with(&self, data: &Dataset, row: &Row, after: &[u32]) -> Result<Prepared, String> {
         if let Some(e) = &row.error {
             return Err(e.clone());
         }
@@ -199,9 +241,10 @@ impl<'a> Labeler<'a> {
             .candidates(&labels)
             .map_err(|e| format!("line {}: {e}", row.line))?;
         let longest_answer = candidates.iter().map(Vec::len).max().unwrap_or(0);
-        let prompt = self.prepare_prompt(data, row, AnswerBudget::Tokens(longest_answer))?;
+        let budget = longest_answer + self.explanation_budget();
+        let prompt = self.prepare_prompt(data, row, AnswerBudget::Tokens(budget))?;
         Ok(Prepared {
-            prompt_ids: prompt.ids,
+            prompt_ids: [prompt.ids, after.to_vec()].concat(),
             labels,
             candidates,
             truncated: prompt.truncated,

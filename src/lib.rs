@@ -10,6 +10,7 @@
 
 pub mod answer_calibration;
 pub mod calibration;
+pub mod chain_of_thought;
 pub mod chat_template;
 pub mod commands;
 pub mod confidence;

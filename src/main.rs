@@ -1,7 +1,7 @@
 //! The `autolabel-local` binary: argument parsing and exit codes; the commands live in
 //! `autolabel_local::commands`.
 
-use autolabel_local::commands::{self, calibrate, merge, plan, run, score, status};
+use autolabel_local::commands::{self, calibrate, explain, merge, plan, run, score, status};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -29,6 +29,9 @@ enum Command {
     /// Score labels produced elsewhere: the local model's probability of each given label, its
     /// own label, and whether they agree.
     Score(score::ScoreArgs),
+    /// Fill a seed file's explanation column (dataset.explanation_column) for chain-of-thought
+    /// prompts: the model explains each example's label in one line.
+    Explain(explain::ExplainArgs),
     /// Join the outputs of `run --shard I/N` into the output of one unsharded run, after
     /// checking that they belong together and hold every row once; print the metrics.
     Merge(merge::MergeArgs),
@@ -68,6 +71,9 @@ fn main() -> ExitCode {
         Command::Plan(args) => plan::plan(&args).map(|_| 0),
         Command::Calibrate(args) => calibrate::calibrate(&args).map(|_| 0),
         Command::Score(args) => score::score(&args).map(|s| if s.errors > 0 { 2 } else { 0 }),
+        Command::Explain(args) => {
+            explain::explain(&args).map(|s| if s.errors > 0 { 2 } else { 0 })
+        }
         Command::Models => commands::models::models().map(|_| 0),
     };
     match result {

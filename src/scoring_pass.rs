@@ -5,6 +5,7 @@
 //! after the current batch.
 
 use crate::confidence::LabelScores;
+use crate::dataset::Dataset;
 use crate::journal::{row_key, Journal, RowKey};
 use crate::labeler::{Labeler, Prepared};
 use crate::progress::Progress;
@@ -41,6 +42,37 @@ pub struct PassResult {
     pub interrupted: bool,
     /// With a shard: the rows it labeled (the others hold an error).
     pub owned: Option<Vec<bool>>,
+    /// With chain of thought: every row's explanation (None where it has none), and the
+    /// explanation pass's figures (its time is included in `seconds`).
+    pub explanations: Option<Vec<Option<String>>>,
+    pub explanation_pass: Option<ExplanationFigures>,
+}
+
+/// What the chain-of-thought explanation pass did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExplanationFigures {
+    pub seconds: f64,
+    /// Rows explained in this pass (the others came from the journal or have an error).
+    pub generated: usize,
+    pub tokens: usize,
+    pub reused: usize,
+}
+
+impl ExplanationFigures {
+    /// One line on what the explanations cost.
+    pub fn describe(&self) -> String {
+        let mut line = format!(
+            "chain of thought: {} explanations generated in {:.1} s ({:.1} tokens/s, {:.1} tokens each on average)",
+            self.generated,
+            self.seconds,
+            self.tokens as f64 / self.seconds.max(1e-9),
+            self.tokens as f64 / self.generated.max(1) as f64
+        );
+        if self.reused > 0 {
+            line.push_str(&format!(", {} taken from the journal", self.reused));
+        }
+        line
+    }
 }
 
 /// How a pass runs.
@@ -170,6 +202,12 @@ impl Repeats {
 }
 
 pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Result<PassResult> {
+    score_data(&session.data, labeler, opts)
+}
+
+/// [`score_all`] over any rows (e.g. content-free inputs); with chain of thought, every row's
+/// explanation is generated first (journaled like the scores) and its labels scored after it.
+pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Result<PassResult> {
     let PassOptions {
         batch_size,
         max_tokens,
@@ -177,7 +215,50 @@ pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Res
         stop,
         shard,
     } = opts;
-    let data = &session.data;
+    let started = Instant::now();
+    let explained = match labeler.explanation_tokens() {
+        None => None,
+        Some(_) => {
+            let sub = PassOptions {
+                batch_size,
+                max_tokens,
+                journal: journal
+                    .as_mut()
+                    .map(|(j, s, c)| (&mut **j, *s, format!("{c} (explanations)"))),
+                stop,
+                shard,
+            };
+            Some(crate::chain_of_thought::explain_rows(data, labeler, sub)?)
+        }
+    };
+    let explanation_pass = explained.as_ref().map(|e| ExplanationFigures {
+        seconds: e.pass.seconds,
+        generated: e.pass.generated,
+        tokens: e.pass.tokens,
+        reused: e.pass.reused,
+    });
+    let explanations: Option<Vec<Option<String>>> = explained.as_ref().map(|e| {
+        e.rows
+            .iter()
+            .map(|r| r.as_ref().ok().map(|x| x.text.clone()))
+            .collect()
+    });
+    if let Some(e) = explained.as_ref().filter(|e| e.pass.interrupted) {
+        return Ok(PassResult {
+            rows: vec![Err("not scored: the run was interrupted".into()); data.rows.len()],
+            truncated: e.pass.truncated,
+            seconds: started.elapsed().as_secs_f64(),
+            reused: 0,
+            scored: 0,
+            interrupted: true,
+            owned: e.pass.owned.clone(),
+            explanations,
+            explanation_pass,
+        });
+    }
+    // A shard scores the rows it explained (the explanation pass chose them).
+    let explained_owned = explained.as_ref().and_then(|e| e.pass.owned.clone());
+    let shard = if explained_owned.is_some() { None } else { shard };
     let mut rows: Vec<Result<Scored, String>> =
         vec![Err("not scored".to_string()); data.rows.len()];
     let mut prepared = Vec::new();
@@ -187,13 +268,21 @@ pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Res
         use rayon::prelude::*;
         data.rows
             .par_iter()
-            .map(|row| labeler.prepare(data, row))
+            .enumerate()
+            .map(|(i, row)| match &explained {
+                None => labeler.prepare(data, row),
+                Some(e) => match &e.rows[i] {
+                    Ok(x) => labeler.prepare_with(data, row, &x.tokens),
+                    Err(err) => Err(err.clone()),
+                },
+            })
             .collect()
     };
     for (i, (row, ready)) in data.rows.iter().zip(ready).enumerate() {
         match ready {
             Ok(p) => {
-                if p.truncated {
+                // (the explanation pass already warned about the rows it cut)
+                if p.truncated && explained.is_none() {
                     truncated += 1;
                     eprintln!(
                         "warning: line {}: input cut from the middle to fit {max_tokens} tokens",
@@ -211,22 +300,26 @@ pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Res
         row_key(&RowKey::default(), &p.prompt_ids, &p.candidates)
     });
 
+    if let Some(e) = &explained {
+        truncated = e.pass.truncated;
+    }
     // The instructions every prompt starts with are prefilled once for the whole pass (the
     // prefix depends only on the rows, so a resumed run uses the same one).
-    let started = Instant::now();
     let shared_prefix =
         labeler.share_prefix(prepared.iter().map(|(_, p)| p.prompt_ids.as_slice()))?;
     // Batches are formed over every row, journaled or not, so a resumed run scores each row in
     // the same company as an uninterrupted one and gets the same bits; a shard takes its share
     // of the same batches.
     let all_batches = batches(&prepared, batch_size, shared_prefix);
-    let owned = shard.map(|s| {
-        s.assign(
-            data.rows.len(),
-            &all_batches,
-            |j| prepared[j].0,
-            &repeats.copies,
-        )
+    let owned = explained_owned.or_else(|| {
+        shard.map(|s| {
+            s.assign(
+                data.rows.len(),
+                &all_batches,
+                |j| prepared[j].0,
+                &repeats.copies,
+            )
+        })
     });
     let mine = |row: usize| owned.as_ref().is_none_or(|o| o[row]);
 
@@ -342,5 +435,7 @@ pub fn score_all(session: &Session, labeler: &Labeler, opts: PassOptions) -> Res
         scored,
         interrupted,
         owned,
+        explanations,
+        explanation_pass,
     })
 }

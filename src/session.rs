@@ -57,6 +57,10 @@ pub struct CommonArgs {
     /// Replace bytes in the data that are not UTF-8 with U+FFFD instead of stopping.
     #[arg(long)]
     pub lossy: bool,
+    /// With prompt.chain_of_thought: most tokens of each row's generated explanation (one
+    /// line; a longer one is cut there and its labels scored after it).
+    #[arg(long, default_value_t = crate::chain_of_thought::DEFAULT_EXPLANATION_TOKENS)]
+    pub explanation_tokens: usize,
 }
 
 impl CommonArgs {
@@ -76,7 +80,11 @@ pub struct Session {
 
 impl Session {
     pub fn open(args: &CommonArgs) -> Result<Self> {
-        let mut config = TaskConfig::load(&args.config)?;
+        Self::open_config(args, TaskConfig::load(&args.config)?)
+    }
+
+    /// [`Session::open`] with the config already loaded (and perhaps changed) from `args.config`.
+    pub fn open_config(args: &CommonArgs, mut config: TaskConfig) -> Result<Self> {
         if let Some(seed) = &args.few_shot_examples {
             let seed = std::path::absolute(seed)?;
             config.prompt.few_shot_examples =
@@ -153,6 +161,7 @@ impl Session {
             &LabelerOptions {
                 chat_template: !args.no_chat_template,
                 max_tokens: args.max_tokens,
+                explanation_tokens: args.explanation_tokens,
             },
         )
     }

@@ -3,6 +3,7 @@
 
 pub mod calibrate;
 pub mod calibrate_open;
+pub mod explain;
 pub mod merge;
 pub mod models;
 pub mod plan;

@@ -1,7 +1,7 @@
 //! `autolabel-local plan`: what a run will do and roughly how long it will take, measured on a
 //! short timed sample on the chosen device.
 
-use crate::generation_pass::generate_rows;
+use crate::generation_pass::generate_task_rows;
 use crate::labeler::{AnswerBudget, Labeler, Prepared};
 use crate::scoring_pass::PassOptions;
 use crate::session::{CommonArgs, Session};
@@ -120,6 +120,45 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
         println!("shared prompt prefix: none (too short, or an encoder-decoder, whose encoder sees each prompt whole)");
     }
     let n = args.sample.clamp(1, ok.len());
+    if let Some(max) = labeler.explanation_tokens() {
+        // Chain of thought: the sample rows are explained, then scored after their explanations.
+        let grammar = crate::chain_of_thought::grammar_for(&labeler, max)?;
+        println!(
+            "chain of thought: each row first generates a one-line explanation of at most {max} tokens (--explanation-tokens), then its labels are scored after it as {}; explanation constraint (llguidance):\n{}",
+            crate::chain_of_thought::label_json(&p0.labels[0]),
+            grammar.text().trim_end()
+        );
+        let rows: Vec<_> = data
+            .rows
+            .iter()
+            .filter(|r| labeler.prepare(data, r).is_ok())
+            .take(n)
+            .cloned()
+            .collect();
+        let part = crate::dataset::Dataset::new(data.path.clone(), data.columns.clone(), rows);
+        let t = Instant::now();
+        let pass = crate::scoring_pass::score_data(
+            &part,
+            &labeler,
+            crate::scoring_pass::PassOptions::new(8, args.common.max_tokens),
+        )?;
+        let per_row = t.elapsed().as_secs_f64() / part.rows.len().max(1) as f64;
+        if let Some(x) = &pass.explanation_pass {
+            println!("{}", x.describe());
+        }
+        for (row, e) in part.rows.iter().zip(pass.explanations.iter().flatten()) {
+            println!("explanation of line {}: {}", row.line, e.as_deref().unwrap_or("(none)"));
+        }
+        println!(
+            "estimated run time on {}: {:.0} s for {} rows ({:.2} rows/s, measured on {} rows)",
+            args.common.device,
+            per_row * ok.len() as f64,
+            ok.len(),
+            1.0 / per_row,
+            part.rows.len()
+        );
+        return Ok(());
+    }
     let sample: Vec<&Prepared> = ok.iter().take(n).collect();
     let t = Instant::now();
     labeler.score(&sample)?;
@@ -211,7 +250,7 @@ fn plan_open(
         .map(|o| o.0)
         .collect();
     let t = Instant::now();
-    let pass = generate_rows(
+    let pass = generate_task_rows(
         session,
         labeler,
         task,

@@ -72,6 +72,7 @@ impl RunArgs {
             ("few_shot_examples", file(&c.few_shot_examples)?),
             ("disable_quoting", c.disable_quoting.to_string()),
             ("lossy", c.lossy.to_string()),
+            ("explanation_tokens", c.explanation_tokens.to_string()),
             ("calibration", calibration),
             ("confidence", format!("{confidence:?}")),
         ]
@@ -236,6 +237,10 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
         names.extend(OperatingPoint::all_columns(task));
     }
     names.extend(OperatingPoint::logprob_columns(task));
+    let explanations = pass.explanations.as_ref().map(|e| {
+        names.push(format!("{task}_task_explanation"));
+        restrict_values(e, pass.owned.as_deref())
+    });
     let width = names.len();
     let mut columns = OutputColumns::new(names, data.rows.len());
     let mut labels = vec![None; data.rows.len()];
@@ -260,6 +265,9 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
                     values.extend(op.all_values(s));
                 }
                 values.extend(OperatingPoint::logprob_values(s));
+                if let Some(e) = &explanations {
+                    values.push(e[i].clone().unwrap_or_default());
+                }
                 labels[i] = Some((label, c));
             }
             Err(e) => {
@@ -304,6 +312,9 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
         session.model.path.display(),
         out.display()
     );
+    if let Some(x) = &pass.explanation_pass {
+        eprintln!("{}", x.describe());
+    }
     if pass.reused > 0 {
         eprintln!(
             "{} rows came from the journal {} (an earlier run of this output); --fresh scores everything again",
@@ -342,6 +353,19 @@ pub fn run(args: &RunArgs) -> Result<RunSummary> {
         out,
         interrupted: false,
     })
+}
+
+/// The values of the rows a shard owns (all values without a shard), in file order.
+pub(crate) fn restrict_values<T: Clone>(values: &[T], owned: Option<&[bool]>) -> Vec<T> {
+    match owned {
+        None => values.to_vec(),
+        Some(o) => values
+            .iter()
+            .zip(o)
+            .filter(|(_, &k)| k)
+            .map(|(v, _)| v.clone())
+            .collect(),
+    }
 }
 
 /// Prints the metrics table of a label-set task against the ground truth (when the data has

@@ -18,6 +18,7 @@ pub struct Classification {
     label_column: Option<String>,
     /// Each row's labels under label selection (by line number).
     row_labels: Option<HashMap<u64, Arc<Vec<String>>>>,
+    chain_of_thought: bool,
     notices: Vec<String>,
 }
 
@@ -55,18 +56,25 @@ impl Classification {
             label_column.clone(),
         )?;
         let mut notices = Vec::new();
+        let chain_of_thought = config.prompt.chain_of_thought == Some(true);
         // Few-shot and label selection share the embedding model and the rows' embeddings.
         let mut embeddings = TaskEmbeddings::new(config, data, &prompt);
+        // With chain of thought an example's answer is shown as Autolabel shows it, after its
+        // explanation: {"label": "..."}.
+        let wrap = label_column.clone().filter(|_| chain_of_thought);
         few_shot::add_derived_few_shot_examples(
             config,
             &mut prompt,
             &mut notices,
             &mut embeddings,
-            &|name, lookup| lookup(name),
+            &move |name: &str, lookup: &dyn Fn(&str) -> Option<String>| {
+                let v = lookup(name)?;
+                Some(match &wrap {
+                    Some(c) if c == name => crate::chain_of_thought::label_json(v.trim()),
+                    _ => v,
+                })
+            },
         )?;
-        if config.prompt.chain_of_thought == Some(true) {
-            notices.push("prompt.chain_of_thought is ignored: labels are scored exactly, with no generated explanation".into());
-        }
         let row_labels = super::label_selection::select_labels(
             config,
             &mut prompt,
@@ -84,6 +92,7 @@ impl Classification {
             prompt,
             label_column,
             row_labels,
+            chain_of_thought,
             notices,
         })
     }
@@ -116,5 +125,9 @@ impl Task for Classification {
 
     fn notices(&self) -> Vec<String> {
         self.notices.clone()
+    }
+
+    fn chain_of_thought(&self) -> bool {
+        self.chain_of_thought
     }
 }

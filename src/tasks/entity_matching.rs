@@ -6,7 +6,7 @@ use crate::config::TaskConfig;
 use crate::dataset::Dataset;
 use anyhow::Result;
 
-const ENTITY_MATCHING_GUIDELINES: &str = "Your job is to tell whether the two given entities are duplicates of each other. Label the pair with one of the following {num_labels} categories.\nCategories:\n{labels}\n";
+pub(crate) const ENTITY_MATCHING_GUIDELINES: &str = "Your job is to tell whether the two given entities are duplicates of each other. Label the pair with one of the following {num_labels} categories.\nCategories:\n{labels}\n";
 
 /// The entity-matching task a config describes (labels scored exactly, as classification).
 pub fn new(config: &TaskConfig, data: &Dataset) -> Result<Classification> {

@@ -122,6 +122,27 @@ pub(crate) fn add_derived_few_shot_examples(
             )
         }
     }
+    // Chain of thought shows each example's explanation before its answer: Autolabel asks for
+    // them to be generated first (`generate_explanations`; here `autolabel-local explain`).
+    if let Some(column) = explanation.filter(|c| {
+        config.prompt.chain_of_thought == Some(true) && shown.iter().any(|s| s == c)
+    }) {
+        let missing: Vec<String> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l(column).is_none_or(|v| v.trim().is_empty()))
+            .map(|(i, _)| (i + 1).to_string())
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "{source}: {origin}: {} of {} examples have no explanation in column '{column}' (dataset.explanation_column; examples {}{}); with prompt.chain_of_thought every example shows its explanation: generate them with `autolabel-local explain --config {source}` or set chain_of_thought to false",
+                missing.len(),
+                rows.len(),
+                missing.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+                if missing.len() > 5 { ", ..." } else { "" }
+            )
+        }
+    }
     let k = config.prompt.few_shot_num.unwrap_or(rows.len());
     if k > rows.len() {
         bail!(

@@ -56,6 +56,11 @@ pub trait Task: Send + Sync {
     fn ground_truth(&self, data: &Dataset, row: &Row) -> Option<String>;
     /// Notes for the user about config keys that are accepted but change nothing (yet).
     fn notices(&self) -> Vec<String>;
+    /// Whether each row gets a generated explanation before its candidates are scored
+    /// (`prompt.chain_of_thought`).
+    fn chain_of_thought(&self) -> bool {
+        false
+    }
     /// A task whose answer is generated under a constraint instead of chosen from candidates.
     fn open(&self) -> Option<&dyn open::OpenTask> {
         None

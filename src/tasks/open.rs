@@ -11,6 +11,8 @@ use autolabel_models::generation::Grammar;
 pub struct Answer {
     /// The answer's text (without the end token).
     pub text: String,
+    /// The answer's token ids (without the end token).
+    pub tokens: Vec<u32>,
     /// Byte range of each answer token in `text`, in order.
     pub token_spans: Vec<(usize, usize)>,
     /// Each answer token's log-probability under the model's full distribution.
