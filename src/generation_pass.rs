@@ -35,6 +35,9 @@ pub struct GenerationResult {
     pub interrupted: bool,
     /// With a shard: the rows it labeled (the others hold an error).
     pub owned: Option<Vec<bool>>,
+    /// The rows generated together, batch by batch (every batch of the pass, a shard's or not;
+    /// repeated rows are in their first row's batch only).
+    pub batches: Vec<Vec<usize>>,
 }
 
 impl GenerationResult {
@@ -275,6 +278,10 @@ pub fn generate_rows(
     }
     let owned =
         shard.map(|s| s.assign(data.rows.len(), &batches, |j| items[j].row, &repeats.copies));
+    let row_batches: Vec<Vec<usize>> = batches
+        .iter()
+        .map(|b| b.iter().map(|&j| items[j].row).collect())
+        .collect();
     let mine = |row: usize| owned.as_ref().is_none_or(|o| o[row]);
 
     let mut done = vec![false; items.len()];
@@ -419,5 +426,6 @@ pub fn generate_rows(
         times,
         interrupted,
         owned,
+        batches: row_batches,
     })
 }

@@ -151,6 +151,40 @@ pub fn batches(
     out
 }
 
+/// The scoring batches of explained rows: each explanation batch's rows (those that could be
+/// prepared and are not repeats), in the explanation pass's order (a batch left empty keeps
+/// its place, so batch numbers, and with them shards, agree); rows in no explanation batch
+/// follow in batches of their own.
+fn explained_batches(
+    explained: &[Vec<usize>],
+    prepared: &[(usize, Prepared)],
+    batch_size: usize,
+    shared_prefix: usize,
+) -> Vec<Vec<usize>> {
+    let by_row: std::collections::HashMap<usize, usize> =
+        prepared.iter().enumerate().map(|(j, (i, _))| (*i, j)).collect();
+    let mut placed = vec![false; prepared.len()];
+    let mut out: Vec<Vec<usize>> = explained
+        .iter()
+        .map(|b| {
+            b.iter()
+                .filter_map(|r| by_row.get(r).copied())
+                .inspect(|&j| placed[j] = true)
+                .collect()
+        })
+        .collect();
+    let rest: Vec<(usize, Prepared)> = prepared
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| !placed[*j])
+        .map(|(j, (_, p))| (j, p.clone()))
+        .collect();
+    for b in batches(&rest, batch_size, shared_prefix) {
+        out.push(b.into_iter().map(|k| rest[k].0).collect());
+    }
+    out
+}
+
 /// Rows whose request repeats an earlier row's: (the copy's row index, the index of the first
 /// such item among the distinct ones). Each distinct request is run once per pass and its result
 /// copied, so a resumed run (where a copy may come from the journal) and an uninterrupted one
@@ -256,9 +290,6 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
             explanation_pass,
         });
     }
-    // A shard scores the rows it explained (the explanation pass chose them).
-    let explained_owned = explained.as_ref().and_then(|e| e.pass.owned.clone());
-    let shard = if explained_owned.is_some() { None } else { shard };
     let mut rows: Vec<Result<Scored, String>> =
         vec![Err("not scored".to_string()); data.rows.len()];
     let mut prepared = Vec::new();
@@ -310,17 +341,25 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
     // Batches are formed over every row, journaled or not, so a resumed run scores each row in
     // the same company as an uninterrupted one and gets the same bits; a shard takes its share
     // of the same batches.
-    let all_batches = batches(&prepared, batch_size, shared_prefix);
-    let owned = explained_owned.or_else(|| {
-        shard.map(|s| {
+    let all_batches = match &explained {
+        None => batches(&prepared, batch_size, shared_prefix),
+        // With chain of thought the rows explained together are scored together: the same
+        // batches (and so the same bits and the same shard) whatever else runs.
+        Some(e) => explained_batches(&e.pass.batches, &prepared, batch_size, shared_prefix),
+    };
+    // With chain of thought the explanation pass chose the shard's rows (a row it did not
+    // explain has no scoring batch here, but is another shard's).
+    let owned = match &explained {
+        Some(e) => e.pass.owned.clone(),
+        None => shard.map(|s| {
             s.assign(
                 data.rows.len(),
                 &all_batches,
                 |j| prepared[j].0,
                 &repeats.copies,
             )
-        })
-    });
+        }),
+    };
     let mine = |row: usize| owned.as_ref().is_none_or(|o| o[row]);
 
     // Rows the journal already holds.

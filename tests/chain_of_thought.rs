@@ -176,6 +176,26 @@ fn scored_after_explanations(chat: bool) {
         text(&o)
     );
     assert_eq!(std::fs::read(&out).unwrap(), before);
+
+    // Three shards merge to the unsharded run's bytes (each row is explained and scored in the
+    // same batch as without shards).
+    for i in 0..3 {
+        let shard = format!("{i}/3");
+        let mut args = flags.clone();
+        args.extend(["--shard", shard.as_str()]);
+        let o = f.run(&config, &data, &f.dir.path().join("sharded.csv"), &args);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    }
+    let merged = f.dir.path().join("sharded.csv");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_autolabel-local"))
+        .args(["merge", "--out", merged.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        std::fs::read(&merged).unwrap() == before,
+        "the merged shards differ from the unsharded run"
+    );
 }
 
 #[test]
