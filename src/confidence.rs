@@ -16,6 +16,32 @@ pub struct LabelScores {
 }
 
 impl LabelScores {
+    /// The scores of one row asked with its label list in several orders: each label's
+    /// log-probability becomes the log of its probability over the label set averaged over the
+    /// orders (so the scores are normalised); its mean and lowest token log-probabilities are
+    /// averaged.
+    pub fn average_over_orders(orders: &[LabelScores]) -> Self {
+        let n = orders[0].logprobs.len();
+        let k = orders.len() as f64;
+        let mut mean_prob = vec![0f64; n];
+        let mut mean_token = vec![0f64; n];
+        let mut min_token = vec![0f64; n];
+        for s in orders {
+            for (i, p) in Adjustment::default().probs(&s.logprobs).iter().enumerate() {
+                mean_prob[i] += p / k;
+                mean_token[i] += s.mean_token_logprobs[i] as f64 / k;
+                min_token[i] += s.min_token_logprobs[i] as f64 / k;
+            }
+        }
+        let logprobs: Vec<f32> = mean_prob.iter().map(|p| p.ln() as f32).collect();
+        LabelScores {
+            best: Adjustment::default().best(&logprobs),
+            logprobs,
+            mean_token_logprobs: mean_token.iter().map(|&v| v as f32).collect(),
+            min_token_logprobs: min_token.iter().map(|&v| v as f32).collect(),
+        }
+    }
+
     pub fn from_token_logprobs(token_logprobs: &[Vec<f32>]) -> Self {
         let logprobs: Vec<f32> = token_logprobs.iter().map(|t| t.iter().sum()).collect();
         let mean_token_logprobs = token_logprobs

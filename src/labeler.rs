@@ -18,6 +18,8 @@ pub struct LabelerOptions {
     pub max_tokens: usize,
     /// Most tokens of a chain-of-thought explanation (tasks with `chain_of_thought`).
     pub explanation_tokens: usize,
+    /// Score each row with its label list in this many orders and average (1: as configured).
+    pub label_orders: usize,
 }
 
 /// A row ready to score.
@@ -62,9 +64,43 @@ pub struct Labeler<'a> {
     cache: Mutex<CandidateCache>,
     /// Chain of thought: the most tokens an explanation may take (None: no explanation).
     explanation_tokens: Option<usize>,
+    /// The label lists a row is asked with (the fixed labels rotated), when more than one.
+    orders: Vec<Vec<String>>,
 }
 
 const ELLIPSIS: &str = " [...] ";
+
+/// The label lists `--label-orders k` asks each row with: the fixed labels rotated by
+/// `j * labels / k` places for j = 0..k (so with k = the number of labels, each label is listed
+/// first once). Empty for k = 1.
+fn label_orders(task: &dyn Task, k: usize, chain_of_thought: bool) -> Result<Vec<Vec<String>>> {
+    if k <= 1 {
+        if k == 0 {
+            bail!("--label-orders must be at least 1 (1: the configured order only)")
+        }
+        return Ok(Vec::new());
+    }
+    let Some(labels) = task.fixed_candidates() else {
+        bail!("--label-orders {k} needs one label set for every row; this task's candidates differ per row (label selection, or multiple choice), or it has no label list")
+    };
+    if chain_of_thought {
+        bail!("--label-orders with prompt.chain_of_thought is not supported (each order would need its own explanation); use one or the other")
+    }
+    if !task.prompt_builder().shows_labels() {
+        bail!("--label-orders {k}: the task guidelines do not list the labels (no {{labels}} in prompt.task_guidelines), so there is no order to change")
+    }
+    let n = labels.len();
+    if k > n {
+        bail!("--label-orders {k}: there are only {n} labels, so at most {n} rotations of the list differ")
+    }
+    let orders: Vec<Vec<String>> = (0..k)
+        .map(|j| {
+            let shift = j * n / k;
+            labels[shift..].iter().chain(&labels[..shift]).cloned().collect()
+        })
+        .collect();
+    Ok(orders)
+}
 
 /// Shorter common prefixes are prefilled with each row (sharing them saves too little).
 pub const MIN_SHARED_PREFIX: usize = 16;
@@ -110,6 +146,7 @@ impl<'a> Labeler<'a> {
                 bail!("--explanation-tokens must be at least 1 with prompt.chain_of_thought")
             }
         }
+        let orders = label_orders(task, opts.label_orders, explanation_tokens.is_some())?;
         let labeler = Labeler {
             model,
             task,
@@ -119,6 +156,7 @@ impl<'a> Labeler<'a> {
             inputs: task.input_columns(),
             cache: Mutex::new(None),
             explanation_tokens,
+            orders,
         };
         if let Some(labels) = task.fixed_candidates() {
             labeler.candidates(&labels)?; // a bad label set stops the run before any row
@@ -138,6 +176,11 @@ impl<'a> Labeler<'a> {
     /// With chain of thought: the most tokens an explanation may take.
     pub fn explanation_tokens(&self) -> Option<usize> {
         self.explanation_tokens
+    }
+
+    /// How many label orders each row is asked with (1: the configured order only).
+    pub fn label_orders(&self) -> usize {
+        self.orders.len().max(1)
     }
 
     /// Tokens a row keeps free for its explanation (the line, its newline and an end token).
@@ -165,7 +208,24 @@ impl<'a> Labeler<'a> {
         row: &Row,
         override_column: Option<(&str, &str)>,
     ) -> Result<String> {
-        let user = self.task.prompt(data, row, override_column);
+        self.render_order(data, row, override_column, 0)
+    }
+
+    /// [`Labeler::render`] with the label list in order `order` (see `--label-orders`).
+    fn render_order(
+        &self,
+        data: &Dataset,
+        row: &Row,
+        override_column: Option<(&str, &str)>,
+        order: usize,
+    ) -> Result<String> {
+        let user = match self.orders.get(order).filter(|_| order > 0) {
+            Some(labels) => self
+                .task
+                .prompt_with_labels(data, row, override_column, labels)
+                .ok_or_else(|| anyhow::anyhow!("this task cannot show its labels in another order"))?,
+            None => self.task.prompt(data, row, override_column),
+        };
         match &self.chat {
             Some(c) => c.prompt(user.trim_end()),
             None => Ok(user.trim_end().to_string()),
@@ -233,6 +293,17 @@ impl<'a> Labeler<'a> {
     /// Prepares a row whose candidates follow `after` (its chain-of-thought explanation), the
     /// input cut as the explanation's own pass cut it.
     pub fn prepare_with(&self, data: &Dataset, row: &Row, after: &[u32]) -> Result<Prepared, String> {
+        self.prepare_order(data, row, after, 0)
+    }
+
+    /// [`Labeler::prepare_with`] with the label list in order `order` (see `--label-orders`).
+    pub fn prepare_order(
+        &self,
+        data: &Dataset,
+        row: &Row,
+        after: &[u32],
+        order: usize,
+    ) -> Result<Prepared, String> {
         if let Some(e) = &row.error {
             return Err(e.clone());
         }
@@ -242,7 +313,7 @@ impl<'a> Labeler<'a> {
             .map_err(|e| format!("line {}: {e}", row.line))?;
         let longest_answer = candidates.iter().map(Vec::len).max().unwrap_or(0);
         let budget = longest_answer + self.explanation_budget();
-        let prompt = self.prepare_prompt(data, row, AnswerBudget::Tokens(budget))?;
+        let prompt = self.prepare_prompt_order(data, row, AnswerBudget::Tokens(budget), order)?;
         Ok(Prepared {
             prompt_ids: [prompt.ids, after.to_vec()].concat(),
             labels,
@@ -258,6 +329,16 @@ impl<'a> Labeler<'a> {
         data: &Dataset,
         row: &Row,
         budget: AnswerBudget,
+    ) -> Result<PreparedPrompt, String> {
+        self.prepare_prompt_order(data, row, budget, 0)
+    }
+
+    fn prepare_prompt_order(
+        &self,
+        data: &Dataset,
+        row: &Row,
+        budget: AnswerBudget,
+        order: usize,
     ) -> Result<PreparedPrompt, String> {
         if let Some(e) = &row.error {
             return Err(e.clone());
@@ -276,7 +357,7 @@ impl<'a> Labeler<'a> {
         }
         let err = |e: anyhow::Error| format!("line {}: {e:#}", row.line);
         let mut prompt_ids = self
-            .encode_prompt(&self.render(data, row, None).map_err(err)?)
+            .encode_prompt(&self.render_order(data, row, None, order).map_err(err)?)
             .map_err(err)?;
         let mut truncated = false;
         // The longest input column gives up tokens from its middle until the prompt fits.
@@ -326,7 +407,11 @@ impl<'a> Labeler<'a> {
                 .map_err(err)?;
             text = format!("{}{ELLIPSIS}{}", head.trim_end(), tail.trim_start());
             prompt_ids = self
-                .encode_prompt(&self.render(data, row, Some((col, &text))).map_err(err)?)
+                .encode_prompt(
+                    &self
+                        .render_order(data, row, Some((col, &text)), order)
+                        .map_err(err)?,
+                )
                 .map_err(err)?;
             truncated = true;
         }

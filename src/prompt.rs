@@ -169,6 +169,27 @@ impl PromptBuilder {
         self.render_seeds(seeds, guidelines.as_deref(), lookup)
     }
 
+    /// [`PromptBuilder::render_row`] with `{labels}` showing `label_text` (`num_labels` labels),
+    /// e.g. the labels in another order.
+    pub fn render_row_with_labels(
+        &self,
+        line: u64,
+        label_text: &str,
+        num_labels: usize,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> String {
+        let seeds = self.per_row.get(&line).unwrap_or(&self.shown);
+        let guidelines = expand_labels(&self.raw_task_guidelines, label_text, num_labels);
+        self.render_seeds(seeds, Some(&guidelines), lookup)
+    }
+
+    /// Whether the task guidelines show the label list (`{labels}`).
+    pub fn shows_labels(&self) -> bool {
+        placeholders(&self.raw_task_guidelines)
+            .iter()
+            .any(|p| p == "labels")
+    }
+
     fn render_seeds(
         &self,
         shown: &[usize],

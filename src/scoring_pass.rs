@@ -290,42 +290,49 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
             explanation_pass,
         });
     }
-    let mut rows: Vec<Result<Scored, String>> =
-        vec![Err("not scored".to_string()); data.rows.len()];
+    // Each row is asked `orders` times (with --label-orders; once otherwise): item `i * orders +
+    // j` is row i with its label list in order j. Items are what is prepared, batched,
+    // journaled and scored; a row's items are averaged at the end.
+    let orders = labeler.label_orders();
+    let n_items = data.rows.len() * orders;
+    let row_of = |item: usize| item / orders;
+    let mut items: Vec<Result<Scored, String>> = vec![Err("not scored".to_string()); n_items];
     let mut prepared = Vec::new();
     let mut truncated = 0;
     // Rows are rendered and tokenized on every core (a shard prepares the whole file).
     let ready: Vec<Result<Prepared, String>> = {
         use rayon::prelude::*;
-        data.rows
-            .par_iter()
-            .enumerate()
-            .map(|(i, row)| match &explained {
-                None => labeler.prepare(data, row),
-                Some(e) => match &e.rows[i] {
-                    Ok(x) => labeler.prepare_with(data, row, &x.tokens),
-                    Err(err) => Err(err.clone()),
-                },
+        (0..n_items)
+            .into_par_iter()
+            .map(|item| {
+                let (i, order) = (row_of(item), item % orders);
+                let row = &data.rows[i];
+                match &explained {
+                    None => labeler.prepare_order(data, row, &[], order),
+                    Some(e) => match &e.rows[i] {
+                        Ok(x) => labeler.prepare_with(data, row, &x.tokens),
+                        Err(err) => Err(err.clone()),
+                    },
+                }
             })
             .collect()
     };
-    for (i, (row, ready)) in data.rows.iter().zip(ready).enumerate() {
+    for (item, ready) in ready.into_iter().enumerate() {
         match ready {
             Ok(p) => {
                 // (the explanation pass already warned about the rows it cut)
-                if p.truncated && explained.is_none() {
+                if p.truncated && explained.is_none() && item % orders == 0 {
                     truncated += 1;
                     eprintln!(
                         "warning: line {}: input cut from the middle to fit {max_tokens} tokens",
-                        row.line
+                        data.rows[row_of(item)].line
                     );
                 }
-                prepared.push((i, p));
+                prepared.push((item, p));
             }
-            Err(e) => rows[i] = Err(e),
+            Err(e) => items[item] = Err(e),
         }
     }
-
     // A repeated request is scored once (see [`Repeats`]).
     let (prepared, repeats) = Repeats::split(prepared, |p| {
         row_key(&RowKey::default(), &p.prompt_ids, &p.candidates)
@@ -349,25 +356,25 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
     };
     // With chain of thought the explanation pass chose the shard's rows (a row it did not
     // explain has no scoring batch here, but is another shard's).
-    let owned = match &explained {
+    // With label orders a row is its order-0 item's shard's, which scores every batch that holds
+    // one of its items (whole, so the bits are those of an unsharded run).
+    let owned_items = match &explained {
         Some(e) => e.pass.owned.clone(),
         None => shard.map(|s| {
-            s.assign(
-                data.rows.len(),
-                &all_batches,
-                |j| prepared[j].0,
-                &repeats.copies,
-            )
+            s.assign(n_items, &all_batches, |j| prepared[j].0, &repeats.copies)
         }),
     };
-    let mine = |row: usize| owned.as_ref().is_none_or(|o| o[row]);
+    let owned: Option<Vec<bool>> = owned_items
+        .as_ref()
+        .map(|o| (0..data.rows.len()).map(|i| o[i * orders]).collect());
+    let mine = |item: usize| owned.as_ref().is_none_or(|o| o[row_of(item)]);
 
     // Rows the journal already holds.
     let mut keys: Vec<Option<RowKey>> = vec![None; prepared.len()];
     let mut done = vec![false; prepared.len()];
     let mut reused = 0;
     if let Some((journal, settings, command)) = journal.as_mut() {
-        let mut by_row: Vec<Option<RowKey>> = vec![None; data.rows.len()];
+        let mut by_row: Vec<Option<RowKey>> = vec![None; n_items];
         for (j, (i, p)) in prepared.iter().enumerate() {
             if !mine(*i) {
                 continue;
@@ -377,7 +384,7 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
             by_row[*i] = Some(key);
             if let Some(lp) = journal.lookup(&key)? {
                 if lp.len() == p.candidates.len() {
-                    rows[*i] = Ok(Scored {
+                    items[*i] = Ok(Scored {
                         labels: p.labels.clone(),
                         scores: LabelScores::from_token_logprobs(&lp),
                     });
@@ -389,7 +396,7 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
         for &(row, j) in &repeats.copies {
             by_row[row] = keys[j];
         }
-        // A shard's journal tracks its own rows.
+        // A shard's journal tracks its own rows (their items).
         by_row = (0..by_row.len())
             .filter(|&r| mine(r))
             .map(|r| by_row[r])
@@ -403,15 +410,20 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
     let mut scored = 0;
     let mut interrupted = false;
     for (k, batch) in all_batches.into_iter().enumerate() {
-        if batch.iter().all(|&j| done[j]) || shard.is_some_and(|s| !s.owns_batch(k)) {
+        let wanted = match shard {
+            None => true,
+            Some(s) if orders == 1 => s.owns_batch(k),
+            Some(_) => batch.iter().any(|&j| mine(prepared[j].0)),
+        };
+        if batch.iter().all(|&j| done[j]) || !wanted {
             continue;
         }
         if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
             interrupted = true;
             break;
         }
-        let items: Vec<&Prepared> = batch.iter().map(|&j| &prepared[j].1).collect();
-        match labeler.score_tokens(&items) {
+        let requests: Vec<&Prepared> = batch.iter().map(|&j| &prepared[j].1).collect();
+        match labeler.score_tokens(&requests) {
             Ok(token_logprobs) => {
                 if let Some((journal, _, _)) = journal.as_mut() {
                     let record: Vec<(RowKey, &[Vec<f32>])> = batch
@@ -423,24 +435,31 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
                 }
                 for (&j, lp) in batch.iter().zip(&token_logprobs) {
                     let (i, p) = &prepared[j];
-                    rows[*i] = Ok(Scored {
+                    items[*i] = Ok(Scored {
                         labels: p.labels.clone(),
                         scores: LabelScores::from_token_logprobs(lp),
                     });
                     if !done[j] {
                         done[j] = true;
-                        scored += 1;
-                        bar.inc(1);
+                        if mine(*i) {
+                            scored += 1;
+                            bar.inc(1);
+                        }
                     }
                 }
             }
             Err(e) => {
                 for &j in &batch {
                     let (i, _) = prepared[j];
-                    rows[i] = Err(format!("line {}: scoring failed: {e:#}", data.rows[i].line));
+                    items[i] = Err(format!(
+                        "line {}: scoring failed: {e:#}",
+                        data.rows[row_of(i)].line
+                    ));
                     if !done[j] {
                         done[j] = true;
-                        bar.inc(1);
+                        if mine(i) {
+                            bar.inc(1);
+                        }
                     }
                 }
             }
@@ -450,11 +469,11 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
     if interrupted {
         for (j, (i, _)) in prepared.iter().enumerate() {
             if !done[j] {
-                rows[*i] = Err("not scored: the run was interrupted".into());
+                items[*i] = Err("not scored: the run was interrupted".into());
             }
         }
     }
-    repeats.fill(&mut rows, |j| prepared[j].0, |i| data.rows[i].line);
+    repeats.fill(&mut items, |j| prepared[j].0, |i| data.rows[row_of(i)].line);
     // Copies count where their first row does: taken from the journal, or scored now.
     for &(row, j) in &repeats.copies {
         if !mine(row) {
@@ -462,10 +481,13 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
         }
         if reused_first[j] {
             reused += 1;
-        } else if rows[prepared[j].0].is_ok() {
+        } else if items[prepared[j].0].is_ok() {
             scored += 1;
         }
     }
+    let rows = combine_orders(items, orders);
+    // Counted per row.
+    let (reused, scored) = (reused / orders, scored / orders);
     Ok(PassResult {
         rows,
         truncated,
@@ -477,4 +499,29 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
         explanations,
         explanation_pass,
     })
+}
+
+/// Each row's outcome from its items (`orders` consecutive items per row): their scores
+/// averaged over the orders (see [`LabelScores::average_over_orders`]), or the first error.
+fn combine_orders(items: Vec<Result<Scored, String>>, orders: usize) -> Vec<Result<Scored, String>> {
+    if orders == 1 {
+        return items;
+    }
+    items
+        .chunks(orders)
+        .map(|row| {
+            let mut scores = Vec::with_capacity(orders);
+            for item in row {
+                match item {
+                    Ok(s) => scores.push(s.scores.clone()),
+                    Err(e) => return Err(e.clone()),
+                }
+            }
+            let labels = row[0].as_ref().map(|s| s.labels.clone()).unwrap_or_default();
+            Ok(Scored {
+                labels,
+                scores: LabelScores::average_over_orders(&scores),
+            })
+        })
+        .collect()
 }

@@ -61,6 +61,11 @@ pub struct CommonArgs {
     /// line; a longer one is cut there and its labels scored after it).
     #[arg(long, default_value_t = crate::chain_of_thought::DEFAULT_EXPLANATION_TOKENS)]
     pub explanation_tokens: usize,
+    /// Ask each row with the label list in K orders (rotations of the configured list) and
+    /// average its label probabilities over them; costs about K times the scoring. For models
+    /// that favour the label listed first.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub label_orders: usize,
 }
 
 impl CommonArgs {
@@ -162,6 +167,7 @@ impl Session {
                 chat_template: !args.no_chat_template,
                 max_tokens: args.max_tokens,
                 explanation_tokens: args.explanation_tokens,
+                label_orders: args.label_orders,
             },
         )
     }

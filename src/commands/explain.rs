@@ -194,6 +194,7 @@ pub fn explain(args: &ExplainArgs) -> Result<ExplainSummary> {
         disable_quoting: false,
         lossy: false,
         explanation_tokens: args.explanation_tokens,
+        label_orders: 1,
     };
     let session = Session::open_config(&common, config)?;
     for n in &session.notices {
@@ -237,6 +238,7 @@ pub fn explain(args: &ExplainArgs) -> Result<ExplainSummary> {
             chat_template: !args.no_chat_template,
             max_tokens: args.max_tokens,
             explanation_tokens: args.explanation_tokens,
+            label_orders: 1,
         },
     )?;
     let existing = |row: &Row| {

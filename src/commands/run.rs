@@ -73,6 +73,7 @@ impl RunArgs {
             ("disable_quoting", c.disable_quoting.to_string()),
             ("lossy", c.lossy.to_string()),
             ("explanation_tokens", c.explanation_tokens.to_string()),
+            ("label_orders", c.label_orders.to_string()),
             ("calibration", calibration),
             ("confidence", format!("{confidence:?}")),
         ]

@@ -19,6 +19,8 @@ pub struct Classification {
     /// Each row's labels under label selection (by line number).
     row_labels: Option<HashMap<u64, Arc<Vec<String>>>>,
     chain_of_thought: bool,
+    /// The config's labels (with their descriptions, if any), to show them in another order.
+    config_labels: Option<crate::config::Labels>,
     notices: Vec<String>,
 }
 
@@ -93,6 +95,7 @@ impl Classification {
             label_column,
             row_labels,
             chain_of_thought,
+            config_labels: config.prompt.labels.clone(),
             notices,
         })
     }
@@ -129,5 +132,30 @@ impl Task for Classification {
 
     fn chain_of_thought(&self) -> bool {
         self.chain_of_thought
+    }
+
+    fn prompt_with_labels(
+        &self,
+        data: &Dataset,
+        row: &Row,
+        override_column: Option<(&str, &str)>,
+        labels: &[String],
+    ) -> Option<String> {
+        if self.row_labels.is_some() || !self.prompt.shows_labels() {
+            return None;
+        }
+        let text = match &self.config_labels {
+            Some(l) => l.prompt_text_of(labels),
+            None => labels.join("\n"),
+        };
+        Some(
+            self.prompt
+                .render_row_with_labels(row.line, &text, labels.len(), |name| {
+                    match override_column {
+                        Some((col, value)) if col == name => Some(value.to_string()),
+                        _ => data.value(row, name).map(String::from),
+                    }
+                }),
+        )
     }
 }

@@ -56,6 +56,17 @@ pub trait Task: Send + Sync {
     fn ground_truth(&self, data: &Dataset, row: &Row) -> Option<String>;
     /// Notes for the user about config keys that are accepted but change nothing (yet).
     fn notices(&self) -> Vec<String>;
+    /// The prompt for a row with the label list shown as `labels` (the fixed labels in another
+    /// order), for tasks whose prompt lists their labels; None for the others.
+    fn prompt_with_labels(
+        &self,
+        _data: &Dataset,
+        _row: &Row,
+        _override_column: Option<(&str, &str)>,
+        _labels: &[String],
+    ) -> Option<String> {
+        None
+    }
     /// Whether each row gets a generated explanation before its candidates are scored
     /// (`prompt.chain_of_thought`).
     fn chain_of_thought(&self) -> bool {
