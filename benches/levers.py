@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Accuracy levers for small models, measured on the same rows: zero-shot, label-free debiasing,
 few-shot examples chosen three ways (fixed, semantic similarity, label diversity), zero-shot
-chain of thought (a generated explanation line, then the labels scored after it), and
+chain of thought (a generated explanation line, then the labels scored after it), the label
+list asked in min(labels, 3) orders and averaged (--label-orders), and
 combinations, for both built-in models on five shared
 datasets; the peer is the same model file through llama.cpp zero-shot, labeling the way a user
 of llama.cpp does (greedy generation of the answer, matched to a label).
@@ -54,7 +55,12 @@ LEVERS = {
     "label_diversity_similarity": ("label_diversity_similarity", False, False),
     "cot": (None, False, True),
     "cot+debias": (None, True, True),
+    "orders": (None, False, False),
+    "orders+debias": (None, True, False),
 }
+# Levers that ask each row with its label list in min(labels, ORDERS) rotations (--label-orders).
+ORDER_LEVERS = {"orders", "orders+debias"}
+ORDERS = 3
 
 # Autolabel's chain-of-thought output guidelines (its civil_comments / squad "with_cot" configs).
 COT_OUTPUT = ("Your answer will consist of an explanation, followed by the correct answer. The last line of the "
@@ -77,7 +83,7 @@ def chain_of_thought(c):
 
 def lever_name(lever):
     selection, _, cot = LEVERS[lever]
-    return (selection or "zero") + (".cot" if cot else "")
+    return (selection or "zero") + (".cot" if cot else "") + (".orders" if lever in ORDER_LEVERS else "")
 
 
 def read_rows(path, delim):
@@ -153,9 +159,11 @@ def scores(truth, pred):
     return acc, sum(f1s) / len(f1s)
 
 
-def run_lever(cfg, data, model, debias, out_csv, task):
+def run_lever(cfg, data, model, debias, out_csv, task, orders=1):
     t = time.time()
     flags = ["--debias", "content-free"] if debias else ["--fresh"]
+    if orders > 1:
+        flags += ["--label-orders", str(orders)]
     p = subprocess.run([BIN, "run", "--config", cfg, "--data", data, "--model", model, "--out", out_csv]
                        + flags, capture_output=True, text=True)
     secs = time.time() - t
@@ -250,7 +258,8 @@ def main():
             for lever in a.levers.split(","):
                 selection, debias, cot = LEVERS[lever]
                 out_csv = f"{a.out}/{name}.{short}.{lever_name(lever)}.{ext}"
-                pred, secs = run_lever(configs[lever], data, model, debias, out_csv, task)
+                orders = min(len(cfg["prompt"]["labels"]), ORDERS) if lever in ORDER_LEVERS else 1
+                pred, secs = run_lever(configs[lever], data, model, debias, out_csv, task, orders)
                 acc, f1 = scores(truth, pred)
                 # A debiased lever's time is its base lever's (the model calls are shared).
                 speed = next(r[5] for r in reversed(results) if r[1] == short and r[0] == name
