@@ -426,6 +426,14 @@ impl<'a> Labeler<'a> {
     /// few-shot examples) and lets the model prefill it once for all of them. Returns its length
     /// (0 when shorter than [`MIN_SHARED_PREFIX`] tokens, where sharing is not worth it).
     pub fn share_prefix<'p>(&self, prompts: impl IntoIterator<Item = &'p [u32]>) -> Result<usize> {
+        let prefix = self.prefix_of(prompts);
+        self.set_prefix(&prefix)?;
+        Ok(prefix.len())
+    }
+
+    /// The token prefix [`Labeler::share_prefix`] would share for these prompts (empty when
+    /// shorter than [`MIN_SHARED_PREFIX`] tokens, or for an encoder-decoder).
+    pub fn prefix_of<'p>(&self, prompts: impl IntoIterator<Item = &'p [u32]>) -> Vec<u32> {
         let mut common: Option<&[u32]> = None;
         let mut shortest = usize::MAX;
         for p in prompts {
@@ -438,15 +446,25 @@ impl<'a> Labeler<'a> {
                 }
             });
         }
-        let Some(common) = common else { return Ok(0) };
+        let Some(common) = common else {
+            return Vec::new();
+        };
         if self.encoder_decoder() {
-            return Ok(0); // a bidirectional encoder has no reusable prefix state
+            return Vec::new(); // a bidirectional encoder has no reusable prefix state
         }
         // Every prompt keeps at least one token of its own (its last position predicts the answer).
         let n = common.len().min(shortest.saturating_sub(1));
-        let n = if n >= MIN_SHARED_PREFIX { n } else { 0 };
-        self.model.scorer.set_shared_prefix(&common[..n])?;
-        Ok(n)
+        if n >= MIN_SHARED_PREFIX {
+            common[..n].to_vec()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Prefills `prefix` once for the prompts scored next (see [`Labeler::share_prefix`]).
+    pub fn set_prefix(&self, prefix: &[u32]) -> Result<()> {
+        self.model.scorer.set_shared_prefix(prefix)?;
+        Ok(())
     }
 
     /// Scores a batch of prepared rows.

@@ -343,12 +343,39 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
     }
     // The instructions every prompt starts with are prefilled once for the whole pass (the
     // prefix depends only on the rows, so a resumed run uses the same one).
-    let shared_prefix =
-        labeler.share_prefix(prepared.iter().map(|(_, p)| p.prompt_ids.as_slice()))?;
+    // With label orders the prompts of each order share a longer prefix (up to where the
+    // rotated label list starts, and again after it only within an order): each order has its
+    // own, and its items are batched together.
+    let prefixes: Vec<Vec<u32>> = (0..orders)
+        .map(|o| {
+            labeler.prefix_of(
+                prepared
+                    .iter()
+                    .filter(|(it, _)| it % orders == o)
+                    .map(|(_, p)| p.prompt_ids.as_slice()),
+            )
+        })
+        .collect();
+    let shared_prefix = prefixes[0].len();
     // Batches are formed over every row, journaled or not, so a resumed run scores each row in
     // the same company as an uninterrupted one and gets the same bits; a shard takes its share
     // of the same batches.
     let all_batches = match &explained {
+        None if orders > 1 => {
+            let mut all = Vec::new();
+            for (o, prefix) in prefixes.iter().enumerate() {
+                let subset: Vec<(usize, Prepared)> = prepared
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (it, _))| it % orders == o)
+                    .map(|(j, (_, p))| (j, p.clone()))
+                    .collect();
+                for b in batches(&subset, batch_size, prefix.len()) {
+                    all.push(b.into_iter().map(|k| subset[k].0).collect());
+                }
+            }
+            all
+        }
         None => batches(&prepared, batch_size, shared_prefix),
         // With chain of thought the rows explained together are scored together: the same
         // batches (and so the same bits and the same shard) whatever else runs.
@@ -409,6 +436,7 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
     let bar = Progress::new(to_do, reused);
     let mut scored = 0;
     let mut interrupted = false;
+    let mut prefix_order: Option<usize> = None;
     for (k, batch) in all_batches.into_iter().enumerate() {
         let wanted = match shard {
             None => true,
@@ -421,6 +449,11 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
         if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
             interrupted = true;
             break;
+        }
+        let order = prepared[batch[0]].0 % orders;
+        if prefix_order != Some(order) {
+            labeler.set_prefix(&prefixes[order])?;
+            prefix_order = Some(order);
         }
         let requests: Vec<&Prepared> = batch.iter().map(|&j| &prepared[j].1).collect();
         match labeler.score_tokens(&requests) {
