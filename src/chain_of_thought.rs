@@ -5,7 +5,7 @@
 //! a probability over the whole label set, never parsed out of what the model wrote.
 
 use crate::dataset::{Dataset, Row};
-use crate::generation_pass::{generate_rows, GenerationResult, Generates};
+use crate::generation_pass::{generate_rows, Generates, GenerationResult};
 use crate::labeler::Labeler;
 use crate::scoring_pass::PassOptions;
 use anyhow::Result;

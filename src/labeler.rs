@@ -96,7 +96,11 @@ fn label_orders(task: &dyn Task, k: usize, chain_of_thought: bool) -> Result<Vec
     let orders: Vec<Vec<String>> = (0..k)
         .map(|j| {
             let shift = j * n / k;
-            labels[shift..].iter().chain(&labels[..shift]).cloned().collect()
+            labels[shift..]
+                .iter()
+                .chain(&labels[..shift])
+                .cloned()
+                .collect()
         })
         .collect();
     Ok(orders)
@@ -223,7 +227,9 @@ impl<'a> Labeler<'a> {
             Some(labels) => self
                 .task
                 .prompt_with_labels(data, row, override_column, labels)
-                .ok_or_else(|| anyhow::anyhow!("this task cannot show its labels in another order"))?,
+                .ok_or_else(|| {
+                    anyhow::anyhow!("this task cannot show its labels in another order")
+                })?,
             None => self.task.prompt(data, row, override_column),
         };
         match &self.chat {
@@ -292,7 +298,12 @@ impl<'a> Labeler<'a> {
 
     /// Prepares a row whose candidates follow `after` (its chain-of-thought explanation), the
     /// input cut as the explanation's own pass cut it.
-    pub fn prepare_with(&self, data: &Dataset, row: &Row, after: &[u32]) -> Result<Prepared, String> {
+    pub fn prepare_with(
+        &self,
+        data: &Dataset,
+        row: &Row,
+        after: &[u32],
+    ) -> Result<Prepared, String> {
         self.prepare_order(data, row, after, 0)
     }
 

@@ -71,9 +71,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => plan::plan(&args).map(|_| 0),
         Command::Calibrate(args) => calibrate::calibrate(&args).map(|_| 0),
         Command::Score(args) => score::score(&args).map(|s| if s.errors > 0 { 2 } else { 0 }),
-        Command::Explain(args) => {
-            explain::explain(&args).map(|s| if s.errors > 0 { 2 } else { 0 })
-        }
+        Command::Explain(args) => explain::explain(&args).map(|s| if s.errors > 0 { 2 } else { 0 }),
         Command::Models => commands::models::models().map(|_| 0),
     };
     match result {

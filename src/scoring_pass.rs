@@ -161,8 +161,11 @@ fn explained_batches(
     batch_size: usize,
     shared_prefix: usize,
 ) -> Vec<Vec<usize>> {
-    let by_row: std::collections::HashMap<usize, usize> =
-        prepared.iter().enumerate().map(|(j, (i, _))| (*i, j)).collect();
+    let by_row: std::collections::HashMap<usize, usize> = prepared
+        .iter()
+        .enumerate()
+        .map(|(j, (i, _))| (*i, j))
+        .collect();
     let mut placed = vec![false; prepared.len()];
     let mut out: Vec<Vec<usize>> = explained
         .iter()
@@ -387,9 +390,7 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
     // one of its items (whole, so the bits are those of an unsharded run).
     let owned_items = match &explained {
         Some(e) => e.pass.owned.clone(),
-        None => shard.map(|s| {
-            s.assign(n_items, &all_batches, |j| prepared[j].0, &repeats.copies)
-        }),
+        None => shard.map(|s| s.assign(n_items, &all_batches, |j| prepared[j].0, &repeats.copies)),
     };
     let owned: Option<Vec<bool>> = owned_items
         .as_ref()
@@ -536,7 +537,10 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
 
 /// Each row's outcome from its items (`orders` consecutive items per row): their scores
 /// averaged over the orders (see [`LabelScores::average_over_orders`]), or the first error.
-fn combine_orders(items: Vec<Result<Scored, String>>, orders: usize) -> Vec<Result<Scored, String>> {
+fn combine_orders(
+    items: Vec<Result<Scored, String>>,
+    orders: usize,
+) -> Vec<Result<Scored, String>> {
     if orders == 1 {
         return items;
     }
@@ -550,7 +554,10 @@ fn combine_orders(items: Vec<Result<Scored, String>>, orders: usize) -> Vec<Resu
                     Err(e) => return Err(e.clone()),
                 }
             }
-            let labels = row[0].as_ref().map(|s| s.labels.clone()).unwrap_or_default();
+            let labels = row[0]
+                .as_ref()
+                .map(|s| s.labels.clone())
+                .unwrap_or_default();
             Ok(Scored {
                 labels,
                 scores: LabelScores::average_over_orders(&scores),

@@ -64,7 +64,10 @@ fn scored_after_explanations(chat: bool) {
     let o = f.run(&config, &data, &out, &flags);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("chain of thought: 9 explanations generated"), "{t}");
+    assert!(
+        t.contains("chain of thought: 9 explanations generated"),
+        "{t}"
+    );
     let rows = read_csv(&out);
     assert_eq!(rows.len(), 9);
 
@@ -108,7 +111,9 @@ fn scored_after_explanations(chat: bool) {
         .collect();
     let end = *candidates[0].last().unwrap();
     assert_eq!(
-        model.decode(&candidates[0][..candidates[0].len() - 1]).unwrap(),
+        model
+            .decode(&candidates[0][..candidates[0].len() - 1])
+            .unwrap(),
         r#"{"label": "ham"}"#
     );
     let env = token_env(&model.tokenizer, model.scorer.vocab_size(), &[end]).unwrap();

@@ -28,6 +28,9 @@ fn the_cuda_build_compiles() {
         .rev()
         .collect::<Vec<_>>()
         .join("\n");
-    assert!(o.status.success(), "the CUDA build does not compile:\n{tail}");
+    assert!(
+        o.status.success(),
+        "the CUDA build does not compile:\n{tail}"
+    );
     assert!(log.contains("the CUDA build compiles"), "{tail}");
 }

@@ -83,19 +83,30 @@ fn label_probabilities_are_averaged_over_the_orders() {
         // The orders give the tiny model different log-odds.
         moved = moved.max(((a["ham"] - a["spam"]) - (b["ham"] - b["spam"])).abs());
     }
-    assert!(moved > 0.1, "the order changes the model's log-odds: {moved}");
+    assert!(
+        moved > 0.1,
+        "the order changes the model's log-odds: {moved}"
+    );
     let rows = read_csv(&both_out);
     for r in &rows {
         let lp: HashMap<String, f64> =
             serde_json::from_str(&r["Spam_task_label_logprobs"]).unwrap();
-        let best = if lp["ham"] >= lp["spam"] { "ham" } else { "spam" };
+        let best = if lp["ham"] >= lp["spam"] {
+            "ham"
+        } else {
+            "spam"
+        };
         assert_eq!(r["Spam_task_label"], best);
     }
 
     // A resumed run and two shards give the same bytes.
     let before = std::fs::read(&both_out).unwrap();
     let o = f.run(&ham_first, &data, &both_out, &["--label-orders", "2"]);
-    assert!(text(&o).contains("12 rows came from the journal"), "{}", text(&o));
+    assert!(
+        text(&o).contains("12 rows came from the journal"),
+        "{}",
+        text(&o)
+    );
     assert_eq!(std::fs::read(&both_out).unwrap(), before);
     let sharded = f.dir.path().join("sharded.csv");
     for i in 0..2 {
@@ -104,7 +115,14 @@ fn label_probabilities_are_averaged_over_the_orders() {
             &ham_first,
             &data,
             &sharded,
-            &["--label-orders", "2", "--batch-size", "3", "--shard", &shard],
+            &[
+                "--label-orders",
+                "2",
+                "--batch-size",
+                "3",
+                "--shard",
+                &shard,
+            ],
         );
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     }

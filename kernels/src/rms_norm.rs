@@ -43,12 +43,19 @@ impl CustomOp2 for RmsNorm {
     }
 }
 
-/// RMS norm of `x` (`[.., d]`) with `weight` (`[d]`); the fused kernel on CPU for f32, candle's
-/// op elsewhere.
+/// RMS norm of `x` (`[.., d]`) with `weight` (`[d]`): our fused kernel on CPU for f32; on a GPU
+/// candle-nn's fused one (one CUDA / Metal kernel, the same maths: the tests compare it with
+/// ours on CPU); stock candle ops for other CPU dtypes.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 && weight.dtype() == DType::F32 {
         x.contiguous()?
             .apply_op2_no_bwd(&weight.contiguous()?, &RmsNorm { eps })
+    } else if !x.device().is_cpu() {
+        candle_nn::ops::rms_norm(
+            &x.contiguous()?,
+            &weight.to_dtype(x.dtype())?.contiguous()?,
+            eps,
+        )
     } else {
         rms_norm_unfused(x, weight, eps)
     }

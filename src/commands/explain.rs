@@ -307,7 +307,10 @@ pub fn explain(args: &ExplainArgs) -> Result<ExplainSummary> {
         out.display()
     );
     if !errors.is_empty() {
-        eprintln!("{} examples could not be explained; first ones:", errors.len());
+        eprintln!(
+            "{} examples could not be explained; first ones:",
+            errors.len()
+        );
         for e in errors.iter().take(5) {
             eprintln!("  {e}");
         }

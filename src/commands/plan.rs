@@ -147,7 +147,11 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
             println!("{}", x.describe());
         }
         for (row, e) in part.rows.iter().zip(pass.explanations.iter().flatten()) {
-            println!("explanation of line {}: {}", row.line, e.as_deref().unwrap_or("(none)"));
+            println!(
+                "explanation of line {}: {}",
+                row.line,
+                e.as_deref().unwrap_or("(none)")
+            );
         }
         println!(
             "estimated run time on {}: {:.0} s for {} rows ({:.2} rows/s, measured on {} rows)",

@@ -124,9 +124,9 @@ pub(crate) fn add_derived_few_shot_examples(
     }
     // Chain of thought shows each example's explanation before its answer: Autolabel asks for
     // them to be generated first (`generate_explanations`; here `autolabel-local explain`).
-    if let Some(column) = explanation.filter(|c| {
-        config.prompt.chain_of_thought == Some(true) && shown.iter().any(|s| s == c)
-    }) {
+    if let Some(column) = explanation
+        .filter(|c| config.prompt.chain_of_thought == Some(true) && shown.iter().any(|s| s == c))
+    {
         let missing: Vec<String> = rows
             .iter()
             .enumerate()
