@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""The GPU check: runs the CUDA build of autolabel-local on real model shapes and compares its
+label log-probabilities with transformers' on the same GPU. Meant for a machine with a GPU,
+torch and transformers but no Rust toolchain and no network (scripts/gpu_check.sh runs it with
+the binary scripts/gpu_bundle.sh builds); runs the same way on the CPU (--device cpu) to check
+the script itself.
+
+For each model shape (real configs, random weights with a fixed seed, the tokenizer of the
+matching tiny test model, whose ids all fit the real vocabularies):
+  1. transformers saves the checkpoint (safetensors, float32);
+  2. `autolabel-local plan --dump-requests` writes every row's prompt and label token ids;
+  3. transformers computes every label's log-probability from those ids (float32, and bf16);
+  4. `autolabel-local run` labels the rows on the device in f32 (batch 8 and batch 1) and bf16;
+  5. the label log-probabilities are compared: f32 within F32_TOL of transformers f32, bf16
+     within BF16_TOL of transformers f32 or no further from it than 1.5x transformers' own bf16
+     (normalised over the label set, which is what decides the label), batch 8 within F32_TOL
+     of batch 1; ours against transformers' bf16 is reported too.
+Writes results.json and results.md into --out and exits 1 if any comparison fails.
+"""
+import argparse, csv, json, os, shutil, subprocess, sys, time
+
+import torch
+import transformers
+
+F32_TOL = 1e-3
+BF16_TOL = 5e-2
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+FIXTURES = os.path.join(ROOT, "models", "tests", "fixtures", "hf")
+
+# name: (transformers config class, its arguments, the tiny model whose tokenizer is used)
+SHAPES = {
+    "qwen2.5-0.5b": ("Qwen2Config", dict(
+        vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+        num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+        rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True), "tiny-qwen2"),
+    "llama-1.2b": ("LlamaConfig", dict(  # Llama-3.2-1B's dimensions (without its rope scaling)
+        vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
+        rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=True), "tiny-llama"),
+    "llama-7b": ("LlamaConfig", dict(  # Llama-2-7B's dimensions
+        vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
+        rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False), "tiny-llama"),
+    "flan-t5-large": ("T5Config", dict(
+        vocab_size=32128, d_model=1024, d_ff=2816, d_kv=64, num_layers=24, num_heads=16,
+        relative_attention_num_buckets=32, relative_attention_max_distance=128,
+        feed_forward_proj="gated-gelu", tie_word_embeddings=False, decoder_start_token_id=0,
+        eos_token_id=1, pad_token_id=0), "tiny-flan-t5"),
+    # Small versions of the same families, to check this script on a CPU.
+    "tiny-qwen": ("Qwen2Config", dict(
+        vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, rope_theta=1000000.0,
+        tie_word_embeddings=True), "tiny-qwen2"),
+    "tiny-t5": ("T5Config", dict(
+        vocab_size=1000, d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4,
+        feed_forward_proj="gated-gelu", tie_word_embeddings=False, decoder_start_token_id=0,
+        eos_token_id=1, pad_token_id=0), "tiny-flan-t5"),
+}
+
+
+def make_checkpoint(name, folder, device):
+    cls, args, tiny = SHAPES[name]
+    torch.manual_seed(0)
+    config = getattr(transformers, cls)(**args)
+    with torch.device(device):
+        if cls == "T5Config":
+            model = transformers.T5ForConditionalGeneration(config)
+        else:
+            model = transformers.AutoModelForCausalLM.from_config(config)
+    model = model.float().eval()
+    os.makedirs(folder, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"]:
+        src = os.path.join(FIXTURES, tiny, f)
+        if os.path.exists(src) and not (f == "generation_config.json" and os.path.exists(os.path.join(folder, f))):
+            shutil.copy(src, folder)
+    return model, cls == "T5Config"
+
+
+@torch.no_grad()
+def reference(model, t5, requests, device):
+    """Every label's log P(label tokens | prompt) from transformers, float32."""
+    out = []
+    for r in requests:
+        prompt = torch.tensor([r["prompt_ids"]], device=device)
+        row = []
+        for cand in r["candidate_ids"]:
+            c = torch.tensor([cand], device=device)
+            if t5:
+                start = torch.tensor([[model.config.decoder_start_token_id]], device=device)
+                dec = torch.cat([start, c[:, :-1]], dim=1)
+                logits = model(input_ids=prompt, decoder_input_ids=dec).logits[0]
+                lp = torch.log_softmax(logits.double(), -1)
+                row.append(float(lp[torch.arange(len(cand)), c[0]].sum()))
+            else:
+                ids = torch.cat([prompt, c], dim=1)
+                logits = model(input_ids=ids).logits[0]
+                lp = torch.log_softmax(logits.double(), -1)
+                n = prompt.shape[1]
+                pos = torch.arange(n - 1, n - 1 + len(cand), device=device)
+                row.append(float(lp[pos, c[0]].sum()))
+        out.append(row)
+    return out
+
+
+def normalised(row):
+    m = max(row)
+    z = m + torch.log(torch.tensor([v - m for v in row], dtype=torch.float64).exp().sum()).item()
+    return [v - z for v in row]
+
+
+def ours(out_csv, labels):
+    with open(out_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    task = next(k for k in rows[0] if k.endswith("_task_label_logprobs"))
+    return [[json.loads(r[task])[l] for l in labels] for r in rows]
+
+
+def max_diff(a, b, norm=False):
+    worst = 0.0
+    for x, y in zip(a, b):
+        if norm:
+            x, y = normalised(x), normalised(y)
+        worst = max(worst, max(abs(p - q) for p, q in zip(x, y)))
+    return worst
+
+
+def run(cmd, log):
+    t = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    log.write("$ " + " ".join(cmd) + "\n" + p.stdout + p.stderr + "\n")
+    if p.returncode not in (0, 2):
+        sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-3000:]}")
+    return time.time() - t, p.stderr
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--data", required=True, help="CSV with columns Label, SMS")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--shapes", default="qwen2.5-0.5b,llama-1.2b,flan-t5-large")
+    ap.add_argument("--rows", type=int, default=200)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--work", default="/tmp/autolabel-gpu-check")
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    os.makedirs(a.work, exist_ok=True)
+    log = open(os.path.join(a.out, "log.txt"), "w")
+    config = os.path.join(a.work, "sms.json")
+    json.dump({
+        "task_name": "Spam", "task_type": "classification",
+        "dataset": {"label_column": "Label", "delimiter": ","},
+        "prompt": {"task_guidelines": "Classify the SMS message as one of:\n{labels}",
+                   "labels": ["ham", "spam"], "example_template": "Message: {SMS}\nLabel: {Label}"}},
+        open(config, "w"))
+    torch_device = "cuda" if a.device == "cuda" else "cpu"
+    results, failed = [], []
+    for name in a.shapes.split(","):
+        folder = os.path.join(a.work, name)
+        t = time.time()
+        model, t5 = make_checkpoint(name, folder, torch_device)
+        made = time.time() - t
+        common = ["--config", config, "--data", a.data, "--model", folder, "--device", a.device,
+                  "--max-items", str(a.rows)]
+        req = os.path.join(a.work, f"{name}.requests.jsonl")
+        run([a.bin, "plan", *common, "--dtype", "f32", "--dump-requests", req], log)
+        requests = [json.loads(l) for l in open(req)]
+        labels = requests[0]["labels"]
+        t = time.time()
+        ref = reference(model, t5, requests, torch_device)
+        ref_seconds = time.time() - t
+        # bf16 weights and activations in transformers too (what our bf16 run is compared with).
+        ref_bf16 = reference(model.to(torch.bfloat16), t5, requests, torch_device)
+        del model
+        if torch_device == "cuda":
+            torch.cuda.empty_cache()
+        outs, seconds = {}, {}
+        for variant, flags in [("f32", ["--dtype", "f32", "--batch-size", "8"]),
+                               ("f32-batch1", ["--dtype", "f32", "--batch-size", "1"]),
+                               ("bf16", ["--dtype", "bf16", "--batch-size", "8"])]:
+            out = os.path.join(a.work, f"{name}.{variant}.csv")
+            seconds[variant], _ = run([a.bin, "run", *common, *flags, "--out", out, "--fresh"], log)
+            outs[variant] = ours(out, labels)
+        checks = {
+            "f32 vs transformers": (max_diff(outs["f32"], ref), F32_TOL),
+            "f32 vs transformers (normalised)": (max_diff(outs["f32"], ref, True), F32_TOL),
+            # bf16 may be ill-conditioned for a shape (transformers' own bf16 can be far from
+            # f32): ours must be within BF16_TOL of f32, or no further than 1.5x transformers'.
+            "bf16 vs transformers f32 (normalised)": (
+                max_diff(outs["bf16"], ref, True),
+                max(BF16_TOL, 1.5 * max_diff(ref_bf16, ref, True))),
+            "batch 8 vs batch 1 (f32)": (max_diff(outs["f32"], outs["f32-batch1"]), F32_TOL),
+        }
+        info = {"bf16 vs transformers bf16 (normalised)": max_diff(outs["bf16"], ref_bf16, True),
+                "transformers bf16 vs f32 (normalised)": max_diff(ref_bf16, ref, True)}
+        r = {"shape": name, "info": info, "rows": len(requests), "checkpoint_seconds": round(made, 1),
+             "transformers_seconds": round(ref_seconds, 1),
+             "run_seconds": {k: round(v, 1) for k, v in seconds.items()},
+             "checks": {k: {"max_diff": d, "tolerance": tol, "ok": d <= tol} for k, (d, tol) in checks.items()}}
+        results.append(r)
+        for k, d in info.items():
+            print(f"{name}: {k}: max difference {d:.2e} (for information)", flush=True)
+        for k, c in r["checks"].items():
+            print(f"{name}: {k}: max difference {c['max_diff']:.2e} (tolerance {c['tolerance']:.3g}) {'ok' if c['ok'] else 'FAILED'}", flush=True)
+            if not c["ok"]:
+                failed.append(f"{name}: {k}")
+        shutil.rmtree(folder, ignore_errors=True)
+    json.dump(results, open(os.path.join(a.out, "results.json"), "w"), indent=1)
+    with open(os.path.join(a.out, "results.md"), "w") as f:
+        f.write(f"GPU check on {a.device} ({torch.cuda.get_device_name() if torch_device == 'cuda' else 'CPU'})\n\n")
+        f.write("| shape | rows | check | max difference | tolerance | ok | run s (f32 / batch 1 / bf16) |\n|---|---:|---|---:|---:|---|---|\n")
+        for r in results:
+            s = r["run_seconds"]
+            for k, c in r["checks"].items():
+                f.write(f"| {r['shape']} | {r['rows']} | {k} | {c['max_diff']:.2e} | {c['tolerance']:g} | {c['ok']} | {s['f32']} / {s['f32-batch1']} / {s['bf16']} |\n")
+    if failed:
+        sys.exit("failed: " + "; ".join(failed))
+    print("gpu check passed")
+
+
+if __name__ == "__main__":
+    main()
