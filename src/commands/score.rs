@@ -86,6 +86,9 @@ pub fn score(args: &ScoreArgs) -> Result<ScoreSummary> {
         names.extend(OperatingPoint::all_columns(task));
     }
     names.extend(OperatingPoint::logprob_columns(task));
+    if pass.explanations.is_some() {
+        names.push(format!("{task}_task_explanation"));
+    }
     let width = names.len();
     let mut columns = OutputColumns::new(names, data.rows.len());
     let (mut scored, mut agree, mut errors) = (0, 0, 0);
@@ -137,6 +140,9 @@ pub fn score(args: &ScoreArgs) -> Result<ScoreSummary> {
             values.extend(op.all_values(s));
         }
         values.extend(OperatingPoint::logprob_values(s));
+        if let Some(e) = &pass.explanations {
+            values.push(e[i].clone().unwrap_or_default());
+        }
         match given_prob {
             Some(p) => {
                 scored += 1;
