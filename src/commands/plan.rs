@@ -166,13 +166,20 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
     let sample: Vec<&Prepared> = ok.iter().take(n).collect();
     let t = Instant::now();
     labeler.score(&sample)?;
-    let per_row = t.elapsed().as_secs_f64() / n as f64;
+    // With --label-orders every row is asked once per order (measured in the configured one).
+    let orders = labeler.label_orders();
+    let per_row = t.elapsed().as_secs_f64() / n as f64 * orders as f64;
     println!(
-        "estimated run time on {}: {:.0} s for {} rows ({:.2} rows/s, measured on {n} rows)",
+        "estimated run time on {}: {:.0} s for {} rows ({:.2} rows/s, measured on {n} rows{})",
         args.common.device,
-        prefix_seconds + per_row * ok.len() as f64,
+        prefix_seconds * orders as f64 + per_row * ok.len() as f64,
         ok.len(),
-        1.0 / per_row
+        1.0 / per_row,
+        if orders > 1 {
+            format!(", each asked in {orders} label orders")
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }
