@@ -58,6 +58,25 @@ pub fn explanation_grammar(max_tokens: usize, newline_is_end: bool) -> Grammar {
     ))
 }
 
+/// The constraint on a seed example's explanation (`explain`): with a chat template, several
+/// lines (the model ends its turn when it is done), at most `max_tokens` tokens, not starting
+/// with `{`; without one the newline ends the answer, so one line as in
+/// [`explanation_grammar`]. The lines are joined into one ([`one_line`]) so that examples show
+/// explanations in the form a chain-of-thought run generates them.
+pub fn seed_explanation_grammar(labeler: &Labeler, max_tokens: usize) -> Result<Grammar> {
+    if newline_is_end(labeler)? {
+        return Ok(explanation_grammar(max_tokens, true));
+    }
+    Ok(Grammar::Lark(format!(
+        "start: expl\nexpl[max_tokens={max_tokens}]: /[^\\n{{](.|\\n)*/\n"
+    )))
+}
+
+/// An explanation on one line: its lines joined by a space, runs of whitespace made one.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// A row's explanation: its text and the tokens that follow the prompt before the candidates
 /// (the explanation line and its newline).
 #[derive(Debug, Clone)]
@@ -140,6 +159,14 @@ mod tests {
         assert_eq!(
             label_json("say \"hi\"\\ café 😀"),
             r#"{"label": "say \"hi\"\\ caf\u00e9 \ud83d\ude00"}"#
+        );
+    }
+
+    #[test]
+    fn explanations_are_joined_into_one_line() {
+        assert_eq!(
+            one_line("Let's think:\n1. It offers a prize.\n\n2. So  spam. "),
+            "Let's think: 1. It offers a prize. 2. So spam."
         );
     }
 

@@ -1,8 +1,9 @@
 //! `autolabel-local explain`: fills a seed file's explanation column (`dataset.explanation_column`)
 //! as Autolabel's `generate_explanations` does, so that a chain-of-thought config can show each
 //! example's reasoning. Every labeled example is put through Autolabel's explanation prompt (the
-//! task's guidelines, the example with its label) and the model's one-line explanation, generated
-//! under the same constraint as a chain-of-thought run's, is written to the column.
+//! task's guidelines, the example with its label) and the model's explanation (with a chat
+//! template it may take several lines, joined into one: the form a chain-of-thought run
+//! generates) is written to the column.
 
 use crate::config::{FewShotExamples, TaskConfig};
 use crate::dataset::{Dataset, Row};
@@ -57,7 +58,7 @@ pub struct ExplainArgs {
     /// Longest prompt + explanation in tokens.
     #[arg(long, default_value_t = 2048)]
     pub max_tokens: usize,
-    /// Most tokens of each explanation (one line).
+    /// Most tokens of each explanation.
     #[arg(long, default_value_t = crate::chain_of_thought::DEFAULT_EXPLANATION_TOKENS)]
     pub explanation_tokens: usize,
     /// Examples generated together in one batch.
@@ -256,7 +257,10 @@ pub fn explain(args: &ExplainArgs) -> Result<ExplainSummary> {
     }
     let spec = Spec {
         task: &task,
-        grammar: crate::chain_of_thought::grammar_for(&labeler, args.explanation_tokens)?,
+        grammar: crate::chain_of_thought::seed_explanation_grammar(
+            &labeler,
+            args.explanation_tokens,
+        )?,
         budget: args.explanation_tokens + 2,
     };
     eprintln!(
@@ -280,7 +284,7 @@ pub fn explain(args: &ExplainArgs) -> Result<ExplainSummary> {
             match &pass.rows[i] {
                 Ok(a) => {
                     explained += 1;
-                    a.text.trim().to_string()
+                    crate::chain_of_thought::one_line(&a.text)
                 }
                 Err(e) => {
                     errors.push(e.clone());
