@@ -36,7 +36,7 @@ fn config(f: &Fixture, name: &str, labels: &[&str], extra: serde_json::Value) ->
 }
 
 /// Each row's label log-probabilities as written.
-fn logprobs(out: &PathBuf) -> Vec<HashMap<String, f64>> {
+fn logprobs(out: &std::path::Path) -> Vec<HashMap<String, f64>> {
     read_csv(out)
         .iter()
         .map(|r| serde_json::from_str(&r["Spam_task_label_logprobs"]).unwrap())
