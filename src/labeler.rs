@@ -182,6 +182,11 @@ impl<'a> Labeler<'a> {
         self.explanation_tokens
     }
 
+    /// Longest prompt + answer in tokens (`--max-tokens`, capped by the model's context).
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
     /// How many label orders each row is asked with (1: the configured order only).
     pub fn label_orders(&self) -> usize {
         self.orders.len().max(1)
