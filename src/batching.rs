@@ -15,11 +15,7 @@ pub const BATCH_WORK_TOKENS: usize = 512;
 
 /// Groups rows of similar length (indices into `prepared`, sorted by prompt length) so that each
 /// batch stays within `--batch-size` rows and [`BATCH_WORK_TOKENS`].
-pub fn batches(
-    prepared: &[(usize, Prepared)],
-    batch_size: usize,
-    shared_prefix: usize,
-) -> Vec<Vec<usize>> {
+pub fn batches(prepared: &[&Prepared], batch_size: usize, shared_prefix: usize) -> Vec<Vec<usize>> {
     let mut trie_len: Vec<(*const Vec<Vec<u32>>, usize)> = Vec::new();
     let mut work = |p: &Prepared| -> usize {
         let key = Arc::as_ptr(&p.candidates);
@@ -36,12 +32,12 @@ pub fn batches(
         p.prompt_ids.len().saturating_sub(shared_prefix) + t
     };
     let mut order: Vec<usize> = (0..prepared.len()).collect();
-    order.sort_by_key(|&i| prepared[i].1.prompt_ids.len());
+    order.sort_by_key(|&i| prepared[i].prompt_ids.len());
     let mut out: Vec<Vec<usize>> = Vec::new();
     let mut cur: Vec<usize> = Vec::new();
     let mut widest = 0;
     for i in order {
-        let w = work(&prepared[i].1);
+        let w = work(prepared[i]);
         if !cur.is_empty()
             && (cur.len() >= batch_size.max(1)
                 || (cur.len() + 1) * widest.max(w) > BATCH_WORK_TOKENS)
@@ -83,16 +79,23 @@ pub(crate) fn explained_batches(
                 .collect()
         })
         .collect();
-    let rest: Vec<(usize, Prepared)> = prepared
-        .iter()
-        .enumerate()
-        .filter(|(j, _)| !placed[*j])
-        .map(|(j, (_, p))| (j, p.clone()))
-        .collect();
-    for b in batches(&rest, batch_size, shared_prefix) {
-        out.push(b.into_iter().map(|k| rest[k].0).collect());
-    }
+    let rest: Vec<usize> = (0..prepared.len()).filter(|&j| !placed[j]).collect();
+    out.extend(batches_of(prepared, &rest, batch_size, shared_prefix));
     out
+}
+
+/// [`batches`] over the items `subset` names (indices into `prepared`, given back as such).
+pub(crate) fn batches_of(
+    prepared: &[(usize, Prepared)],
+    subset: &[usize],
+    batch_size: usize,
+    shared_prefix: usize,
+) -> Vec<Vec<usize>> {
+    let items: Vec<&Prepared> = subset.iter().map(|&j| &prepared[j].1).collect();
+    batches(&items, batch_size, shared_prefix)
+        .into_iter()
+        .map(|b| b.into_iter().map(|k| subset[k]).collect())
+        .collect()
 }
 
 /// Rows whose request repeats an earlier row's: (the copy's row index, the index of the first

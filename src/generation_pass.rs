@@ -71,7 +71,7 @@ pub trait Generates: Sync {
 }
 
 /// An open task's answers.
-struct OpenAnswers<'a>(&'a dyn OpenTask);
+pub struct OpenAnswers<'a>(pub &'a dyn OpenTask);
 
 impl Generates for OpenAnswers<'_> {
     fn grammar(&self, data: &Dataset, row: &Row) -> Result<Grammar, String> {
@@ -176,17 +176,6 @@ pub fn generate_all(
     opts: PassOptions,
 ) -> Result<GenerationResult> {
     generate_rows(&session.data, labeler, &OpenAnswers(task), opts, None)
-}
-
-/// [`generate_all`] for the rows `only` names (all rows when `None`) of an open task.
-pub fn generate_task_rows(
-    session: &Session,
-    labeler: &Labeler,
-    task: &dyn OpenTask,
-    opts: PassOptions,
-    only: Option<&[usize]>,
-) -> Result<GenerationResult> {
-    generate_rows(&session.data, labeler, &OpenAnswers(task), opts, only)
 }
 
 /// Generates `spec`'s answer for the rows of `data` that `only` names (all rows when `None`);

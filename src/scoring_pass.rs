@@ -4,8 +4,8 @@
 //! again, every scored batch is stored before the next starts, and a stop request ends the pass
 //! after the current batch.
 
-use crate::batching::explained_batches;
 pub use crate::batching::{batches, Repeats, BATCH_WORK_TOKENS};
+use crate::batching::{batches_of, explained_batches};
 use crate::confidence::LabelScores;
 use crate::dataset::Dataset;
 use crate::journal::{row_key, Journal, RowKey};
@@ -227,22 +227,17 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
     // the same company as an uninterrupted one and gets the same bits; a shard takes its share
     // of the same batches.
     let all_batches = match &explained {
-        None if orders > 1 => {
+        None => {
+            // With label orders each order's items are batched apart (they share its prefix).
             let mut all = Vec::new();
             for (o, prefix) in prefixes.iter().enumerate() {
-                let subset: Vec<(usize, Prepared)> = prepared
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, (it, _))| it % orders == o)
-                    .map(|(j, (_, p))| (j, p.clone()))
+                let subset: Vec<usize> = (0..prepared.len())
+                    .filter(|&j| prepared[j].0 % orders == o)
                     .collect();
-                for b in batches(&subset, batch_size, prefix.len()) {
-                    all.push(b.into_iter().map(|k| subset[k].0).collect());
-                }
+                all.extend(batches_of(&prepared, &subset, batch_size, prefix.len()));
             }
             all
         }
-        None => batches(&prepared, batch_size, shared_prefix),
         // With chain of thought the rows explained together are scored together: the same
         // batches (and so the same bits and the same shard) whatever else runs.
         Some(e) => explained_batches(&e.pass.batches, &prepared, batch_size, shared_prefix),

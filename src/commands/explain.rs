@@ -96,10 +96,7 @@ impl Task for ExplanationTask {
             if name == self.explanation_column {
                 return Some(String::new());
             }
-            match override_column {
-                Some((c, v)) if c == name => Some(v.to_string()),
-                _ => data.value(row, name).map(String::from),
-            }
+            crate::tasks::row_value(data, row, override_column, name)
         });
         format_template(EXPLANATION_PROMPT, |name| match name {
             "task_guidelines" => Some(self.guidelines.clone()),

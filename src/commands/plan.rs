@@ -1,7 +1,7 @@
 //! `autolabel-local plan`: what a run will do and roughly how long it will take, measured on a
 //! short timed sample on the chosen device.
 
-use crate::generation_pass::generate_task_rows;
+use crate::generation_pass::{generate_rows, OpenAnswers};
 use crate::labeler::{AnswerBudget, Labeler, Prepared};
 use crate::scoring_pass::PassOptions;
 use crate::session::{CommonArgs, Session};
@@ -261,10 +261,10 @@ fn plan_open(
         .map(|o| o.0)
         .collect();
     let t = Instant::now();
-    let pass = generate_task_rows(
-        session,
+    let pass = generate_rows(
+        &session.data,
         labeler,
-        task,
+        &OpenAnswers(task),
         PassOptions::new(8, args.common.max_tokens),
         Some(&sample),
     )?;

@@ -150,15 +150,9 @@ impl Task for Classification {
         };
         Some(
             self.prompt
-                .render_row_with_labels(
-                    row.line,
-                    &text,
-                    labels.len(),
-                    |name| match override_column {
-                        Some((col, value)) if col == name => Some(value.to_string()),
-                        _ => data.value(row, name).map(String::from),
-                    },
-                ),
+                .render_row_with_labels(row.line, &text, labels.len(), |name| {
+                    super::row_value(data, row, override_column, name)
+                }),
         )
     }
 }

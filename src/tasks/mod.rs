@@ -43,10 +43,7 @@ pub trait Task: Send + Sync {
     /// an over-long input).
     fn prompt(&self, data: &Dataset, row: &Row, override_column: Option<(&str, &str)>) -> String {
         self.prompt_builder()
-            .render_row(row.line, |name| match override_column {
-                Some((col, value)) if col == name => Some(value.to_string()),
-                _ => data.value(row, name).map(String::from),
-            })
+            .render_row(row.line, |name| row_value(data, row, override_column, name))
     }
     /// Columns of the row that the prompt shows (checked for emptiness, truncated when too long).
     fn input_columns(&self) -> Vec<String> {
@@ -133,6 +130,20 @@ pub(crate) fn config_prompt(
     );
     prompt.check_columns(&data.columns, &data.path.display().to_string())?;
     Ok(prompt)
+}
+
+/// A row's value in column `name`, or `override_column`'s value when it names that column (a
+/// truncated input).
+pub(crate) fn row_value(
+    data: &Dataset,
+    row: &Row,
+    override_column: Option<(&str, &str)>,
+    name: &str,
+) -> Option<String> {
+    match override_column {
+        Some((col, value)) if col == name => Some(value.to_string()),
+        _ => data.value(row, name).map(String::from),
+    }
 }
 
 /// The note for a configured label column the data does not have (`what`: the figures that are
