@@ -181,11 +181,11 @@ fn bad_open_task_configs_name_the_key() {
         ),
         (
             r#"[{"name": "Person", "task_type": "regression"}]"#,
-            "attribute 'Person' has type 'regression'",
+            "'prompt.attributes[0] ('Person').task_type' is 'regression'",
         ),
         (
-            r#"[{"name": "Person", "options": ["a", "b"]}]"#,
-            "attribute 'Person' has 'options'",
+            r#"[{"name": "Person", "options": []}]"#,
+            "'prompt.attributes[0] ('Person').options' is an empty list",
         ),
         (
             r#"[{"name": "Person"}, {"name": "Person"}]"#,

@@ -44,12 +44,13 @@ pub fn run_open(
     }
     let name = session.task.name();
     let thresholded = point.as_ref().is_some_and(|p| p.threshold.is_some());
+    let prefixed = |c: String| format!("{name}_task_{c}");
     let names: Vec<String> = ["label", "confidence", "successfully_labeled", "error"]
         .iter()
-        .map(|c| c.to_string())
-        .chain(task.extra_columns())
-        .chain(thresholded.then(|| "confidently_labeled".to_string()))
-        .map(|c| format!("{name}_task_{c}"))
+        .map(|c| prefixed(c.to_string()))
+        .chain(task.extra_columns().into_iter().map(prefixed))
+        .chain(task.plain_columns())
+        .chain(thresholded.then(|| prefixed("confidently_labeled".to_string())))
         .collect();
     let mut confident = 0;
     let width = names.len();

@@ -2,6 +2,8 @@
 //! answers, its ground truth and its notices; scoring, confidence and output are shared by the
 //! closed-set tasks.
 
+pub mod attribute_extraction;
+pub mod attributes;
 pub mod classification;
 pub mod entity_matching;
 pub mod example_selection;
@@ -80,7 +82,7 @@ pub const SUPPORTED_TASK_TYPES: &[&str] = &[
     "entity_matching",
     "multilabel_classification",
     "named_entity_recognition",
-    "attribute_extraction (attributes that are entity lists)",
+    "attribute_extraction",
     "question_answering (extractive, or multiple choice with an options column)",
 ];
 
@@ -179,6 +181,9 @@ pub fn build_task(config: &TaskConfig, data: &Dataset) -> Result<Box<dyn Task>> 
         "question_answering" => Ok(Box::new(question_answering::QuestionAnswering::new(
             config, data,
         )?)),
+        "attribute_extraction" if !attributes::all_entity_lists(config) => Ok(Box::new(
+            attribute_extraction::AttributeExtraction::new(config, data)?,
+        )),
         "named_entity_recognition" | "attribute_extraction" => Ok(Box::new(
             named_entity_recognition::NamedEntityRecognition::new(config, data)?,
         )),

@@ -53,19 +53,8 @@ fn attribute_types(config: &TaskConfig) -> Result<Vec<String>> {
         else {
             bail!("{src}: config key 'prompt.attributes[{i}]' has no 'name'; every attribute needs one")
         };
-        for key in ["options", "schema"] {
-            if a.get(key)
-                .is_some_and(|v| !v.is_null() && v != &serde_json::json!([]))
-            {
-                bail!("{src}: attribute '{name}' has '{key}': attributes with options or schemas (classification, multi-label, free text) are not supported yet; attribute_extraction runs when every attribute is a list of entities from the text")
-            }
-        }
-        if let Some(t) = a.get("task_type").or_else(|| a.get("type")) {
-            let t = t.as_str().unwrap_or_default();
-            if !matches!(t, "" | "list" | "entities" | "named_entity_recognition") {
-                bail!("{src}: attribute '{name}' has type '{t}', which is not supported; attribute_extraction runs when every attribute is a list of entities from the text (no type, or 'list')")
-            }
-        }
+        // Attributes with options, schemas or other types go to attribute extraction
+        // (`attributes::all_entity_lists` decides).
         if types.iter().any(|t| t == name) {
             bail!("{src}: attribute '{name}' appears twice in 'prompt.attributes'")
         }

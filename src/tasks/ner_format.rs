@@ -147,13 +147,6 @@ pub fn max_entities(text: &str) -> usize {
 /// The Lark grammar of `{"Type": ["entity", ...], ...}` whose entities are runs of whole words
 /// of `text` (JSON-escaped, so quotes and backslashes in the text stay valid JSON).
 pub fn entity_grammar(types: &[String], text: &str) -> String {
-    let escaped: Vec<String> = chunks(text)
-        .iter()
-        .map(|c| {
-            let q = serde_json::to_string(c).expect("a string serializes");
-            q[1..q.len() - 1].to_string()
-        })
-        .collect();
     let lit = |s: &str| serde_json::to_string(s).expect("a string serializes");
     let mut start = String::from("start: \"{\"");
     for (i, t) in types.iter().enumerate() {
@@ -168,7 +161,23 @@ pub fn entity_grammar(types: &[String], text: &str) -> String {
         String::new()
     };
     format!(
-        "{start}\nlist: \"[\" (ent{more})? \"]\"\nent: \"\\\"\" span \"\\\"\"\nspan: %regex {}\n",
+        "{start}\nlist: \"[\" (ent{more})? \"]\"\nent: \"\\\"\" span \"\\\"\"\nspan: {}\n",
+        substring_regex(text)
+    )
+}
+
+/// llguidance's `%regex {"substring_chunks": ...}` for a run of whole words of `text`, written
+/// JSON-escaped (the run sits inside a JSON string).
+pub fn substring_regex(text: &str) -> String {
+    let escaped: Vec<String> = chunks(text)
+        .iter()
+        .map(|c| {
+            let q = serde_json::to_string(c).expect("a string serializes");
+            q[1..q.len() - 1].to_string()
+        })
+        .collect();
+    format!(
+        "%regex {}",
         serde_json::json!({ "substring_chunks": escaped })
     )
 }

@@ -38,6 +38,20 @@ impl Answer {
             .map(|(_, lp)| *lp)
             .sum()
     }
+
+    /// exp(mean log-probability) of the tokens that overlap bytes `start..end` of the text (the
+    /// geometric mean of their probabilities, Autolabel's per-key `logprob_average`); None when
+    /// no token overlaps them.
+    pub fn mean_probability_of_bytes(&self, start: usize, end: usize) -> Option<f64> {
+        let lps: Vec<f64> = self
+            .token_spans
+            .iter()
+            .zip(&self.logprobs)
+            .filter(|((s, e), _)| *s < end && *e > start)
+            .map(|(_, lp)| *lp as f64)
+            .collect();
+        (!lps.is_empty()).then(|| (lps.iter().sum::<f64>() / lps.len() as f64).exp())
+    }
 }
 
 /// A row's answer turned into output.
@@ -64,6 +78,12 @@ pub trait OpenTask: Send + Sync {
     /// Output columns after label, confidence, successfully_labeled and error (names without
     /// the `<task>_task_` prefix).
     fn extra_columns(&self) -> Vec<String>;
+    /// Output columns named as they are, without the task prefix (Autolabel's per-attribute
+    /// `<name>_label` and `<name>_confidence`); their values follow the extra columns' in
+    /// [`Interpreted::extra`].
+    fn plain_columns(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// The metrics report against the ground truth, when the data has it; notes about the
     /// ground truth (rows that could not be evaluated) come back as warnings.
     fn report(&self, data: &Dataset, answers: &[Option<Interpreted>]) -> Option<Report>;

@@ -1,0 +1,348 @@
+//! Attribute extraction from the command line on real product titles (examples/product_attributes,
+//! built from Walmart-Amazon): with tiny random-weight models every answer holds every attribute
+//! with a value its kind allows (an option, an ordered subset of options, runs of the title, one
+//! line of text, an integer under a JSON schema), each attribute's confidence equals the
+//! geometric mean of its value's token probabilities as the exact scorer gives them, a rerun
+//! comes from the journal byte for byte, `calibrate` fits the values' confidence, and bad
+//! attributes and ground truth get messages naming the key or row.
+
+mod common;
+
+use autolabel_local::tasks::attributes::{answer_grammar, parse_attributes};
+use autolabel_models::generation::{generate, ConstraintCompiler, GenerationRequest, Grammar};
+use autolabel_models::tokenization::token_env::token_env;
+use autolabel_models::{LoadOptions, LocalModel, ScoreRequest};
+use candle_core::Device;
+use common::{read_csv, text, Fixture};
+use std::path::{Path, PathBuf};
+
+const TASK: &str = "Products";
+const TAGS: [&str; 4] = ["wireless", "black", "usb", "color"];
+
+fn example(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/product_attributes")
+        .join(rel)
+}
+
+/// The first `n` rows of the example's test file.
+fn titles(f: &Fixture, n: usize) -> PathBuf {
+    let mut r = csv::Reader::from_path(example("test.csv")).unwrap();
+    let name = format!("titles{n}.csv");
+    let mut w = csv::Writer::from_path(f.dir.path().join(&name)).unwrap();
+    w.write_record(r.headers().unwrap()).unwrap();
+    for rec in r.records().take(n) {
+        w.write_record(&rec.unwrap()).unwrap();
+    }
+    w.flush().unwrap();
+    f.dir.path().join(name)
+}
+
+/// The example's config with one attribute of every kind added.
+fn all_kinds(f: &Fixture) -> PathBuf {
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(example("config.json")).unwrap()).unwrap();
+    c["task_name"] = TASK.into();
+    let attrs = c["prompt"]["attributes"].as_array_mut().unwrap();
+    attrs.extend([
+        serde_json::json!({"name": "tags", "description": "Tags.", "options": TAGS, "task_type": "multilabel_classification"}),
+        serde_json::json!({"name": "words", "description": "Notable words."}),
+        serde_json::json!({"name": "summary", "description": "A short summary.", "task_type": "text", "max_tokens": 6}),
+        serde_json::json!({"name": "pack", "description": "How many items.", "schema": "{\"type\": \"integer\", \"minimum\": 0, \"maximum\": 99}"}),
+    ]);
+    f.file("all_kinds.json", &c.to_string())
+}
+
+fn categories() -> Vec<String> {
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(example("config.json")).unwrap()).unwrap();
+    c["prompt"]["attributes"][1]["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Checks every row of an all-kinds output; returns how many rows chose several tags.
+fn check_rows(out: &Path) -> usize {
+    let categories = categories();
+    let mut several = 0;
+    for r in read_csv(out) {
+        assert_eq!(
+            r[&format!("{TASK}_task_successfully_labeled")],
+            "True",
+            "{r:?}"
+        );
+        let title = &r["title"];
+        let label: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&r[&format!("{TASK}_task_label")]).unwrap();
+        let keys: Vec<&str> = label.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["brand", "category", "tags", "words", "summary", "pack"]
+        );
+        let brand = &r["brand_label"];
+        assert!(
+            title.contains(brand.as_str()),
+            "brand {brand:?} in {title:?}"
+        );
+        assert!(categories.contains(&r["category_label"]), "{r:?}");
+        let tags: Vec<&str> = r["tags_label"].split(';').collect();
+        let at: Vec<usize> = tags
+            .iter()
+            .map(|t| TAGS.iter().position(|x| x == t).expect("an option"))
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "order: {tags:?}");
+        several += (tags.len() > 1) as usize;
+        let words: Vec<String> = serde_json::from_str(&r["words_label"]).unwrap();
+        for w in &words {
+            assert!(
+                !w.is_empty() && title.contains(w.as_str()),
+                "{w:?} in {title:?}"
+            );
+        }
+        assert!(!r["summary_label"].contains('\n'));
+        let pack: i64 = r["pack_label"].parse().expect("an integer");
+        assert!((0..=99).contains(&pack), "{pack}");
+        for a in ["brand", "category", "tags", "words", "summary", "pack"] {
+            let p: f64 = r[&format!("{a}_confidence")].parse().unwrap();
+            assert!(p > 0.0 && p <= 1.0, "{a}: {p}");
+        }
+    }
+    several
+}
+
+#[test]
+fn every_kind_of_attribute_stays_in_its_grammar_across_random_models() {
+    let mut several = 0;
+    for seed in [1, 2, 3, 4, 5, 6] {
+        let f = Fixture::with_seed(Some(seed));
+        let config = all_kinds(&f);
+        let data = titles(&f, 6);
+        let out = f.dir.path().join("out.csv");
+        let o = f.run(&config, &data, &out, &[]);
+        assert!(o.status.success(), "{}", text(&o));
+        several += check_rows(&out);
+    }
+    assert!(several > 0, "some weights choose several tags");
+}
+
+#[test]
+fn each_attribute_confidence_is_its_value_tokens_mean_probability_and_reruns_are_identical() {
+    let f = Fixture::new();
+    let config = all_kinds(&f);
+    let data = titles(&f, 8);
+    let out = f.dir.path().join("out.csv");
+    let o = f.run(&config, &data, &out, &["--no-chat-template"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("| brand | span | 8 |") && t.contains("| category | classification | 8 |"),
+        "per-attribute metrics: {t}"
+    );
+    assert!(
+        t.contains("no column for attributes tags, words, summary, pack"),
+        "{t}"
+    );
+    check_rows(&out);
+    let rows = read_csv(&out);
+
+    // The prompts as the run prepares them, then the engine and the scorer called directly.
+    let dump = f.dir.path().join("requests.jsonl");
+    let o = f.command(&[
+        "plan",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--no-chat-template",
+        "--dump-requests",
+        dump.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let requests: Vec<serde_json::Value> = std::fs::read_to_string(&dump)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let cfg = autolabel_local::config::TaskConfig::load(&config).unwrap();
+    let attributes = parse_attributes(&cfg, ";").unwrap();
+    let model = LocalModel::load(&f.model, &Device::Cpu, &LoadOptions::default()).unwrap();
+    let end = model.encode("\n").unwrap()[0];
+    let env = token_env(&model.tokenizer, model.scorer.vocab_size(), &[end]).unwrap();
+    let compiler = ConstraintCompiler::new(&env).unwrap();
+    for (r, row) in requests.iter().zip(&rows) {
+        let prompt: Vec<u32> = r["prompt_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        let grammar = Grammar::Lark(answer_grammar(&attributes, ";", &row["title"]));
+        let g = generate(
+            model.scorer.as_ref(),
+            &[GenerationRequest {
+                prompt: prompt.clone(),
+                max_new_tokens: 400,
+            }],
+            vec![Some(compiler.matcher(&grammar).unwrap())],
+            &[end],
+        )
+        .unwrap()
+        .remove(0);
+        let answer = g.answer_tokens().to_vec();
+        let mut candidate = answer.clone();
+        candidate.push(end);
+        let scored = model
+            .scorer
+            .score_batch(&[ScoreRequest {
+                prompt,
+                candidates: vec![candidate],
+            }])
+            .unwrap();
+        let lps = &scored[0].token_logprobs[0];
+        // Each token's bytes in the answer text.
+        let mut spans = Vec::new();
+        let mut at = 0;
+        for t in &answer {
+            let n = env.tok_trie().decode(&[*t]).len();
+            spans.push((at, at + n));
+            at += n;
+        }
+        let said = String::from_utf8(env.tok_trie().decode(&answer)).unwrap();
+        // Each value's bytes: after its key, up to the next key or the closing brace.
+        for (i, a) in attributes.iter().enumerate() {
+            let key = format!("\"{}\": ", a.name);
+            let start = said.find(&key).unwrap() + key.len();
+            let end = match attributes.get(i + 1) {
+                Some(next) => said.find(&format!(", \"{}\": ", next.name)).unwrap(),
+                None => said.len() - 1,
+            };
+            let over: Vec<f64> = spans
+                .iter()
+                .zip(lps)
+                .filter(|((s, e), _)| *s < end && *e > start)
+                .map(|(_, lp)| *lp as f64)
+                .collect();
+            let expected = (over.iter().sum::<f64>() / over.len() as f64).exp();
+            let got: f64 = row[&format!("{}_confidence", a.name)].parse().unwrap();
+            assert!(
+                (expected - got).abs() < 1e-4 * expected.max(1e-3),
+                "line {}: {} {expected} vs {got} in {said}",
+                r["line"],
+                a.name
+            );
+        }
+    }
+
+    let before = std::fs::read(&out).unwrap();
+    let o = f.run(
+        &config,
+        &data,
+        &out,
+        &["--no-chat-template", "--batch-size", "3"],
+    );
+    assert!(
+        text(&o).contains("8 rows came from the journal"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+}
+
+#[test]
+fn calibrate_fits_the_values_confidence_and_run_applies_it() {
+    let f = Fixture::new();
+    let config = example("config.json");
+    let seed = example("seed.csv");
+    let cal = f.dir.path().join("cal.json");
+    let o = f.command(&[
+        "calibrate",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        seed.to_str().unwrap(),
+        "--calibration",
+        cal.to_str().unwrap(),
+        "--no-plots",
+        // A random model is rarely right: a target it can reach, so a threshold is chosen.
+        "--target-accuracy",
+        "0.05",
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("80 values on"), "{t}");
+    let cal_text = t;
+    let data = titles(&f, 5);
+    let out = f.dir.path().join("out.csv");
+    let o = f.run(
+        &config,
+        &data,
+        &out,
+        &["--calibration", cal.to_str().unwrap()],
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("calibrated value probability"), "{t}");
+    for r in read_csv(&out) {
+        assert!(
+            r.contains_key("ProductAttributes_task_confidently_labeled"),
+            "{cal_text}\n{t}"
+        );
+        let p: f64 = r["category_confidence"].parse().unwrap();
+        assert!((0.0..=1.0).contains(&p));
+    }
+}
+
+#[test]
+fn bad_attributes_and_ground_truth_are_named() {
+    let f = Fixture::new();
+    let base: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(example("config.json")).unwrap()).unwrap();
+    let data = f.file(
+        "d.csv",
+        "title,brand,category\nsony 16gb sd card,sony,usb flash drives\nhp laser toner,hp,toner\n",
+    );
+    let out = f.dir.path().join("out.csv");
+    let o = f.run(&example("config.json"), &data, &out, &[]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("line 3: column 'category': 'toner' is not one of the options of 'category'"),
+        "{t}"
+    );
+    let cases: [(&str, serde_json::Value, &str); 5] = [
+        (
+            "options",
+            "a,b".into(),
+            "prompt.attributes[1] ('category').options' is not a list",
+        ),
+        ("options", serde_json::json!([]), "is an empty list"),
+        (
+            "task_type",
+            "text".into(),
+            "has options and task_type 'text'",
+        ),
+        ("task_type", "date".into(), "task_type' is 'date'"),
+        ("schema", "{\"type\": ".into(), "schema' is not JSON"),
+    ];
+    for (key, value, want) in cases {
+        let mut c = base.clone();
+        c["prompt"]["attributes"][1][key] = value;
+        let o = f.run(&f.file("bad.json", &c.to_string()), &data, &out, &[]);
+        let t = text(&o);
+        assert!(
+            !o.status.success() && t.contains(want) && t.contains("bad.json"),
+            "{key}: {t}"
+        );
+    }
+    let mut c = base.clone();
+    c["dataset"].as_object_mut().unwrap().remove("text_column");
+    let o = f.run(&f.file("notext.json", &c.to_string()), &data, &out, &[]);
+    let t = text(&o);
+    assert!(
+        t.contains("'dataset.text_column' is missing; attribute 'brand' (span)"),
+        "{t}"
+    );
+}
