@@ -346,3 +346,122 @@ fn bad_attributes_and_ground_truth_are_named() {
         "{t}"
     );
 }
+
+/// The example's config with only attributes whose generated text is kept as it is (an option,
+/// options, an integer): a given answer equal to the generated one is spelled the same.
+fn exact_kinds(f: &Fixture) -> PathBuf {
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(example("config.json")).unwrap()).unwrap();
+    c["task_name"] = TASK.into();
+    let category = c["prompt"]["attributes"][1].clone();
+    c["prompt"]["attributes"] = serde_json::json!([
+        category,
+        {"name": "tags", "description": "Tags.", "options": TAGS, "task_type": "multilabel_classification"},
+        {"name": "pack", "description": "How many items.", "schema": {"type": "integer", "minimum": 0, "maximum": 99}},
+    ]);
+    f.file("exact_kinds.json", &c.to_string())
+}
+
+#[test]
+fn score_gives_back_the_confidences_run_wrote_for_its_own_answers() {
+    let f = Fixture::new();
+    let config = exact_kinds(&f);
+    let data = titles(&f, 8);
+    let out = f.dir.path().join("out.csv");
+    let o = f.run(&config, &data, &out, &["--batch-size", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let scored = f.dir.path().join("scored.csv");
+    let o = f.command(&[
+        "score",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        out.to_str().unwrap(),
+        "--label-column",
+        &format!("{TASK}_task_label"),
+        "--out",
+        scored.to_str().unwrap(),
+        "--batch-size",
+        "1",
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("scored 8/8 given answers"), "{t}");
+    // With ground truth for category: the given values judged, AUROC printed.
+    assert!(t.contains("given values"), "{t}");
+    let close = |a: &str, b: &str| {
+        let (a, b): (f64, f64) = (a.parse().unwrap(), b.parse().unwrap());
+        (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1e-6)
+    };
+    for r in read_csv(&scored) {
+        assert!(
+            close(
+                &r[&format!("{TASK}_task_given_label_prob")],
+                &r[&format!("{TASK}_task_confidence")]
+            ),
+            "{r:?}"
+        );
+        for a in ["category", "tags", "pack"] {
+            assert_eq!(
+                r[&format!("{TASK}_task_given_{a}_label")],
+                r[&format!("{a}_label")]
+            );
+            assert!(
+                close(
+                    &r[&format!("{TASK}_task_given_{a}_confidence")],
+                    &r[&format!("{a}_confidence")]
+                ),
+                "{a}: {r:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn score_reads_given_attribute_values_and_names_bad_ones() {
+    let f = Fixture::new();
+    let config = example("config.json");
+    let data = f.file(
+        "given.csv",
+        concat!(
+            "title,brand,category,given\n",
+            "sony 16gb usb flash drive,sony,usb flash drives,\"{\"\"brand\"\": \"\"sony\"\", \"\"category\"\": \"\"usb flash drives\"\"}\"\n",
+            "hp 564 ink cartridge,hp,inkjet printer ink,\"{\"\"brand\"\": \"\"canon\"\", \"\"category\"\": \"\"mice\"\"}\"\n",
+            "hp 564 ink cartridge,hp,inkjet printer ink,\"{\"\"brand\"\": \"\"hp\"\", \"\"category\"\": \"\"toner\"\"}\"\n",
+            "hp 564 ink cartridge,hp,inkjet printer ink,not json\n",
+        ),
+    );
+    let scored = f.dir.path().join("scored.csv");
+    let o = f.command(&[
+        "score",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--label-column",
+        "given",
+        "--out",
+        scored.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    let rows = read_csv(&scored);
+    let col = |r: &std::collections::HashMap<String, String>, c: &str| {
+        r[&format!("ProductAttributes_task_given_{c}")].clone()
+    };
+    assert_eq!(col(&rows[0], "brand_label"), "sony");
+    let p: f64 = col(&rows[0], "brand_confidence").parse().unwrap();
+    assert!(p > 0.0 && p <= 1.0);
+    assert!(
+        col(&rows[1], "error").contains("\"canon\" of 'brand' is not in the text"),
+        "{rows:?}"
+    );
+    assert!(
+        col(&rows[2], "error").contains("'toner' is not one of the options of 'category'"),
+        "{rows:?}"
+    );
+    assert!(
+        col(&rows[3], "error").contains("line 5: the given label is not a JSON object"),
+        "{rows:?}"
+    );
+}

@@ -341,3 +341,65 @@ fn default_model_calibrates_each_label_on_seed_rows() {
         }
     }
 }
+
+#[test]
+fn score_gives_back_each_label_confidence_run_wrote() {
+    let f = Fixture::with_seed(Some(3));
+    let config = twitter_config(&f, 0);
+    let data = f.head("autolabel_twitter_emotion/test.csv", 8, "tweets.csv");
+    let out = f.dir.path().join("out.csv");
+    let o = f.run(&config, &data, &out, &["--batch-size", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let scored = f.dir.path().join("scored.csv");
+    let o = f.command(&[
+        "score",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        out.to_str().unwrap(),
+        "--label-column",
+        &format!("{TASK}_task_label"),
+        "--out",
+        scored.to_str().unwrap(),
+        "--batch-size",
+        "1",
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("given labels ("), "{t}");
+    for r in read_csv(&scored) {
+        let ran: Vec<serde_json::Value> =
+            serde_json::from_str(&r[&format!("{TASK}_task_label_confidences")]).unwrap();
+        let given: Vec<serde_json::Value> =
+            serde_json::from_str(&r[&format!("{TASK}_task_given_label_confidences")]).unwrap();
+        assert_eq!(ran.len(), given.len());
+        for (a, b) in ran.iter().zip(&given) {
+            assert_eq!(a["label"], b["label"]);
+            let (x, y) = (
+                a["confidence"].as_f64().unwrap(),
+                b["confidence"].as_f64().unwrap(),
+            );
+            assert!((x - y).abs() <= 1e-5 * x.max(y), "{a} vs {b}");
+        }
+    }
+    // A label outside the set is a row error naming the line.
+    let bad = f.file("bad.csv", "example,given\nwhat a day,\"joy, elation\"\n");
+    let o = f.command(&[
+        "score",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        bad.to_str().unwrap(),
+        "--label-column",
+        "given",
+        "--out",
+        scored.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let r = &read_csv(&scored)[0];
+    assert!(
+        r[&format!("{TASK}_task_given_error")]
+            .contains("line 2: the given label 'elation' is not one of prompt.labels"),
+        "{r:?}"
+    );
+}

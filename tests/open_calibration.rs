@@ -83,7 +83,9 @@ fn calibrate_fits_each_entity_and_run_applies_it() {
     let fitted = file["fit"]["units"].as_u64().unwrap();
     assert!(fitted >= 10, "only {fitted} entities to fit on: {t}");
 
-    // The run applies the scaling to every entity; target 0 keeps them all.
+    // The run applies the scaling to every entity and marks those below the file's threshold
+    // (target 0: the lowest calibrated confidence of a seed entity).
+    let threshold = file["threshold"].as_f64().unwrap() as f32;
     let data = f.head("autolabel_conll2003/test_head_small.csv", 4, "test.csv");
     let out = f.dir.path().join("out.csv");
     let o = f.run(
@@ -102,14 +104,18 @@ fn calibrate_fits_each_entity_and_run_applies_it() {
         }
         let entities: Vec<serde_json::Value> =
             serde_json::from_str(&r[&format!("{TASK}_task_entities")]).unwrap();
+        let mut all = true;
         for e in entities {
             let p = e["probability"].as_f64().unwrap();
             let c = e["confidence"].as_f64().unwrap();
             assert!((c - sigmoid(a * p.max(1e-12).ln() + b)).abs() < 2e-6, "{e}");
-            assert_eq!(e["confident"], true, "target 0 keeps every entity: {e}");
+            let sure = sigmoid(a * p.max(1e-12).ln() + b) as f32 >= threshold;
+            assert_eq!(e["confident"], sure, "threshold {threshold}: {e}");
+            all &= sure;
             seen += 1;
         }
-        assert_eq!(r[&format!("{TASK}_task_confidently_labeled")], "True");
+        let sure = if all { "True" } else { "False" };
+        assert_eq!(r[&format!("{TASK}_task_confidently_labeled")], sure);
     }
     assert!(seen > 0, "no entities to check: {t}");
 }

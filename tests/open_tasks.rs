@@ -233,3 +233,73 @@ fn bad_open_task_configs_name_the_key() {
         text(&o)
     );
 }
+
+#[test]
+fn score_gives_each_given_entity_its_probability_and_names_unknown_types() {
+    let f = Fixture::new();
+    let config = f.conll_config("conll.json", 0);
+    // The ground truth as Autolabel's NER label (one JSON object), and one unknown type.
+    let mut r =
+        csv::Reader::from_path(common::shared("autolabel_conll2003/test_head_small.csv")).unwrap();
+    let data = f.dir.path().join("given.csv");
+    let mut w = csv::Writer::from_path(&data).unwrap();
+    let mut header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    header.push("given".into());
+    w.write_record(&header).unwrap();
+    let mut entities = 0;
+    for (i, rec) in r.records().take(6).enumerate() {
+        let rec = rec.unwrap();
+        let mut given = serde_json::Map::new();
+        for (k, t) in ["Location", "Organization", "Person", "Miscellaneous"]
+            .iter()
+            .enumerate()
+        {
+            let list: serde_json::Value = serde_json::from_str(&rec[k + 1]).unwrap();
+            entities += list.as_array().unwrap().len();
+            given.insert(t.to_string(), list);
+        }
+        if i == 5 {
+            given.insert("Weapon".into(), serde_json::json!(["sword"]));
+        }
+        let mut row: Vec<String> = rec.iter().map(String::from).collect();
+        row.push(serde_json::Value::Object(given).to_string());
+        w.write_record(&row).unwrap();
+    }
+    w.flush().unwrap();
+    let scored = f.dir.path().join("scored.csv");
+    let o = f.command(&[
+        "score",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--label-column",
+        "given",
+        "--out",
+        scored.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("scored 5/6 given answers"), "{t}");
+    assert!(t.contains("given entities ('given')"), "{t}");
+    let rows = read_csv(&scored);
+    let task = "PersonLocationOrgMiscNER_task_given";
+    let mut seen = 0;
+    for r in &rows[..5] {
+        let list: Vec<serde_json::Value> =
+            serde_json::from_str(&r[&format!("{task}_entities")]).unwrap();
+        for e in &list {
+            // Every given entity is in its sentence: a span and a probability.
+            assert!(e["start"].as_i64().unwrap() >= 0, "{e}");
+            let p = e["confidence"].as_f64().unwrap();
+            assert!(p > 0.0 && p <= 1.0, "{e}");
+        }
+        seen += list.len();
+    }
+    assert!(seen > 0 && seen <= entities, "{seen} of {entities}");
+    assert!(
+        rows[5][&format!("{task}_error")].contains("line 7: the given label has type 'Weapon'"),
+        "{:?}",
+        rows[5]
+    );
+}

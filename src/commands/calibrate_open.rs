@@ -22,7 +22,7 @@ fn quality_line(name: &str, q: &UnitQuality) -> String {
 }
 
 /// "entity" -> "entities", "answer" -> "answers".
-fn plural(unit: &str) -> String {
+pub(crate) fn plural(unit: &str) -> String {
     match unit.strip_suffix('y') {
         Some(stem) => format!("{stem}ies"),
         None => format!("{unit}s"),

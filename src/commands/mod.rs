@@ -10,4 +10,5 @@ pub mod plan;
 pub mod run;
 pub mod run_open;
 pub mod score;
+pub mod score_open;
 pub mod status;

@@ -39,11 +39,8 @@ pub struct ScoreSummary {
 
 pub fn score(args: &ScoreArgs) -> Result<ScoreSummary> {
     let session = Session::open(&args.common)?;
-    if session.task.open().is_some() {
-        bail!(
-            "`score` is not supported yet for {} tasks (their answers are generated, not chosen from labels); `run` writes each answer's confidence",
-            session.config.task_type
-        )
+    if let Some(task) = session.task.open() {
+        return super::score_open::score_open(args, &session, task);
     }
     for n in &session.notices {
         eprintln!("note: {n}");

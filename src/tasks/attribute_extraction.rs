@@ -8,10 +8,10 @@
 //! plain entity lists run as named-entity recognition instead (span-level metrics).
 
 use super::attributes::{
-    answer_grammar, attribute_json, cell_text, parse_attributes, python_json, read_truth,
-    same_value, tidy, value_budget, Attribute, Kind,
+    answer_grammar, attribute_json, cell_text, json_text, parse_attributes, python_json,
+    read_truth, same_value, tidy, value_budget, Attribute, Kind,
 };
-use super::open::{Answer, Interpreted, OpenTask, Report};
+use super::open::{round6, Answer, Interpreted, OpenTask, Report};
 use super::question_answering::token_f1;
 use super::{few_shot, Task};
 use crate::config::TaskConfig;
@@ -37,10 +37,6 @@ pub struct AttributeExtraction {
     truth_columns: Vec<bool>,
     prompt: PromptBuilder,
     notices: Vec<String>,
-}
-
-fn round6(x: f64) -> f64 {
-    format!("{x:.5e}").parse().unwrap_or(x)
 }
 
 impl AttributeExtraction {
@@ -293,6 +289,67 @@ impl OpenTask for AttributeExtraction {
             extra: self.cells(&detail),
             detail,
         })
+    }
+
+    fn given_answer(&self, data: &Dataset, row: &Row, given: &str) -> Result<String, String> {
+        let line = row.line;
+        let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(given.trim()) else {
+            return Err(format!(
+                "line {line}: the given label is not a JSON object {{\"attribute\": value, ...}}"
+            ));
+        };
+        if let Some(k) = obj
+            .keys()
+            .find(|k| !self.attributes.iter().any(|a| &a.name == *k))
+        {
+            return Err(format!(
+                "line {line}: the given label has the key '{k}', which is not an attribute"
+            ));
+        }
+        let text = self.text(data, row);
+        let mut answer = serde_json::Map::new();
+        for a in &self.attributes {
+            let value = match obj.get(&a.name) {
+                None | Some(Value::Null) => match a.kind {
+                    Kind::Entities => Value::Array(Vec::new()),
+                    Kind::Span | Kind::Text { .. } => Value::String(String::new()),
+                    _ => {
+                        return Err(format!(
+                            "line {line}: the given label has no value for '{}'",
+                            a.name
+                        ))
+                    }
+                },
+                Some(v) => {
+                    let cell = match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    match read_truth(a, &cell, &self.separator) {
+                        Some(Ok(v)) => v,
+                        Some(Err(e)) => return Err(format!("line {line}: {e}")),
+                        None => tidy(&a.kind, v.clone()),
+                    }
+                }
+            };
+            let outside = match (&a.kind, &value) {
+                (Kind::Span, Value::String(s)) => (!text.contains(s.as_str())).then(|| s.clone()),
+                (Kind::Entities, Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|e| e.as_str())
+                    .find(|e| !text.contains(e))
+                    .map(String::from),
+                _ => None,
+            };
+            if let Some(s) = outside {
+                return Err(format!(
+                    "line {line}: the given value {s:?} of '{}' is not in the text",
+                    a.name
+                ));
+            }
+            answer.insert(a.name.clone(), value);
+        }
+        Ok(json_text(&Value::Object(answer)))
     }
 
     fn extra_columns(&self) -> Vec<String> {

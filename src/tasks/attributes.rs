@@ -410,6 +410,12 @@ pub fn cell_text(v: &Value) -> String {
 
 /// JSON text with Python's `json.dumps` separators (`", "`, `": "`), non-ASCII escaped.
 pub fn python_json(v: &Value) -> String {
+    ascii_escape(&json_text(v))
+}
+
+/// JSON text with Python's `json.dumps` separators, non-ASCII characters as they are (the form
+/// the answer grammar writes).
+pub fn json_text(v: &Value) -> String {
     fn write(v: &Value, out: &mut String) {
         match v {
             Value::Array(items) => {
@@ -439,7 +445,7 @@ pub fn python_json(v: &Value) -> String {
     }
     let mut out = String::new();
     write(v, &mut out);
-    ascii_escape(&out)
+    out
 }
 
 /// A generated value made tidy: spans and entities lose the whitespace a run of the text may

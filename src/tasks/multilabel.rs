@@ -6,7 +6,7 @@
 //! reports them (exact-match accuracy, F1 macro and weighted) plus a per-label table.
 
 use super::multilabel_report;
-use super::open::{Answer, Interpreted, OpenTask, Report};
+use super::open::{round6, Answer, Interpreted, OpenTask, Report};
 use super::{few_shot, Task};
 use crate::config::TaskConfig;
 use crate::dataset::{Dataset, Row};
@@ -150,11 +150,6 @@ impl MultiLabel {
     }
 }
 
-/// `x` to 6 significant digits (probabilities of long labels can be far below 1e-6).
-fn round6(x: f64) -> f64 {
-    format!("{x:.5e}").parse().unwrap_or(x)
-}
-
 impl Task for MultiLabel {
     fn name(&self) -> &str {
         &self.name
@@ -216,6 +211,28 @@ impl OpenTask for MultiLabel {
             extra: vec![detail.to_string()],
             detail,
         })
+    }
+
+    fn given_answer(&self, _: &Dataset, row: &Row, given: &str) -> Result<String, String> {
+        let given: Vec<&str> = given
+            .split(self.separator.trim())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let Some(bad) = given.iter().find(|g| !self.labels.iter().any(|l| l == *g)) {
+            return Err(format!(
+                "line {}: the given label '{bad}' is not one of prompt.labels (split by dataset.label_separator {:?})",
+                row.line, self.separator
+            ));
+        }
+        // The grammar writes the labels in the label set's order.
+        Ok(self
+            .labels
+            .iter()
+            .filter(|l| given.contains(&l.as_str()))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(&self.separator))
     }
 
     fn extra_columns(&self) -> Vec<String> {

@@ -9,7 +9,7 @@ use super::ner_format::{
     canonical_json, entity_grammar, max_entities, parse_label_column, parse_list_column, text_spans,
 };
 use super::ner_report;
-use super::open::{Answer, Interpreted, OpenTask, Report};
+use super::open::{round6, Answer, Interpreted, OpenTask, Report};
 use super::{few_shot, Task};
 use crate::config::TaskConfig;
 use crate::dataset::{Dataset, Row};
@@ -355,7 +355,7 @@ impl OpenTask for NamedEntityRecognition {
             .zip(&pairs)
             .zip(&confidences)
             .map(|((s, (_, e)), c)| {
-                serde_json::json!({"type": s.label, "text": e, "start": s.start, "end": s.end, "confidence": (c * 1e6).round() / 1e6})
+                serde_json::json!({"type": s.label, "text": e, "start": s.start, "end": s.end, "confidence": round6(*c)})
             })
             .collect();
         let detail = serde_json::Value::Array(detail);
@@ -365,6 +365,18 @@ impl OpenTask for NamedEntityRecognition {
             extra: vec![detail.to_string()],
             detail,
         })
+    }
+
+    fn given_answer(&self, _: &Dataset, row: &Row, given: &str) -> Result<String, String> {
+        let entities = parse_label_column(given).map_err(|e| format!("line {}: {e}", row.line))?;
+        if let Some((t, _)) = entities.iter().find(|(t, _)| !self.types.contains(t)) {
+            return Err(format!(
+                "line {}: the given label has type '{t}', which is not one of the entity types ({})",
+                row.line,
+                self.types.join(", ")
+            ));
+        }
+        Ok(canonical_json(&self.types, &entities))
     }
 
     fn extra_columns(&self) -> Vec<String> {
@@ -421,7 +433,7 @@ impl OpenTask for NamedEntityRecognition {
             let p = e["confidence"].as_f64().unwrap_or(0.0);
             let c = calibrated(p);
             e["probability"] = p.into();
-            e["confidence"] = ((c * 1e6).round() / 1e6).into();
+            e["confidence"] = round6(c).into();
             if let Some(t) = threshold {
                 let keep = c as f32 >= t as f32;
                 e["confident"] = keep.into();

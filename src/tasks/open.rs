@@ -54,6 +54,12 @@ impl Answer {
     }
 }
 
+/// `x` to 6 significant digits (the probability of a long entity or value can be far below 1e-6,
+/// so a fixed number of decimals would write 0).
+pub fn round6(x: f64) -> f64 {
+    format!("{x:.5e}").parse().unwrap_or(x)
+}
+
 /// A row's answer turned into output.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Interpreted {
@@ -84,6 +90,9 @@ pub trait OpenTask: Send + Sync {
     fn plain_columns(&self) -> Vec<String> {
         Vec::new()
     }
+    /// The answer text this task's grammar would write for an answer given in a label column (a
+    /// label produced elsewhere, for `score`), or why the given label cannot be read.
+    fn given_answer(&self, data: &Dataset, row: &Row, given: &str) -> Result<String, String>;
     /// The metrics report against the ground truth, when the data has it; notes about the
     /// ground truth (rows that could not be evaluated) come back as warnings.
     fn report(&self, data: &Dataset, answers: &[Option<Interpreted>]) -> Option<Report>;

@@ -159,6 +159,17 @@ impl OpenTask for QuestionAnswering {
         })
     }
 
+    fn given_answer(&self, data: &Dataset, row: &Row, given: &str) -> Result<String, String> {
+        let given = given.trim();
+        if given != UNANSWERABLE && !self.context(data, row).contains(given) {
+            return Err(format!(
+                "line {}: the given answer {given:?} is not in the context",
+                row.line
+            ));
+        }
+        Ok(given.to_string())
+    }
+
     fn extra_columns(&self) -> Vec<String> {
         Vec::new()
     }
