@@ -30,7 +30,8 @@ import argparse, csv, json, os, re, resource, subprocess, sys, tempfile, time
 from compare_peers import model_path  # benches/compare_peers.py: the cached file of a model card
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-BIN = os.path.join(ROOT, "target", "release", "autolabel-local")
+# BIN=<a copy of the binary> runs that copy (no build), so the checkout can change meanwhile.
+BIN = os.environ.get("BIN") or os.path.join(ROOT, "target", "release", "autolabel-local")
 EXAMPLE = os.path.join(ROOT, "examples", "product_attributes")
 
 
@@ -152,7 +153,8 @@ def main():
         if kind == "transformers":
             return transformers_worker(spec, a.threads)
         return llama_worker(spec, a.threads)
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    if not os.environ.get("BIN"):
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     model = model_path(a.model)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"machine: {os.cpu_count()} cores, {cpu}; model {a.model} ({os.path.basename(model)}); "

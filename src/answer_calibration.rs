@@ -131,6 +131,18 @@ pub fn unit_quality(outcomes: &[(f64, bool)], map: impl Fn(f64) -> f64) -> UnitQ
     }
 }
 
+/// The scaling of one group of units (one attribute's values), fitted on that group alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupPlatt {
+    pub name: String,
+    pub platt: Platt,
+    /// Seed units of the group the scaling was fitted on.
+    pub units: usize,
+}
+
+/// Fewest seed units of a group for a scaling of its own; smaller groups use the common one.
+pub const MIN_GROUP_UNITS: usize = 8;
+
 /// What `calibrate` writes for a task with generated answers and `run --calibration` reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnswerCalibration {
@@ -142,6 +154,10 @@ pub struct AnswerCalibration {
     /// What one calibrated unit is ("entity", "answer").
     pub unit: String,
     pub platt: Platt,
+    /// A scaling per unit group (per attribute), when the task has groups; `platt` is the one
+    /// fitted on every unit, used for a group with too few seed units.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupPlatt>,
     pub target_accuracy: f64,
     /// Lowest calibrated confidence kept at the target accuracy on the seed units.
     pub threshold: Option<f32>,
@@ -164,6 +180,41 @@ impl AnswerCalibration {
             .map(|&(p, ok)| (platt.apply(p) as f32, ok))
             .collect();
         (platt, coverage_curve(&mapped, outcomes.len()))
+    }
+
+    /// The scaling of group `g` (the common one when the calibration has no groups).
+    pub fn platt_for(&self, g: usize) -> Platt {
+        self.groups.get(g).map_or(self.platt, |x| x.platt)
+    }
+
+    /// Per-group scalings fitted on `outcomes` (group, probability, right) for `names`: a group
+    /// with fewer than [`MIN_GROUP_UNITS`] seed units takes `common`.
+    pub fn fit_groups(
+        names: &[String],
+        outcomes: &[(usize, f64, bool)],
+        common: Platt,
+    ) -> Vec<GroupPlatt> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(g, name)| {
+                let own: Vec<(f64, bool)> = outcomes
+                    .iter()
+                    .filter(|o| o.0 == g)
+                    .map(|o| (o.1, o.2))
+                    .collect();
+                let platt = if own.len() >= MIN_GROUP_UNITS {
+                    Platt::fit(&own)
+                } else {
+                    common
+                };
+                GroupPlatt {
+                    name: name.clone(),
+                    platt,
+                    units: own.len(),
+                }
+            })
+            .collect()
     }
 
     pub fn threshold_for(&self, target: f64) -> Option<CurvePoint> {
@@ -200,8 +251,22 @@ impl AnswerCalibration {
             .with_context(|| format!("cannot write calibration file {}", path.display()))
     }
 
-    /// Refuses a calibration made for another task or model.
-    pub fn check_matches(&self, path: &Path, task_name: &str, model_file: &str) -> Result<()> {
+    /// Refuses a calibration made for another task or model, or for other unit groups.
+    pub fn check_matches(
+        &self,
+        path: &Path,
+        task_name: &str,
+        model_file: &str,
+        groups: &[String],
+    ) -> Result<()> {
+        let names: Vec<&String> = self.groups.iter().map(|g| &g.name).collect();
+        if !self.groups.is_empty() && names != groups.iter().collect::<Vec<_>>() {
+            bail!(
+                "{} was made for the attributes {:?}, not {groups:?}; calibrate this config again",
+                path.display(),
+                names
+            )
+        }
         if self.task_name != task_name {
             bail!(
                 "{} was made for task '{}', not '{task_name}'; calibrate this config again",

@@ -273,6 +273,27 @@ fn calibrate_fits_the_values_confidence_and_run_applies_it() {
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("80 values on"), "{t}");
+    assert!(
+        t.contains("per attribute") && t.contains("  brand: a = "),
+        "{t}"
+    );
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cal).unwrap()).unwrap();
+    let groups: Vec<(String, u64)> = file["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["name"].as_str().unwrap().to_string(),
+                g["units"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        [("brand".to_string(), 40), ("category".to_string(), 40)]
+    );
     let cal_text = t;
     let data = titles(&f, 5);
     let out = f.dir.path().join("out.csv");
@@ -284,7 +305,58 @@ fn calibrate_fits_the_values_confidence_and_run_applies_it() {
     );
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains("calibrated value probability"), "{t}");
+    assert!(
+        t.contains("calibrated value probability per attribute (brand: sigmoid("),
+        "{t}"
+    );
+    let platt = |name: &str| {
+        let g = file["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == name)
+            .unwrap();
+        (
+            g["platt"]["a"].as_f64().unwrap(),
+            g["platt"]["b"].as_f64().unwrap(),
+        )
+    };
+    // Each attribute's value is calibrated with its own scaling: the raw probability is the
+    // geometric mean the uncalibrated run writes.
+    let plain = f.dir.path().join("plain.csv");
+    let o = f.run(&config, &data, &plain, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    for (r, raw) in read_csv(&out).iter().zip(read_csv(&plain)) {
+        for a in ["brand", "category"] {
+            let (pa, pb) = platt(a);
+            let p: f64 = raw[&format!("{a}_confidence")].parse().unwrap();
+            let want = 1.0 / (1.0 + (-(pa * p.max(1e-12).ln() + pb)).exp());
+            let got: f64 = r[&format!("{a}_confidence")].parse().unwrap();
+            assert!(
+                (want - got).abs() < 1e-5 * want.max(1e-6) + 1e-9,
+                "{a}: {want} vs {got}"
+            );
+        }
+    }
+    // A calibration fitted for other attributes is refused.
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    c["prompt"]["attributes"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "color", "task_type": "text"}));
+    let other = f.file("other.json", &c.to_string());
+    let o = f.run(
+        &other,
+        &data,
+        &out,
+        &["--calibration", cal.to_str().unwrap()],
+    );
+    assert!(
+        text(&o).contains("was made for the attributes [\"brand\", \"category\"]"),
+        "{}",
+        text(&o)
+    );
     for r in read_csv(&out) {
         assert!(
             r.contains_key("ProductAttributes_task_confidently_labeled"),

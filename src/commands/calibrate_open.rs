@@ -92,7 +92,7 @@ pub fn calibrate_open(
                 continue;
             }
         };
-        let Some(judged) = task.outcomes(data, row, &answer) else {
+        let Some(judged) = task.grouped_outcomes(data, row, &answer) else {
             continue;
         };
         if held_out(i, args.holdout) {
@@ -109,9 +109,31 @@ pub fn calibrate_open(
             fit.len()
         )
     }
-    let (platt, curve) = AnswerCalibration::fit(&fit);
+    let raw = |v: &[(usize, f64, bool)]| -> Vec<(f64, bool)> {
+        v.iter().map(|&(_, p, ok)| (p, ok)).collect()
+    };
+    let (fit_raw, held_raw) = (raw(&fit), raw(&held));
+    let (platt, mut curve) = AnswerCalibration::fit(&fit_raw);
+    // Attribute extraction: a scaling per attribute (a common one for attributes with few seed
+    // values), and the threshold over the calibrated values of every attribute together.
+    let names = task.unit_groups();
+    let groups = if names.is_empty() {
+        Vec::new()
+    } else {
+        AnswerCalibration::fit_groups(&names, &fit, platt)
+    };
+    let platt_for = |g: usize| groups.get(g).map_or(platt, |x| x.platt);
+    let calibrate = |v: &[(usize, f64, bool)]| -> Vec<(f64, bool)> {
+        v.iter()
+            .map(|&(g, p, ok)| (platt_for(g).apply(p), ok))
+            .collect()
+    };
+    let (fit_cal, held_cal) = (calibrate(&fit), calibrate(&held));
+    if !groups.is_empty() {
+        let mapped: Vec<(f32, bool)> = fit_cal.iter().map(|&(c, ok)| (c as f32, ok)).collect();
+        curve = crate::calibration::coverage_curve(&mapped, fit_cal.len());
+    }
     let identity = |p: f64| p;
-    let calibrated = |p: f64| platt.apply(p);
     let mut cal = AnswerCalibration {
         format: ANSWER_FORMAT.into(),
         task_type: kind.clone(),
@@ -119,12 +141,13 @@ pub fn calibrate_open(
         model: session.model_file(),
         unit: unit.into(),
         platt,
+        groups: groups.clone(),
         target_accuracy: args.target_accuracy,
         threshold: None,
-        fit: unit_quality(&fit, calibrated),
-        fit_uncalibrated: unit_quality(&fit, identity),
-        holdout: (!held.is_empty()).then(|| unit_quality(&held, calibrated)),
-        holdout_uncalibrated: (!held.is_empty()).then(|| unit_quality(&held, identity)),
+        fit: unit_quality(&fit_cal, identity),
+        fit_uncalibrated: unit_quality(&fit_raw, identity),
+        holdout: (!held.is_empty()).then(|| unit_quality(&held_cal, identity)),
+        holdout_uncalibrated: (!held.is_empty()).then(|| unit_quality(&held_raw, identity)),
         curve,
     };
     let point = cal.threshold_for(args.target_accuracy);
@@ -146,10 +169,25 @@ pub fn calibrate_open(
     if let Some(line) = pass.overhead() {
         println!("{line}");
     }
-    println!(
-        "calibrated {unit} confidence = sigmoid({:.4} * ln p + {:.4}), p = probability of the {unit}'s tokens",
-        platt.a, platt.b
-    );
+    if groups.is_empty() {
+        println!(
+            "calibrated {unit} confidence = sigmoid({:.4} * ln p + {:.4}), p = probability of the {unit}'s tokens",
+            platt.a, platt.b
+        );
+    } else {
+        println!("calibrated {unit} confidence = sigmoid(a * ln p + b) per attribute, p = probability of the {unit}'s tokens:");
+        for g in &groups {
+            let own = if g.units >= crate::answer_calibration::MIN_GROUP_UNITS {
+                ""
+            } else {
+                " (too few to fit alone: the common scaling)"
+            };
+            println!(
+                "  {}: a = {:.4}, b = {:.4} on {} fit {units}{own}",
+                g.name, g.platt.a, g.platt.b, g.units
+            );
+        }
+    }
     println!();
     println!("| {:<28} |      n | accuracy |     ECE |   Brier |", units);
     println!("|------------------------------|-------:|---------:|--------:|--------:|");
@@ -162,12 +200,12 @@ pub fn calibrate_open(
         println!("{}", quality_line("held out, uncalibrated", b));
         println!("{}", quality_line("held out, calibrated", a));
     }
-    let (eval, which) = if held.is_empty() {
-        (&fit, "fit")
+    let (eval, eval_cal, which) = if held.is_empty() {
+        (&fit_raw, &fit_cal, "fit")
     } else {
-        (&held, "held-out")
+        (&held_raw, &held_cal, "held-out")
     };
-    let o = as_outcomes(eval, calibrated);
+    let o = as_outcomes(eval_cal, identity);
     println!(
         "\nprobability as a predictor of a right {unit} (AUROC; 0.5 is chance): {}",
         auroc(&as_outcomes(eval, identity))
@@ -204,13 +242,13 @@ pub fn calibrate_open(
 
     if !args.no_plots {
         let (reliability, coverage) = chart_paths(&path, &args.plot_format);
-        let pairs = |map: &dyn Fn(f64) -> f64| -> Vec<(f32, bool)> {
-            eval.iter().map(|&(p, ok)| (map(p) as f32, ok)).collect()
+        let pairs = |v: &[(f64, bool)]| -> Vec<(f32, bool)> {
+            v.iter().map(|&(p, ok)| (p as f32, ok)).collect()
         };
         let drawn = plots::reliability_diagram(
             &reliability,
-            &reliability_bins(&pairs(&identity), ECE_BINS),
-            &reliability_bins(&pairs(&calibrated), ECE_BINS),
+            &reliability_bins(&pairs(eval), ECE_BINS),
+            &reliability_bins(&pairs(eval_cal), ECE_BINS),
             &format!(
                 "{}: reliability of {} {which} {units}",
                 session.task.name(),

@@ -181,6 +181,8 @@ pub(crate) fn open_report(
 /// The calibration and threshold a run of a generated-answer task applies.
 struct AnswerPoint {
     platt: Platt,
+    /// A scaling per unit group (per attribute), when the calibration has them.
+    groups: Vec<crate::answer_calibration::GroupPlatt>,
     threshold: Option<CurvePoint>,
     target: f64,
     path: PathBuf,
@@ -208,7 +210,12 @@ impl AnswerPoint {
             return Ok(None);
         };
         let cal = AnswerCalibration::read(path)?;
-        cal.check_matches(path, session.task.name(), &session.model_file())?;
+        cal.check_matches(
+            path,
+            session.task.name(),
+            &session.model_file(),
+            &task.unit_groups(),
+        )?;
         let target = c.target_accuracy.unwrap_or(cal.target_accuracy);
         let threshold = match cal.threshold_for(target) {
             Some(p) => Some(p),
@@ -226,6 +233,7 @@ impl AnswerPoint {
         };
         Ok(Some(AnswerPoint {
             platt: cal.platt,
+            groups: cal.groups.clone(),
             threshold,
             target,
             path: path.clone(),
@@ -234,21 +242,39 @@ impl AnswerPoint {
 
     /// Calibrates an answer's units; whether every unit reached the threshold.
     fn apply(&self, task: &dyn OpenTask, it: &mut Interpreted) -> bool {
-        let platt = self.platt;
-        task.apply_calibration(
+        let platt_for = |g: usize| self.groups.get(g).map_or(self.platt, |x| x.platt);
+        task.apply_group_calibration(
             it,
-            &move |p| platt.apply(p),
+            &|g, p| platt_for(g).apply(p),
             self.threshold.map(|p| p.threshold as f64),
         )
     }
 
     fn describe(&self, unit: &str) -> String {
-        let cal = format!(
-            "calibrated {unit} probability sigmoid({:.3} ln p + {:.3}) from {}",
-            self.platt.a,
-            self.platt.b,
-            self.path.display()
-        );
+        let cal = if self.groups.is_empty() {
+            format!(
+                "calibrated {unit} probability sigmoid({:.3} ln p + {:.3}) from {}",
+                self.platt.a,
+                self.platt.b,
+                self.path.display()
+            )
+        } else {
+            let each: Vec<String> = self
+                .groups
+                .iter()
+                .map(|g| {
+                    format!(
+                        "{}: sigmoid({:.3} ln p + {:.3})",
+                        g.name, g.platt.a, g.platt.b
+                    )
+                })
+                .collect();
+            format!(
+                "calibrated {unit} probability per attribute ({}) from {}",
+                each.join(", "),
+                self.path.display()
+            )
+        };
         match &self.threshold {
             Some(p) if p.threshold.is_infinite() => format!(
                 "{cal}; no threshold reached accuracy {} on the seed rows (the best subset reached {:.3}): every {unit} is below it",

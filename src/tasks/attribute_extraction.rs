@@ -490,15 +490,29 @@ impl OpenTask for AttributeExtraction {
         row: &Row,
         answer: &Interpreted,
     ) -> Option<Vec<(f64, bool)>> {
+        let judged = self.grouped_outcomes(data, row, answer)?;
+        Some(judged.into_iter().map(|(_, p, ok)| (p, ok)).collect())
+    }
+
+    fn unit_groups(&self) -> Vec<String> {
+        self.attributes.iter().map(|a| a.name.clone()).collect()
+    }
+
+    fn grouped_outcomes(
+        &self,
+        data: &Dataset,
+        row: &Row,
+        answer: &Interpreted,
+    ) -> Option<Vec<(usize, f64, bool)>> {
         let values = Self::values(answer);
-        let judged: Vec<(f64, bool)> = self
+        let judged: Vec<(usize, f64, bool)> = self
             .attributes
             .iter()
             .enumerate()
             .filter_map(|(i, a)| {
                 let truth = self.truth(data, row, i)?.ok()?;
                 let (v, p) = values.get(i)?;
-                Some((*p, same_value(&a.kind, &truth, v)))
+                Some((i, *p, same_value(&a.kind, &truth, v)))
             })
             .collect();
         (!judged.is_empty()).then_some(judged)
@@ -514,10 +528,25 @@ impl OpenTask for AttributeExtraction {
         calibrated: &dyn Fn(f64) -> f64,
         threshold: Option<f64>,
     ) -> bool {
+        self.apply_group_calibration(answer, &|_, p| calibrated(p), threshold)
+    }
+
+    fn apply_group_calibration(
+        &self,
+        answer: &mut Interpreted,
+        calibrated: &dyn Fn(usize, f64) -> f64,
+        threshold: Option<f64>,
+    ) -> bool {
         let mut all = true;
-        for d in answer.detail.as_array_mut().into_iter().flatten() {
+        for (i, d) in answer
+            .detail
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let p = d["confidence"].as_f64().unwrap_or(0.0);
-            let c = calibrated(p);
+            let c = calibrated(i, p);
             d["probability"] = p.into();
             d["confidence"] = round6(c).into();
             if let Some(t) = threshold {

@@ -113,6 +113,34 @@ pub trait OpenTask: Send + Sync {
         calibrated: &dyn Fn(f64) -> f64,
         threshold: Option<f64>,
     ) -> bool;
+    /// Names of the groups whose units are calibrated separately (attribute extraction: one per
+    /// attribute); empty when one calibration serves every unit.
+    fn unit_groups(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// [`OpenTask::outcomes`] with each unit's group (an index into [`OpenTask::unit_groups`]).
+    fn grouped_outcomes(
+        &self,
+        data: &Dataset,
+        row: &Row,
+        answer: &Interpreted,
+    ) -> Option<Vec<(usize, f64, bool)>> {
+        Some(
+            self.outcomes(data, row, answer)?
+                .into_iter()
+                .map(|(p, ok)| (0, p, ok))
+                .collect(),
+        )
+    }
+    /// [`OpenTask::apply_calibration`] with a calibration per unit group: `calibrated(group, p)`.
+    fn apply_group_calibration(
+        &self,
+        answer: &mut Interpreted,
+        calibrated: &dyn Fn(usize, f64) -> f64,
+        threshold: Option<f64>,
+    ) -> bool {
+        self.apply_calibration(answer, &|p| calibrated(0, p), threshold)
+    }
     /// What happens to the units below a threshold (for the run's summary).
     fn below_threshold_note(&self) -> &'static str;
 }
