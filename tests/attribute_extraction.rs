@@ -443,19 +443,13 @@ fn score_gives_back_the_confidences_run_wrote_for_its_own_answers() {
     let o = f.run(&config, &data, &out, &["--batch-size", "1"]);
     assert!(o.status.success(), "{}", text(&o));
     let scored = f.dir.path().join("scored.csv");
-    let o = f.command(&[
-        "score",
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        out.to_str().unwrap(),
-        "--label-column",
+    let o = f.score(
+        &config,
+        &out,
         &format!("{TASK}_task_label"),
-        "--out",
-        scored.to_str().unwrap(),
-        "--batch-size",
-        "1",
-    ]);
+        &scored,
+        &["--batch-size", "1"],
+    );
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("scored 8/8 given answers"), "{t}");
@@ -504,17 +498,7 @@ fn score_reads_given_attribute_values_and_names_bad_ones() {
         ),
     );
     let scored = f.dir.path().join("scored.csv");
-    let o = f.command(&[
-        "score",
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--label-column",
-        "given",
-        "--out",
-        scored.to_str().unwrap(),
-    ]);
+    let o = f.score(&config, &data, "given", &scored, &[]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
     let rows = read_csv(&scored);

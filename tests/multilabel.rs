@@ -351,19 +351,13 @@ fn score_gives_back_each_label_confidence_run_wrote() {
     let o = f.run(&config, &data, &out, &["--batch-size", "1"]);
     assert!(o.status.success(), "{}", text(&o));
     let scored = f.dir.path().join("scored.csv");
-    let o = f.command(&[
-        "score",
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        out.to_str().unwrap(),
-        "--label-column",
+    let o = f.score(
+        &config,
+        &out,
         &format!("{TASK}_task_label"),
-        "--out",
-        scored.to_str().unwrap(),
-        "--batch-size",
-        "1",
-    ]);
+        &scored,
+        &["--batch-size", "1"],
+    );
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("given labels ("), "{t}");
@@ -384,17 +378,7 @@ fn score_gives_back_each_label_confidence_run_wrote() {
     }
     // A label outside the set is a row error naming the line.
     let bad = f.file("bad.csv", "example,given\nwhat a day,\"joy, elation\"\n");
-    let o = f.command(&[
-        "score",
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        bad.to_str().unwrap(),
-        "--label-column",
-        "given",
-        "--out",
-        scored.to_str().unwrap(),
-    ]);
+    let o = f.score(&config, &bad, "given", &scored, &[]);
     assert_eq!(o.status.code(), Some(2));
     let r = &read_csv(&scored)[0];
     assert!(

@@ -267,17 +267,7 @@ fn score_gives_each_given_entity_its_probability_and_names_unknown_types() {
     }
     w.flush().unwrap();
     let scored = f.dir.path().join("scored.csv");
-    let o = f.command(&[
-        "score",
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--label-column",
-        "given",
-        "--out",
-        scored.to_str().unwrap(),
-    ]);
+    let o = f.score(&config, &data, "given", &scored, &[]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
     assert!(t.contains("scored 5/6 given answers"), "{t}");

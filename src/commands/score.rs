@@ -37,6 +37,18 @@ pub struct ScoreSummary {
     pub auroc: Option<f64>,
 }
 
+/// Refuses a `--label-column` the data does not have, listing the columns it has.
+pub(crate) fn check_label_column(data: &crate::dataset::Dataset, column: &str) -> Result<()> {
+    if data.column(column).is_none() {
+        bail!(
+            "{}: no column '{column}' (--label-column); the columns are {}",
+            data.path.display(),
+            data.columns.join(", ")
+        )
+    }
+    Ok(())
+}
+
 pub fn score(args: &ScoreArgs) -> Result<ScoreSummary> {
     let session = Session::open(&args.common)?;
     if let Some(task) = session.task.open() {
@@ -46,14 +58,7 @@ pub fn score(args: &ScoreArgs) -> Result<ScoreSummary> {
         eprintln!("note: {n}");
     }
     let data = &session.data;
-    if data.column(&args.label_column).is_none() {
-        bail!(
-            "{}: no column '{}' (--label-column); the columns are {}",
-            data.path.display(),
-            args.label_column,
-            data.columns.join(", ")
-        )
-    }
+    check_label_column(data, &args.label_column)?;
     let labeler = session.labeler(&args.common)?;
     let mut op = session.operating_point(&args.confidence)?;
     let out = args

@@ -60,14 +60,7 @@ pub fn score_open(
         bail!("--confidence and --all-confidence-columns choose among label-set confidences; a {kind} task's confidence is the probability of each {}'s tokens", task.unit())
     }
     let data = &session.data;
-    if data.column(&args.label_column).is_none() {
-        bail!(
-            "{}: no column '{}' (--label-column); the columns are {}",
-            data.path.display(),
-            args.label_column,
-            data.columns.join(", ")
-        )
-    }
+    super::score::check_label_column(data, &args.label_column)?;
     for n in &session.notices {
         eprintln!("note: {n}");
     }

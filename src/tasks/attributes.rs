@@ -7,6 +7,7 @@
 use super::ner_format::{max_entities, parse_list_column, substring_regex};
 use crate::config::TaskConfig;
 use anyhow::{bail, Result};
+use autolabel_models::generation::Grammar;
 use serde_json::Value;
 
 /// Tokens a free-text attribute may take when its config gives no `max_tokens`.
@@ -369,17 +370,7 @@ pub fn answer_grammar(attributes: &[Attribute], separator: &str, text: &str) -> 
                 ));
             }
             Kind::Schema(schema) => {
-                let mut schema = schema.clone();
-                if let Some(obj) = schema.as_object_mut() {
-                    obj.entry("x-guidance").or_insert_with(|| {
-                        serde_json::json!({
-                            "whitespace_flexible": false,
-                            "item_separator": ", ",
-                            "key_separator": ": "
-                        })
-                    });
-                }
-                rules.push_str(&format!("v{i}: %json {schema}\n"));
+                rules.push_str(&format!("v{i}: %json {}\n", Grammar::python_layout(schema)));
             }
         }
     }

@@ -145,6 +145,33 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// `autolabel-local score --config C --data D --label-column COL --out OUT EXTRA` with the
+    /// fixture's model and cache.
+    pub fn score(
+        &self,
+        config: &Path,
+        data: &Path,
+        column: &str,
+        out: &Path,
+        extra: &[&str],
+    ) -> Output {
+        let mut args = vec![
+            "score",
+            "--config",
+            config.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--label-column",
+            column,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        self.command(&args)
+    }
+}
+
 pub fn read_csv(p: &Path) -> Vec<std::collections::HashMap<String, String>> {
     csv::Reader::from_path(p)
         .unwrap()

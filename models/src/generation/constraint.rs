@@ -27,6 +27,22 @@ pub enum Grammar {
 }
 
 impl Grammar {
+    /// `schema` with llguidance's JSON formatting options set to Python's `json.dumps` layout
+    /// (unless the schema sets its own `x-guidance`): one line, `", "` and `": "`.
+    pub fn python_layout(schema: &serde_json::Value) -> serde_json::Value {
+        let mut schema = schema.clone();
+        if let Some(obj) = schema.as_object_mut() {
+            obj.entry("x-guidance").or_insert_with(|| {
+                serde_json::json!({
+                    "whitespace_flexible": false,
+                    "item_separator": ", ",
+                    "key_separator": ": "
+                })
+            });
+        }
+        schema
+    }
+
     /// The Lark text of a [`Grammar::Substring`] (the other forms are not rewritten).
     pub fn substring_lark(text: &str, alternatives: &[String]) -> String {
         let words = serde_json::json!({ "substring_words": text });
@@ -50,17 +66,7 @@ impl Grammar {
     fn top_level(&self) -> TopLevelGrammar {
         match self {
             Grammar::JsonSchema(schema) => {
-                let mut schema = schema.clone();
-                if let Some(obj) = schema.as_object_mut() {
-                    obj.entry("x-guidance").or_insert_with(|| {
-                        serde_json::json!({
-                            "whitespace_flexible": false,
-                            "item_separator": ", ",
-                            "key_separator": ": "
-                        })
-                    });
-                }
-                TopLevelGrammar::from_json_schema(schema)
+                TopLevelGrammar::from_json_schema(Self::python_layout(schema))
             }
             Grammar::Lark(lark) => TopLevelGrammar::from_lark(lark.clone()),
             Grammar::Substring { text, alternatives } => {
