@@ -138,6 +138,21 @@ fn decode(v: &[Vec<f32>]) -> Option<Generated> {
     })
 }
 
+/// A constraint failure in a line (llguidance's first line, without its parser-state dump), with
+/// what to do when the model could not spell what the constraint requires.
+fn constraint_failure(line: u64, e: &str) -> String {
+    let first = e.lines().next().unwrap_or(e).trim();
+    match first.split_once("forced bytes: got '") {
+        Some((_, rest)) => {
+            let needed = rest.split('\'').next().unwrap_or(rest);
+            format!(
+                "line {line}: the model cannot write the answer: the constraint requires {needed:?} next and the model's vocabulary has no token for it (T5-family vocabularies have no '{{' or newline, so they cannot write JSON answers; use a decoder model such as the default)"
+            )
+        }
+        None => format!("line {line}: constraint failed: {first}"),
+    }
+}
+
 /// The generated tokens as an [`Answer`] (text, tokens and their byte ranges, log-probs).
 fn answer(compiler: &ConstraintCompiler, g: &Generated, line: u64) -> Result<Answer, String> {
     match &g.finish {
@@ -148,7 +163,7 @@ fn answer(compiler: &ConstraintCompiler, g: &Generated, line: u64) -> Result<Ans
                 g.tokens.len()
             ))
         }
-        Finish::ConstraintError(e) => return Err(format!("line {line}: constraint failed: {e}")),
+        Finish::ConstraintError(e) => return Err(constraint_failure(line, e)),
     }
     let trie = compiler.env().tok_trie();
     let mut bytes = Vec::new();

@@ -417,6 +417,20 @@ fn bad_attributes_and_ground_truth_are_named() {
         t.contains("'dataset.text_column' is missing; attribute 'brand' (span)"),
         "{t}"
     );
+    // A T5 vocabulary has no '{': every row says so in one line instead of a parser dump.
+    let t5 = Fixture::with_model(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tests/fixtures/hf/tiny-flan-t5"),
+    );
+    let o = t5.run(&example("config.json"), &data, &out, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    for r in read_csv(&out) {
+        let e = &r["ProductAttributes_task_error"];
+        assert!(
+            e.contains("requires \"{\" next and the model's vocabulary has no token for it")
+                && !e.contains('\n'),
+            "{e}"
+        );
+    }
 }
 
 /// The example's config with only attributes whose generated text is kept as it is (an option,
