@@ -8,7 +8,8 @@
 
 mod common;
 
-use autolabel_local::tasks::attributes::{answer_grammar, parse_attributes};
+use autolabel_local::tasks::attribute_values::answer_grammar;
+use autolabel_local::tasks::attributes::parse_attributes;
 use autolabel_models::generation::{generate, ConstraintCompiler, GenerationRequest, Grammar};
 use autolabel_models::tokenization::token_env::token_env;
 use autolabel_models::{LoadOptions, LocalModel, ScoreRequest};
@@ -509,6 +510,8 @@ fn score_reads_given_attribute_values_and_names_bad_ones() {
             "hp 564 ink cartridge,hp,inkjet printer ink,\"{\"\"brand\"\": \"\"canon\"\", \"\"category\"\": \"\"mice\"\"}\"\n",
             "hp 564 ink cartridge,hp,inkjet printer ink,\"{\"\"brand\"\": \"\"hp\"\", \"\"category\"\": \"\"toner\"\"}\"\n",
             "hp 564 ink cartridge,hp,inkjet printer ink,not json\n",
+            // As Autolabel's output files hold a dict label (Python's str()).
+            "hp 564 ink cartridge,hp,inkjet printer ink,\"{'brand': 'hp', 'category': 'inkjet printer ink'}\"\n",
         ),
     );
     let scored = f.dir.path().join("scored.csv");
@@ -534,4 +537,7 @@ fn score_reads_given_attribute_values_and_names_bad_ones() {
         col(&rows[3], "error").contains("line 5: the given label is not a JSON object"),
         "{rows:?}"
     );
+    assert_eq!(col(&rows[4], "error"), "", "{rows:?}");
+    assert_eq!(col(&rows[4], "brand_label"), "hp");
+    assert_eq!(col(&rows[4], "category_label"), "inkjet printer ink");
 }

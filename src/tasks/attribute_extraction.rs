@@ -7,16 +7,14 @@
 //! metrics per attribute and a threshold table over all values. Configs whose attributes are all
 //! plain entity lists run as named-entity recognition instead (span-level metrics).
 
-use super::attributes::{
-    answer_grammar, attribute_json, cell_text, json_text, parse_attributes, python_json,
-    read_truth, same_value, tidy, value_budget, Attribute, Kind,
+use super::attribute_values::{
+    answer_grammar, cell_text, json_text, python_json, read_truth, same_value, tidy, value_budget,
 };
+use super::attributes::{attribute_json, parse_attributes, Attribute, Kind};
 use super::open::{round6, Answer, Interpreted, OpenTask, Report};
-use super::question_answering::token_f1;
 use super::{few_shot, Task};
 use crate::config::TaskConfig;
 use crate::dataset::{Dataset, Row};
-use crate::metrics::{auroc, format_table, metrics_table, Outcome, DEFAULT_THRESHOLDS};
 use crate::prompt::{format_template, PromptBuilder};
 use anyhow::{bail, Result};
 use autolabel_models::generation::Grammar;
@@ -29,12 +27,12 @@ pub const OUTPUT_DICT: &str = "output_dict";
 
 pub struct AttributeExtraction {
     name: String,
-    attributes: Vec<Attribute>,
+    pub(super) attributes: Vec<Attribute>,
     separator: String,
     /// The column entities and spans are copied from.
     text_column: Option<String>,
     /// Attributes whose ground truth the data has (a column named after the attribute).
-    truth_columns: Vec<bool>,
+    pub(super) truth_columns: Vec<bool>,
     prompt: PromptBuilder,
     notices: Vec<String>,
 }
@@ -166,7 +164,12 @@ impl AttributeExtraction {
     }
 
     /// Attribute `i`'s ground truth in a row (None: no column or an empty cell).
-    fn truth(&self, data: &Dataset, row: &Row, i: usize) -> Option<Result<Value, String>> {
+    pub(super) fn truth(
+        &self,
+        data: &Dataset,
+        row: &Row,
+        i: usize,
+    ) -> Option<Result<Value, String>> {
         if !self.truth_columns[i] {
             return None;
         }
@@ -176,7 +179,7 @@ impl AttributeExtraction {
     }
 
     /// The values and confidences of an interpreted answer, in attribute order.
-    fn values(answer: &Interpreted) -> Vec<(Value, f64)> {
+    pub(super) fn values(answer: &Interpreted) -> Vec<(Value, f64)> {
         answer
             .detail
             .as_array()
@@ -293,9 +296,10 @@ impl OpenTask for AttributeExtraction {
 
     fn given_answer(&self, data: &Dataset, row: &Row, given: &str) -> Result<String, String> {
         let line = row.line;
-        let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(given.trim()) else {
+        // Autolabel's output files hold the label as Python writes a dict.
+        let Some(Value::Object(obj)) = super::python_literal::json_or_python(given) else {
             return Err(format!(
-                "line {line}: the given label is not a JSON object {{\"attribute\": value, ...}}"
+                "line {line}: the given label is not a JSON object {{\"attribute\": value, ...}} (or a Python dict as Autolabel's output files hold it)"
             ));
         };
         if let Some(k) = obj
@@ -369,115 +373,7 @@ impl OpenTask for AttributeExtraction {
     }
 
     fn report(&self, data: &Dataset, answers: &[Option<Interpreted>]) -> Option<Report> {
-        if !self.truth_columns.iter().any(|&t| t) {
-            return None;
-        }
-        let mut warnings = Vec::new();
-        let mut text = String::from(
-            "| attribute | kind | support | completion_rate | accuracy | f1 | auroc |\n|---|---|--:|--:|--:|--:|--:|\n",
-        );
-        let mut figures = Vec::new();
-        let mut all: Vec<Outcome> = Vec::new();
-        let mut total_support = 0;
-        let (mut macro_acc, mut macro_completion, mut measured) = (0.0, 0.0, 0);
-        for (i, a) in self.attributes.iter().enumerate() {
-            if !self.truth_columns[i] {
-                continue;
-            }
-            let mut support = 0;
-            let mut outcomes = Vec::new();
-            let (mut f1_sum, mut tp, mut n_pred, mut n_true) = (0.0, 0usize, 0usize, 0usize);
-            for (row, answer) in data.rows.iter().zip(answers) {
-                let truth = match self.truth(data, row, i) {
-                    None => continue,
-                    Some(Err(e)) => {
-                        warnings.push(e);
-                        continue;
-                    }
-                    Some(Ok(t)) => t,
-                };
-                support += 1;
-                let Some((value, p)) = answer.as_ref().map(|a| Self::values(a)[i].clone()) else {
-                    continue;
-                };
-                outcomes.push(Outcome {
-                    correct: same_value(&a.kind, &truth, &value),
-                    confidence: p as f32,
-                });
-                match (&a.kind, &truth, &value) {
-                    (Kind::Span | Kind::Text { .. }, Value::String(t), Value::String(v)) => {
-                        f1_sum += token_f1(t, v)
-                    }
-                    (Kind::Entities, Value::Array(t), Value::Array(v)) => {
-                        let mut left: Vec<&Value> = t.iter().collect();
-                        for x in v {
-                            if let Some(k) = left.iter().position(|y| *y == x) {
-                                left.remove(k);
-                                tp += 1;
-                            }
-                        }
-                        n_pred += v.len();
-                        n_true += t.len();
-                    }
-                    _ => {}
-                }
-            }
-            if support == 0 {
-                continue;
-            }
-            total_support += support;
-            let answered = outcomes.len();
-            let acc = outcomes.iter().filter(|o| o.correct).count() as f64 / answered.max(1) as f64;
-            let completion = answered as f64 / support as f64;
-            let f1 = match a.kind {
-                Kind::Span | Kind::Text { .. } => Some(f1_sum / answered.max(1) as f64),
-                Kind::Entities => Some(if n_pred + n_true == 0 {
-                    1.0
-                } else {
-                    2.0 * tp as f64 / (n_pred + n_true) as f64
-                }),
-                _ => None,
-            };
-            let fmt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
-            text.push_str(&format!(
-                "| {} | {} | {support} | {completion:.4} | {acc:.4} | {} | {} |\n",
-                a.name,
-                a.kind.name(),
-                fmt(f1),
-                fmt(auroc(&outcomes))
-            ));
-            figures.push((format!("{}:accuracy", a.name), acc));
-            figures.push((format!("{}:completion_rate", a.name), completion));
-            if let Some(f) = f1 {
-                figures.push((format!("{}:f1", a.name), f));
-            }
-            macro_acc += acc;
-            macro_completion += completion;
-            measured += 1;
-            all.extend(outcomes);
-        }
-        if measured == 0 {
-            return (!warnings.is_empty()).then(|| Report {
-                text: String::new(),
-                warnings,
-                figures,
-            });
-        }
-        let (macro_acc, macro_completion) = (
-            macro_acc / measured as f64,
-            macro_completion / measured as f64,
-        );
-        text.push_str(&format!(
-            "| macro | | | {macro_completion:.4} | {macro_acc:.4} | | |\n\nattribute values by confidence (accuracy = share of kept values that are right):\n{}",
-            format_table(&metrics_table(&all, total_support, DEFAULT_THRESHOLDS))
-        ));
-        figures.push(("accuracy".into(), macro_acc));
-        figures.push(("completion_rate".into(), macro_completion));
-        Some(Report {
-            text,
-            warnings,
-            figures,
-        })
+        super::attribute_report::report(self, data, answers)
     }
 
     fn unit(&self) -> &'static str {

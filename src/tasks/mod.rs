@@ -3,6 +3,8 @@
 //! closed-set tasks.
 
 pub mod attribute_extraction;
+pub mod attribute_report;
+pub mod attribute_values;
 pub mod attributes;
 pub mod classification;
 pub mod entity_matching;
@@ -17,6 +19,7 @@ pub mod ner_eval;
 pub mod ner_format;
 pub mod ner_report;
 pub mod open;
+pub mod python_literal;
 pub mod question_answering;
 
 use crate::config::TaskConfig;

@@ -63,49 +63,21 @@ pub fn parse_options(value: &str) -> Result<Vec<String>, String> {
 
 /// A Python list literal of quoted strings.
 fn python_list(v: &str) -> Result<Vec<String>, String> {
-    let bad = || {
-        let short: String = v.chars().take(60).collect();
-        format!("not a list of options (JSON or ['a', 'b']): {short:?}")
-    };
-    let inner = v
-        .strip_prefix('[')
-        .and_then(|s| s.strip_suffix(']'))
-        .ok_or_else(bad)?;
-    let mut out = Vec::new();
-    let mut chars = inner.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let Some(quote) = chars.next() else { break };
-        if quote != '\'' && quote != '"' {
-            return Err(bad());
-        }
-        let mut s = String::new();
-        loop {
-            match chars.next() {
-                None => return Err(bad()),
-                Some('\\') => match chars.next() {
-                    Some('n') => s.push('\n'),
-                    Some('t') => s.push('\t'),
-                    Some(c) => s.push(c),
-                    None => return Err(bad()),
-                },
-                Some(c) if c == quote => break,
-                Some(c) => s.push(c),
-            }
-        }
-        out.push(s);
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        match chars.next() {
-            None => break,
-            Some(',') => continue,
-            Some(_) => return Err(bad()),
+    match super::python_literal::parse(v) {
+        Some(serde_json::Value::Array(items)) => Ok(items
+            .into_iter()
+            .map(|x| match x {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            })
+            .collect()),
+        _ => {
+            let short: String = v.chars().take(60).collect();
+            Err(format!(
+                "not a list of options (JSON or ['a', 'b']): {short:?}"
+            ))
         }
     }
-    Ok(out)
 }
 
 impl MultipleChoice {

@@ -368,7 +368,12 @@ impl OpenTask for NamedEntityRecognition {
     }
 
     fn given_answer(&self, _: &Dataset, row: &Row, given: &str) -> Result<String, String> {
-        let entities = parse_label_column(given).map_err(|e| format!("line {}: {e}", row.line))?;
+        // Autolabel's output files hold a dict label as Python writes it.
+        let json = match super::python_literal::json_or_python(given) {
+            Some(v @ serde_json::Value::Object(_)) => v.to_string(),
+            _ => given.to_string(),
+        };
+        let entities = parse_label_column(&json).map_err(|e| format!("line {}: {e}", row.line))?;
         if let Some((t, _)) = entities.iter().find(|(t, _)| !self.types.contains(t)) {
             return Err(format!(
                 "line {}: the given label has type '{t}', which is not one of the entity types ({})",
