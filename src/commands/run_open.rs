@@ -2,7 +2,7 @@
 //! the generation pass, the task's output columns and its metrics report.
 
 use super::run::{interrupted, journaled_pass, open_journal, write_manifest, RunArgs, RunSummary};
-use crate::answer_calibration::{AnswerCalibration, Platt};
+use crate::answer_calibration::AnswerCalibration;
 use crate::calibration::CurvePoint;
 use crate::dataset::Dataset;
 use crate::generation_pass::generate_all;
@@ -180,9 +180,8 @@ pub(crate) fn open_report(
 
 /// The calibration and threshold a run of a generated-answer task applies.
 struct AnswerPoint {
-    platt: Platt,
-    /// A scaling per unit group (per attribute), when the calibration has them.
-    groups: Vec<crate::answer_calibration::GroupPlatt>,
+    /// The scaling(s): one, or one per unit group (per attribute).
+    cal: AnswerCalibration,
     threshold: Option<CurvePoint>,
     target: f64,
     path: PathBuf,
@@ -232,8 +231,7 @@ impl AnswerPoint {
             }
         };
         Ok(Some(AnswerPoint {
-            platt: cal.platt,
-            groups: cal.groups.clone(),
+            cal,
             threshold,
             target,
             path: path.clone(),
@@ -242,24 +240,24 @@ impl AnswerPoint {
 
     /// Calibrates an answer's units; whether every unit reached the threshold.
     fn apply(&self, task: &dyn OpenTask, it: &mut Interpreted) -> bool {
-        let platt_for = |g: usize| self.groups.get(g).map_or(self.platt, |x| x.platt);
         task.apply_group_calibration(
             it,
-            &|g, p| platt_for(g).apply(p),
+            &|g, p| self.cal.platt_for(g).apply(p),
             self.threshold.map(|p| p.threshold as f64),
         )
     }
 
     fn describe(&self, unit: &str) -> String {
-        let cal = if self.groups.is_empty() {
+        let cal = if self.cal.groups.is_empty() {
             format!(
                 "calibrated {unit} probability sigmoid({:.3} ln p + {:.3}) from {}",
-                self.platt.a,
-                self.platt.b,
+                self.cal.platt.a,
+                self.cal.platt.b,
                 self.path.display()
             )
         } else {
             let each: Vec<String> = self
+                .cal
                 .groups
                 .iter()
                 .map(|g| {

@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Multi-label classification against llama.cpp and Hugging Face transformers on the same model
+file and the same prompt token ids, in one invocation. Prints one markdown table.
+
+Rows: the first N rows of shared/data/autolabel_twitter_emotion/test.csv (SemEval-2018 E-c
+tweets, 12 emotions) with Autolabel's twitter-emotion config (examples/twitter_emotion), zero-shot
+or with its 3 fixed seed examples. autolabel-local dumps every row's request (`plan
+--dump-requests`); then
+- autolabel-local labels the rows (`run --fresh`): a non-empty subset of the labels in the
+  config's order, generated under a grammar;
+- llama.cpp (PyPI `llama-cpp-python`, in a child process), greedy, the same budget, prefix reuse
+  across rows, (a) under a GBNF grammar of the same language (the peer's best lever), and (b)
+  free, the answer's first line split by the separator and kept when every piece is a label;
+- transformers (f32, the GGUF dequantized) greedy `generate`, parsed as (b) (Autolabel's way).
+For every engine: rows/s, answers that are not a subset of the labels, exact-match accuracy and
+macro F1 over the 12 labels.
+
+Usage (a venv with llama-cpp-python; another with torch, transformers, gguf and accelerate):
+    BIN=<copy of the binary> /tmp/refenv/bin/python benches/compare_multilabel.py [--model M] \
+        [--rows 100] [--shots 0] [--peers llama.cpp-grammar,llama.cpp-free,transformers] \
+        [--hf-python /tmp/hfenv/bin/python]
+"""
+import argparse, csv, json, os, re, resource, subprocess, sys, tempfile, time
+
+from compare_peers import model_path  # benches/compare_peers.py: the cached file of a model card
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+BIN = os.environ.get("BIN") or os.path.join(ROOT, "target", "release", "autolabel-local")
+DATA = os.path.join(ROOT, "..", "shared", "data", "autolabel_twitter_emotion")
+
+
+def gbnf_literal(s):
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def subset_gbnf(labels, sep):
+    """Non-empty subsets of `labels` in their order joined by `sep` (the grammar autolabel-local
+    generates under, written for llama.cpp)."""
+    rules = [f"root ::= {' | '.join(f'l{i}' for i in range(len(labels)))}"]
+    for i, l in enumerate(labels):
+        later = " | ".join(f"l{j}" for j in range(i + 1, len(labels)))
+        rules.append(f"l{i} ::= {gbnf_literal(l)}" + (f" ({gbnf_literal(sep)} ({later}))?" if later else ""))
+    return "\n".join(rules) + "\n"
+
+
+def finish(spec, answers, seconds):
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    json.dump({"answers": answers, "seconds": seconds, "rss_mb": rss_mb}, open(spec["out"], "w"))
+
+
+def llama_worker(spec, kind, threads):
+    import llama_cpp
+
+    reqs = [json.loads(l) for l in open(spec["requests"])]
+    n_ctx = max(len(r["prompt_ids"]) + r["max_answer_tokens"] for r in reqs) + 8
+    llm = llama_cpp.Llama(model_path=spec["model"], n_ctx=n_ctx, n_batch=512, n_threads=threads, verbose=False)
+    g = llama_cpp.LlamaGrammar.from_string(subset_gbnf(spec["labels"], spec["sep"]), verbose=False) if kind == "grammar" else None
+    answers = []
+    start = time.perf_counter()
+    for r in reqs:
+        out = llm.create_completion(prompt=r["prompt_ids"], max_tokens=r["max_answer_tokens"], temperature=0.0,
+                                    grammar=g, stop=["<|im_end|>", "<|endoftext|>"])
+        answers.append(out["choices"][0]["text"])
+    finish(spec, answers, time.perf_counter() - start)
+
+
+def transformers_worker(spec, threads):
+    import torch
+    import transformers
+
+    torch.set_num_threads(threads)
+    model = spec["model"]
+    m = transformers.AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(model), gguf_file=os.path.basename(model), dtype=torch.float32).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(os.path.dirname(model), gguf_file=os.path.basename(model))
+    reqs = [json.loads(l) for l in open(spec["requests"])]
+    answers = []
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for r in reqs:
+            stops = list(r["end_ids"])
+            out = m.generate(torch.tensor([r["prompt_ids"]]), max_new_tokens=r["max_answer_tokens"], do_sample=False,
+                             eos_token_id=stops, pad_token_id=stops[0])
+            answers.append(tok.decode(out[0, len(r["prompt_ids"]):], skip_special_tokens=True))
+    finish(spec, answers, time.perf_counter() - start)
+
+
+def parse(answer, labels, sep):
+    """The answer's first line split by the separator, or None when a piece is not a label."""
+    lines = answer.strip().splitlines()
+    first = lines[0] if lines else ""
+    pieces = [p.strip() for p in first.split(sep.strip()) if p.strip()]
+    if not pieces or any(p not in labels for p in pieces):
+        return None
+    return set(pieces)
+
+
+def score(answers, truths, labels, sep):
+    invalid = exact = 0
+    tp = {l: 0 for l in labels}
+    fp = dict(tp)
+    fn = dict(tp)
+    for a, t in zip(answers, truths):
+        pred = parse(a, labels, sep) if isinstance(a, str) else a
+        if pred is None:
+            invalid += 1
+            pred = set()
+        exact += pred == t
+        for l in labels:
+            tp[l] += l in pred and l in t
+            fp[l] += l in pred and l not in t
+            fn[l] += l not in pred and l in t
+    f1s = [2 * tp[l] / (2 * tp[l] + fp[l] + fn[l]) if tp[l] + fp[l] + fn[l] else 0.0 for l in labels]
+    return {"invalid": invalid, "exact": exact / len(truths), "f1": sum(f1s) / len(labels)}
+
+
+def run_ours(config, data, model, tmp):
+    out = os.path.join(tmp, "ours.csv")
+    p = subprocess.run([BIN, "run", "--config", config, "--data", data, "--model", model, "--batch-size", "8",
+                        "--fresh", "--out", out], capture_output=True, text=True, cwd=ROOT)
+    if p.returncode not in (0, 2):
+        sys.exit(p.stderr)
+    m = re.search(r"labeled (\d+)/(\d+) rows in ([0-9.]+) s", p.stderr)
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    col = next(h for h in rows[0] if h.endswith("_task_label"))
+    return {"answers": [r[col] for r in rows], "seconds": float(m.group(3))}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--rows", type=int, default=100)
+    ap.add_argument("--shots", type=int, default=0, help="0, or the config's 3 fixed seed examples")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--peers", default="llama.cpp-grammar,llama.cpp-free,transformers")
+    ap.add_argument("--hf-python", default=sys.executable, help="python with torch, transformers and gguf")
+    ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        kind, spec = a.worker[0], json.load(open(a.worker[1]))
+        if kind == "transformers":
+            return transformers_worker(spec, a.threads)
+        return llama_worker(spec, kind.split("-", 1)[1], a.threads)
+    if not os.environ.get("BIN"):
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    model = model_path(a.model)
+    c = json.load(open(os.path.join(ROOT, "examples", "twitter_emotion", "config.json")))
+    labels, sep = c["prompt"]["labels"], c["dataset"]["label_separator"]
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    print(f"machine: {os.cpu_count()} cores, {cpu}; model {a.model} ({os.path.basename(model)}); "
+          f"the first {a.rows} rows of autolabel_twitter_emotion/test.csv, {a.shots}-shot\n")
+    print("| engine | rows/s | answers not a label subset | exact-match accuracy | F1 macro |")
+    print("|---|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        if a.shots:
+            c["prompt"]["few_shot_examples"] = os.path.join(DATA, "seed.csv")
+        else:
+            for k in ("few_shot_examples", "few_shot_selection", "few_shot_num"):
+                c["prompt"].pop(k, None)
+        config = os.path.join(tmp, "config.json")
+        json.dump(c, open(config, "w"))
+        with open(os.path.join(DATA, "test.csv"), newline="") as f:
+            rows = list(csv.DictReader(f))[:a.rows]
+        data = os.path.join(tmp, "rows.csv")
+        with open(data, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["example", "label"])
+            w.writeheader()
+            w.writerows(rows)
+        truths = [{p.strip() for p in r["label"].split(sep.strip()) if p.strip()} for r in rows]
+        reqs = os.path.join(tmp, "requests.jsonl")
+        subprocess.run([BIN, "plan", "--config", config, "--data", data, "--model", model, "--sample", "1",
+                        "--dump-requests", reqs], capture_output=True, check=True, cwd=ROOT)
+
+        def show(engine, r):
+            s = score(r["answers"], truths, labels, sep)
+            n = len(r["answers"])
+            print(f"| {engine} | {n / r['seconds']:.2f} | {s['invalid']}/{n} | {s['exact']:.3f} | {s['f1']:.3f} |", flush=True)
+
+        show("autolabel-local --dtype f32, batch 8 (label-subset grammar)", run_ours(config, data, model, tmp))
+        names = {"llama.cpp-grammar": "llama.cpp, the same subset grammar (GBNF)",
+                 "llama.cpp-free": "llama.cpp, free text + parse", "transformers": "transformers f32 generate + parse"}
+        for peer in [p for p in a.peers.split(",") if p]:
+            spec = {"model": model, "requests": reqs, "labels": labels, "sep": sep, "out": os.path.join(tmp, f"{peer}.json")}
+            spec_file = os.path.join(tmp, f"{peer}.spec.json")
+            json.dump(spec, open(spec_file, "w"))
+            python = a.hf_python if peer == "transformers" else sys.executable
+            p = subprocess.run([python, __file__, "--threads", str(a.threads), "--worker", peer, spec_file],
+                               capture_output=True, text=True)
+            if p.returncode != 0:
+                print(f"| {names[peer]} | failed: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode} |", flush=True)
+                continue
+            show(names[peer], json.load(open(spec["out"])))
+
+
+if __name__ == "__main__":
+    main()
