@@ -31,10 +31,11 @@ accelerate):
         [--peers llama.cpp-json,llama.cpp-substring,transformers] \
         [--hf-python /tmp/hfenv/bin/python]
 """
-import argparse, csv, json, os, re, resource, subprocess, sys, tempfile, time
+import argparse, csv, json, os, re, subprocess, sys, tempfile, time
 from collections import Counter
 
 from compare_peers import model_path  # benches/compare_peers.py: the cached file of a model card
+from generation_peers import finish, transformers_worker
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 DATA = os.path.join(ROOT, "..", "shared", "data")
@@ -65,11 +66,6 @@ def substring_gbnf(types, text):
     return "root ::= \"{\" " + " ".join(parts) + " \"}\"\nlist ::= ent (\", \" ent)*\nent ::= " + ent + "\n"
 
 
-def finish(spec, answers, seconds, tokens):
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    json.dump({"answers": answers, "seconds": seconds, "tokens": tokens, "rss_mb": rss_mb}, open(spec["out"], "w"))
-
-
 def llama_worker(spec, kind, threads):
     import llama_cpp
 
@@ -91,29 +87,6 @@ def llama_worker(spec, kind, threads):
                                     grammar=g, stop=["<|im_end|>", "<|endoftext|>"])
         answers.append(out["choices"][0]["text"])
         tokens += out["usage"]["completion_tokens"]
-    finish(spec, answers, time.perf_counter() - start, tokens)
-
-
-def transformers_worker(spec, threads):
-    import torch
-    import transformers
-
-    torch.set_num_threads(threads)
-    model = spec["model"]
-    m = transformers.AutoModelForCausalLM.from_pretrained(
-        os.path.dirname(model), gguf_file=os.path.basename(model), dtype=torch.float32).eval()
-    tok = transformers.AutoTokenizer.from_pretrained(os.path.dirname(model), gguf_file=os.path.basename(model))
-    reqs = [json.loads(l) for l in open(spec["requests"])]
-    answers, tokens = [], 0
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for r in reqs:
-            stops = list(r["end_ids"])
-            out = m.generate(torch.tensor([r["prompt_ids"]]), max_new_tokens=r["max_answer_tokens"], do_sample=False,
-                             eos_token_id=stops, pad_token_id=stops[0])
-            new = out[0, len(r["prompt_ids"]):]
-            tokens += len(new)
-            answers.append(tok.decode(new, skip_special_tokens=True))
     finish(spec, answers, time.perf_counter() - start, tokens)
 
 

@@ -20,9 +20,10 @@ Usage (a venv with llama-cpp-python; another with torch, transformers, gguf and 
         [--rows 100] [--shots 0] [--peers llama.cpp-grammar,llama.cpp-free,transformers] \
         [--hf-python /tmp/hfenv/bin/python]
 """
-import argparse, csv, json, os, re, resource, subprocess, sys, tempfile, time
+import argparse, csv, json, os, re, subprocess, sys, tempfile, time
 
 from compare_peers import model_path  # benches/compare_peers.py: the cached file of a model card
+from generation_peers import finish, transformers_worker
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BIN = os.environ.get("BIN") or os.path.join(ROOT, "target", "release", "autolabel-local")
@@ -43,11 +44,6 @@ def subset_gbnf(labels, sep):
     return "\n".join(rules) + "\n"
 
 
-def finish(spec, answers, seconds):
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    json.dump({"answers": answers, "seconds": seconds, "rss_mb": rss_mb}, open(spec["out"], "w"))
-
-
 def llama_worker(spec, kind, threads):
     import llama_cpp
 
@@ -61,27 +57,6 @@ def llama_worker(spec, kind, threads):
         out = llm.create_completion(prompt=r["prompt_ids"], max_tokens=r["max_answer_tokens"], temperature=0.0,
                                     grammar=g, stop=["<|im_end|>", "<|endoftext|>"])
         answers.append(out["choices"][0]["text"])
-    finish(spec, answers, time.perf_counter() - start)
-
-
-def transformers_worker(spec, threads):
-    import torch
-    import transformers
-
-    torch.set_num_threads(threads)
-    model = spec["model"]
-    m = transformers.AutoModelForCausalLM.from_pretrained(
-        os.path.dirname(model), gguf_file=os.path.basename(model), dtype=torch.float32).eval()
-    tok = transformers.AutoTokenizer.from_pretrained(os.path.dirname(model), gguf_file=os.path.basename(model))
-    reqs = [json.loads(l) for l in open(spec["requests"])]
-    answers = []
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for r in reqs:
-            stops = list(r["end_ids"])
-            out = m.generate(torch.tensor([r["prompt_ids"]]), max_new_tokens=r["max_answer_tokens"], do_sample=False,
-                             eos_token_id=stops, pad_token_id=stops[0])
-            answers.append(tok.decode(out[0, len(r["prompt_ids"]):], skip_special_tokens=True))
     finish(spec, answers, time.perf_counter() - start)
 
 
