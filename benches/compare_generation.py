@@ -35,7 +35,7 @@ import argparse, csv, json, os, re, subprocess, sys, tempfile, time
 from collections import Counter
 
 from compare_peers import model_path  # benches/compare_peers.py: the cached file of a model card
-from generation_peers import finish, transformers_worker
+from generation_peers import finish, run_peers, transformers_worker
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 DATA = os.path.join(ROOT, "..", "shared", "data")
@@ -199,17 +199,7 @@ def main():
             overheads.append(f"autolabel-local --dtype {dtype} batch {b}: {r['overhead']}")
         labels = {"llama.cpp-json": "llama.cpp, JSON-schema grammar", "llama.cpp-substring": "llama.cpp, substring GBNF grammar",
                   "transformers": "transformers f32 generate + parse"}
-        for peer in a.peers.split(","):
-            spec = {"model": model, "requests": reqs, "types": types, "texts": texts, "out": os.path.join(tmp, f"{peer}.json")}
-            spec_file = os.path.join(tmp, f"{peer}.spec.json")
-            json.dump(spec, open(spec_file, "w"))
-            python = a.hf_python if peer == "transformers" else sys.executable
-            p = subprocess.run([python, __file__, "--threads", str(a.threads), "--worker", peer, spec_file],
-                               capture_output=True, text=True)
-            if p.returncode != 0:
-                print(f"| {labels[peer]} | failed: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode} |", flush=True)
-                continue
-            show(labels[peer], json.load(open(spec["out"])))
+        run_peers(__file__, a.peers, {"model": model, "requests": reqs, "types": types, "texts": texts}, labels, show, tmp, a.threads, a.hf_python)
         print()
         for line in overheads:
             print(line)

@@ -23,7 +23,7 @@ Usage (a venv with llama-cpp-python; another with torch, transformers, gguf and 
 import argparse, csv, json, os, re, subprocess, sys, tempfile, time
 
 from compare_peers import model_path  # benches/compare_peers.py: the cached file of a model card
-from generation_peers import finish, transformers_worker
+from generation_peers import finish, run_peers, transformers_worker
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BIN = os.environ.get("BIN") or os.path.join(ROOT, "target", "release", "autolabel-local")
@@ -155,17 +155,7 @@ def main():
         show("autolabel-local --dtype f32, batch 8 (label-subset grammar)", run_ours(config, data, model, tmp))
         names = {"llama.cpp-grammar": "llama.cpp, the same subset grammar (GBNF)",
                  "llama.cpp-free": "llama.cpp, free text + parse", "transformers": "transformers f32 generate + parse"}
-        for peer in [p for p in a.peers.split(",") if p]:
-            spec = {"model": model, "requests": reqs, "labels": labels, "sep": sep, "out": os.path.join(tmp, f"{peer}.json")}
-            spec_file = os.path.join(tmp, f"{peer}.spec.json")
-            json.dump(spec, open(spec_file, "w"))
-            python = a.hf_python if peer == "transformers" else sys.executable
-            p = subprocess.run([python, __file__, "--threads", str(a.threads), "--worker", peer, spec_file],
-                               capture_output=True, text=True)
-            if p.returncode != 0:
-                print(f"| {names[peer]} | failed: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode} |", flush=True)
-                continue
-            show(names[peer], json.load(open(spec["out"])))
+        run_peers(__file__, a.peers, {"model": model, "requests": reqs, "labels": labels, "sep": sep}, names, show, tmp, a.threads, a.hf_python)
 
 
 if __name__ == "__main__":

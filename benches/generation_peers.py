@@ -33,3 +33,26 @@ def transformers_worker(spec, threads):
             tokens += len(new)
             answers.append(tok.decode(new, skip_special_tokens=True))
     finish(spec, answers, time.perf_counter() - start, tokens)
+
+
+def run_peers(script, peers, spec, names, show, tmp, threads, hf_python):
+    """Runs each peer of `peers` (a comma-separated list) as `script --worker PEER SPEC` in a child
+    process (transformers under `hf_python`, the others under this Python), so its peak RSS is
+    its own, and shows its result with `show(name, result)`, or a table row saying why it failed."""
+    import subprocess, sys
+
+    for peer in [p for p in peers.split(",") if p]:
+        if peer not in names:
+            print(f"| {peer} | not a peer of this benchmark (peers: {', '.join(names)}) |", flush=True)
+            continue
+        peer_spec = dict(spec, out=os.path.join(tmp, f"{peer}.json"))
+        spec_file = os.path.join(tmp, f"{peer}.spec.json")
+        json.dump(peer_spec, open(spec_file, "w"))
+        python = hf_python if peer == "transformers" else sys.executable
+        p = subprocess.run([python, script, "--threads", str(threads), "--worker", peer, spec_file],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            why = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode
+            print(f"| {names[peer]} | failed: {why} |", flush=True)
+            continue
+        show(names[peer], json.load(open(peer_spec["out"])))

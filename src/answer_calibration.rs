@@ -140,6 +140,11 @@ pub struct GroupPlatt {
     pub units: usize,
 }
 
+/// The scaling of group `g` among `groups`, `common` when there is none for it.
+pub fn group_platt(groups: &[GroupPlatt], common: Platt, g: usize) -> Platt {
+    groups.get(g).map_or(common, |x| x.platt)
+}
+
 /// Fewest seed units of a group for a scaling of its own; smaller groups use the common one.
 pub const MIN_GROUP_UNITS: usize = 8;
 
@@ -184,7 +189,7 @@ impl AnswerCalibration {
 
     /// The scaling of group `g` (the common one when the calibration has no groups).
     pub fn platt_for(&self, g: usize) -> Platt {
-        self.groups.get(g).map_or(self.platt, |x| x.platt)
+        group_platt(&self.groups, self.platt, g)
     }
 
     /// Per-group scalings fitted on `outcomes` (group, probability, right) for `names`: a group

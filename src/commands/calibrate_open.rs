@@ -4,7 +4,9 @@
 //! precision, and write the calibration file and its charts.
 
 use super::calibrate::{chart_paths, held_out, kept_at, CalibrateArgs};
-use crate::answer_calibration::{unit_quality, AnswerCalibration, UnitQuality, ANSWER_FORMAT};
+use crate::answer_calibration::{
+    group_platt, unit_quality, AnswerCalibration, UnitQuality, ANSWER_FORMAT,
+};
 use crate::calibration::{default_path, reliability_bins, ECE_BINS};
 use crate::generation_pass::generate_all;
 use crate::metrics::{auroc, format_table, metrics_table, Outcome, DEFAULT_THRESHOLDS};
@@ -122,10 +124,9 @@ pub fn calibrate_open(
     } else {
         AnswerCalibration::fit_groups(&names, &fit, platt)
     };
-    let platt_for = |g: usize| groups.get(g).map_or(platt, |x| x.platt);
     let calibrate = |v: &[(usize, f64, bool)]| -> Vec<(f64, bool)> {
         v.iter()
-            .map(|&(g, p, ok)| (platt_for(g).apply(p), ok))
+            .map(|&(g, p, ok)| (group_platt(&groups, platt, g).apply(p), ok))
             .collect()
     };
     let (fit_cal, held_cal) = (calibrate(&fit), calibrate(&held));

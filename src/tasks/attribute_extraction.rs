@@ -8,7 +8,8 @@
 //! plain entity lists run as named-entity recognition instead (span-level metrics).
 
 use super::attribute_values::{
-    answer_grammar, cell_text, json_text, python_json, read_truth, same_value, tidy, value_budget,
+    answer_grammar, cell_text, empty_value, json_text, key_text, python_json, read_truth,
+    same_value, tidy, value_budget,
 };
 use super::attributes::{attribute_json, parse_attributes, Attribute, Kind};
 use super::open::{round6, Answer, Interpreted, OpenTask, Report};
@@ -108,8 +109,8 @@ impl AttributeExtraction {
                 if missing.len() == 1 { "it" } else { "them" }
             ));
         }
-        // Seed examples show their answer in the form the model writes: every attribute, its
-        // value read from the example's column of that name.
+        // Seed examples show their answer in the form the model writes (the grammar's: every
+        // attribute, non-ASCII as it is), its value read from the example's column of that name.
         let (attrs, sep) = (attributes.clone(), separator.clone());
         let derive = move |name: &str, lookup: &dyn Fn(&str) -> Option<String>| -> Option<String> {
             if name != OUTPUT_DICT {
@@ -121,15 +122,11 @@ impl AttributeExtraction {
                 let value = match read_truth(a, &cell, &sep) {
                     Some(Ok(v)) => v,
                     Some(Err(_)) => return None,
-                    None => match a.kind {
-                        Kind::Entities => Value::Array(Vec::new()),
-                        Kind::Span | Kind::Text { .. } => Value::String(String::new()),
-                        _ => return None,
-                    },
+                    None => empty_value(&a.kind)?,
                 };
                 obj.insert(a.name.clone(), value);
             }
-            Some(python_json(&Value::Object(obj)))
+            Some(json_text(&Value::Object(obj)))
         };
         let mut embeddings = crate::embeddings::TaskEmbeddings::new(config, data, &prompt);
         few_shot::add_derived_few_shot_examples(
@@ -264,11 +261,7 @@ impl OpenTask for AttributeExtraction {
         let mut label = serde_json::Map::new();
         let mut detail = Vec::new();
         for (i, a) in self.attributes.iter().enumerate() {
-            let key = format!(
-                "{}{}: ",
-                if i > 0 { ", " } else { "" },
-                serde_json::to_string(&a.name).unwrap_or_default()
-            );
+            let key = key_text(i, &a.name);
             if !text[pos..].starts_with(&key) {
                 return Err(broken(&format!("no key '{}'", a.name)));
             }
@@ -314,16 +307,9 @@ impl OpenTask for AttributeExtraction {
         let mut answer = serde_json::Map::new();
         for a in &self.attributes {
             let value = match obj.get(&a.name) {
-                None | Some(Value::Null) => match a.kind {
-                    Kind::Entities => Value::Array(Vec::new()),
-                    Kind::Span | Kind::Text { .. } => Value::String(String::new()),
-                    _ => {
-                        return Err(format!(
-                            "line {line}: the given label has no value for '{}'",
-                            a.name
-                        ))
-                    }
-                },
+                None | Some(Value::Null) => empty_value(&a.kind).ok_or_else(|| {
+                    format!("line {line}: the given label has no value for '{}'", a.name)
+                })?,
                 Some(v) => {
                     let cell = match v {
                         Value::String(s) => s.clone(),

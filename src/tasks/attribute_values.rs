@@ -3,6 +3,7 @@
 //! value is tidied and written into its column, and how a ground-truth cell is read and compared.
 
 use super::attributes::{Attribute, Kind};
+use super::multilabel::subset_rules;
 use super::ner_format::{max_entities, parse_list_column, substring_regex};
 use autolabel_models::generation::Grammar;
 use serde_json::Value;
@@ -34,6 +35,22 @@ fn json_inner(s: &str) -> String {
     q[1..q.len() - 1].to_string()
 }
 
+/// What the answer writes before attribute `i`'s value: `{` is already written, then
+/// `"name": `, with `, ` before every key but the first.
+pub fn key_text(i: usize, name: &str) -> String {
+    format!("{}{}: ", if i > 0 { ", " } else { "" }, lit(name))
+}
+
+/// The value an attribute takes when a seed example or a given label has none: an empty list or
+/// string for the kinds that allow one, None for the others (an option is required).
+pub fn empty_value(kind: &Kind) -> Option<Value> {
+    match kind {
+        Kind::Entities => Some(Value::Array(Vec::new())),
+        Kind::Span | Kind::Text { .. } => Some(Value::String(String::new())),
+        _ => None,
+    }
+}
+
 /// The Lark grammar of the answer `{"a": <value>, "b": <value>}`: every attribute once, in the
 /// config's order, each value under its kind's rule (`text` is the row's text column, where
 /// entities and spans are copied from).
@@ -41,8 +58,7 @@ pub fn answer_grammar(attributes: &[Attribute], separator: &str, text: &str) -> 
     let mut start = String::from("start: \"{\"");
     let mut rules = String::new();
     for (i, a) in attributes.iter().enumerate() {
-        let key = format!("{}{}: ", if i > 0 { ", " } else { "" }, lit(&a.name));
-        start.push_str(&format!(" {} v{i}", lit(&key)));
+        start.push_str(&format!(" {} v{i}", lit(&key_text(i, &a.name))));
         let q = lit("\"");
         match &a.kind {
             Kind::Choice(opts) => {
@@ -50,25 +66,14 @@ pub fn answer_grammar(attributes: &[Attribute], separator: &str, text: &str) -> 
                 rules.push_str(&format!("v{i}: {}\n", alts.join(" | ")));
             }
             Kind::MultiLabel(opts) => {
-                let alternatives = |from: usize| {
-                    (from..opts.len())
-                        .map(|j| format!("v{i}_{j}"))
-                        .collect::<Vec<_>>()
-                        .join(" | ")
-                };
-                rules.push_str(&format!("v{i}: {q} ({}) {q}\n", alternatives(0)));
-                for (j, o) in opts.iter().enumerate() {
-                    let label = lit(&json_inner(o));
-                    if j + 1 < opts.len() {
-                        rules.push_str(&format!(
-                            "v{i}_{j}: {label} ({} ({}))?\n",
-                            lit(&json_inner(separator)),
-                            alternatives(j + 1)
-                        ));
-                    } else {
-                        rules.push_str(&format!("v{i}_{j}: {label}\n"));
-                    }
-                }
+                let literals: Vec<String> = opts.iter().map(|o| lit(&json_inner(o))).collect();
+                rules.push_str(&format!("v{i}: {q} v{i}_s {q}\n"));
+                rules.push_str(&subset_rules(
+                    &format!("v{i}_s"),
+                    &format!("v{i}_"),
+                    &literals,
+                    &lit(&json_inner(separator)),
+                ));
             }
             Kind::Entities => {
                 let most = max_entities(text);

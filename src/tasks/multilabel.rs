@@ -32,23 +32,29 @@ pub struct MultiLabel {
 /// is label i optionally followed by the separator and any later label's rule.
 pub fn subset_grammar(labels: &[String], sep: &str) -> String {
     let quote = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    let quoted: Vec<String> = labels.iter().map(|l| quote(l)).collect();
+    subset_rules("start", "l", &quoted, &quote(sep))
+}
+
+/// Lark rules for a non-empty subset of the `literals` (Lark string literals), in their order,
+/// joined by the literal `sep`: rule `start` is any of the rules `{prefix}{i}`, and rule
+/// `{prefix}{i}` is literal i optionally followed by `sep` and any later literal's rule.
+pub fn subset_rules(start: &str, prefix: &str, literals: &[String], sep: &str) -> String {
     let alternatives = |from: usize| {
-        (from..labels.len())
-            .map(|j| format!("l{j}"))
+        (from..literals.len())
+            .map(|j| format!("{prefix}{j}"))
             .collect::<Vec<_>>()
             .join(" | ")
     };
-    let mut g = format!("start: {}\n", alternatives(0));
-    for (i, l) in labels.iter().enumerate() {
-        if i + 1 < labels.len() {
+    let mut g = format!("{start}: {}\n", alternatives(0));
+    for (i, l) in literals.iter().enumerate() {
+        if i + 1 < literals.len() {
             g.push_str(&format!(
-                "l{i}: {} ({} ({}))?\n",
-                quote(l),
-                quote(sep),
+                "{prefix}{i}: {l} ({sep} ({}))?\n",
                 alternatives(i + 1)
             ));
         } else {
-            g.push_str(&format!("l{i}: {}\n", quote(l)));
+            g.push_str(&format!("{prefix}{i}: {l}\n"));
         }
     }
     g
