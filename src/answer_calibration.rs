@@ -138,6 +138,42 @@ pub struct GroupPlatt {
     pub platt: Platt,
     /// Seed units of the group the scaling was fitted on.
     pub units: usize,
+    /// Multi-label by membership: the calibrated probability at or above which this label is
+    /// chosen, the cut with the best F1 on the seed rows (None: no seed row had the label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choose_at: Option<f64>,
+    /// The label's F1 on the seed rows at `choose_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_f1: Option<f64>,
+}
+
+/// The cut on `units` (calibrated probability, is a true label) with the best F1 when the units
+/// at or above it are chosen, halfway to the next lower probability, and that F1; None without
+/// a true unit.
+pub fn f1_cut(units: &[(f64, bool)]) -> Option<(f64, f64)> {
+    let positives = units.iter().filter(|u| u.1).count();
+    if positives == 0 {
+        return None;
+    }
+    let mut sorted: Vec<(f64, bool)> = units.to_vec();
+    sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut tp, mut chosen) = (0usize, 0usize);
+    let mut best: Option<(f64, f64)> = None;
+    let mut i = 0;
+    while i < sorted.len() {
+        let c = sorted[i].0;
+        while i < sorted.len() && sorted[i].0 == c {
+            tp += sorted[i].1 as usize;
+            chosen += 1;
+            i += 1;
+        }
+        let f1 = 2.0 * tp as f64 / (chosen + positives) as f64;
+        let next = sorted.get(i).map_or(0.0, |u| u.0);
+        if best.is_none_or(|(_, f)| f1 > f) {
+            best = Some(((c + next) / 2.0, f1));
+        }
+    }
+    best
 }
 
 /// The scaling of group `g` among `groups`, `common` when there is none for it.
@@ -217,6 +253,8 @@ impl AnswerCalibration {
                     name: name.clone(),
                     platt,
                     units: own.len(),
+                    choose_at: None,
+                    seed_f1: None,
                 }
             })
             .collect()
@@ -263,11 +301,19 @@ impl AnswerCalibration {
         task_name: &str,
         model_file: &str,
         groups: &[String],
+        unit: &str,
     ) -> Result<()> {
+        if self.unit != unit {
+            bail!(
+                "{} calibrates {}s, and this task's confidences are per {unit} (a different prompt.multilabel_method?); calibrate this config again",
+                path.display(),
+                self.unit
+            )
+        }
         let names: Vec<&String> = self.groups.iter().map(|g| &g.name).collect();
         if !self.groups.is_empty() && names != groups.iter().collect::<Vec<_>>() {
             bail!(
-                "{} was made for the attributes {:?}, not {groups:?}; calibrate this config again",
+                "{} was made for the groups {:?}, not {groups:?}; calibrate this config again",
                 path.display(),
                 names
             )
@@ -293,6 +339,22 @@ impl AnswerCalibration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn f1_cut_takes_the_best_f1_halfway_to_the_next_probability() {
+        // Chosen at >= 0.8: tp 2 of 3 chosen, 3 positives: F1 4/6. At >= 0.4: tp 3 of 4: 6/7.
+        let units = [
+            (0.9, true),
+            (0.8, true),
+            (0.8, false),
+            (0.4, true),
+            (0.2, false),
+        ];
+        let (cut, f1) = f1_cut(&units).unwrap();
+        assert!((cut - 0.3).abs() < 1e-12, "{cut}");
+        assert!((f1 - 6.0 / 7.0).abs() < 1e-12, "{f1}");
+        assert_eq!(f1_cut(&[(0.5, false), (0.1, false)]), None, "no true unit");
+    }
 
     /// Units whose true P(right) is q(p) = p^0.5: the fit should recover it closely.
     #[test]

@@ -68,6 +68,9 @@ pub struct PromptConfig {
     pub label_selection_threshold: Option<f64>,
     pub attributes: Option<Value>,
     pub json_mode: Option<bool>,
+    /// `multilabel_classification`: how each label's probability is found (`membership`: every
+    /// label judged yes/no and scored exactly; `subset`: the label subset generated).
+    pub multilabel_method: Option<String>,
 }
 
 /// Autolabel accepts a list of labels or a map of label to description (kept in the config's
@@ -171,6 +174,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "label_selection_threshold",
             "attributes",
             "json_mode",
+            "multilabel_method",
         ],
     ),
 ];

@@ -260,7 +260,8 @@ impl<'a> Labeler<'a> {
         Ok(ids)
     }
 
-    /// Token ids of every candidate, with the answer's end token; cached per label set.
+    /// Token ids of every candidate, with the answer's end token (unless the task's candidates
+    /// start an answer that goes on); cached per label set.
     pub fn candidates(&self, labels: &Arc<Vec<String>>) -> Result<Arc<Vec<Vec<u32>>>> {
         let mut cache = self.cache.lock().expect("candidate cache lock");
         if let Some((l, c)) = cache.as_ref() {
@@ -282,7 +283,11 @@ impl<'a> Labeler<'a> {
             if ids.is_empty() {
                 bail!("label '{label}' tokenizes to nothing; remove it or give it visible text")
             }
-            let full = [ids, self.answer_end.clone()].concat();
+            let full = if self.task.candidates_end_answer() {
+                [ids, self.answer_end.clone()].concat()
+            } else {
+                ids
+            };
             if let Some(j) = out.iter().position(|o| *o == full) {
                 bail!(
                     "labels '{}' and '{label}' tokenize identically; make them differ",

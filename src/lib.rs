@@ -9,6 +9,7 @@
 //! per command).
 
 pub mod answer_calibration;
+pub mod answer_pass;
 pub mod batching;
 pub mod calibration;
 pub mod chain_of_thought;

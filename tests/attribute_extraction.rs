@@ -354,7 +354,7 @@ fn calibrate_fits_the_values_confidence_and_run_applies_it() {
         &["--calibration", cal.to_str().unwrap()],
     );
     assert!(
-        text(&o).contains("was made for the attributes [\"brand\", \"category\"]"),
+        text(&o).contains("was made for the groups [\"brand\", \"category\"]"),
         "{}",
         text(&o)
     );

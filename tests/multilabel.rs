@@ -387,3 +387,261 @@ fn score_gives_back_each_label_confidence_run_wrote() {
         "{r:?}"
     );
 }
+
+/// The twitter config with `prompt.multilabel_method: membership`.
+fn membership_config(f: &Fixture, shots: usize) -> PathBuf {
+    let path = twitter_config(f, shots);
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    c["prompt"]["multilabel_method"] = "membership".into();
+    f.file("membership.json", &c.to_string())
+}
+
+/// Every label of every row with its probability, in label order, from label_confidences.
+fn memberships(r: &std::collections::HashMap<String, String>) -> Vec<(String, f64, bool)> {
+    let conf: Vec<serde_json::Value> =
+        serde_json::from_str(&r[&format!("{TASK}_task_label_confidences")]).unwrap();
+    conf.iter()
+        .map(|c| {
+            (
+                c["label"].as_str().unwrap().to_string(),
+                c["confidence"].as_f64().unwrap(),
+                c["chosen"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn membership_gives_every_label_its_exact_yes_probability_and_resumes_byte_identical() {
+    let f = Fixture::new();
+    let config = membership_config(&f, 2);
+    let data = f.head("autolabel_twitter_emotion/test.csv", 10, "tweets.csv");
+    let out = f.dir.path().join("out.csv");
+    let o = f.run(&config, &data, &out, &["--no-chat-template"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("prompt.output_guidelines is replaced"), "{t}");
+    assert!(t.contains("AUROC against the ground truth"), "{t}");
+    let rows = read_csv(&out);
+    let labels = labels();
+
+    // The prompts and candidates as the run prepares them, each judgment then scored alone.
+    let dump = f.dir.path().join("requests.jsonl");
+    let o = f.command(&[
+        "plan",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--no-chat-template",
+        "--dump-requests",
+        dump.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let requests: Vec<serde_json::Value> = std::fs::read_to_string(&dump)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let model = autolabel_models::LocalModel::load(
+        &f.model,
+        &candle_core::Device::Cpu,
+        &autolabel_models::LoadOptions::default(),
+    )
+    .unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    for (r, row) in requests.iter().zip(&rows) {
+        let p = ids(&r["prompt_ids"]);
+        let got = memberships(row);
+        assert_eq!(
+            got.iter().map(|g| g.0.clone()).collect::<Vec<_>>(),
+            labels,
+            "every label, in order"
+        );
+        for (i, l) in labels.iter().enumerate() {
+            // Judgment lines tokenized independently of the run (no end token after them).
+            let lp = |answer: &str| -> f64 {
+                let c = model.encode(&format!(" {l}: {answer}")).unwrap();
+                let s = model
+                    .scorer
+                    .score_batch(&[autolabel_models::ScoreRequest {
+                        prompt: p.clone(),
+                        candidates: vec![c],
+                    }])
+                    .unwrap();
+                s[0].token_logprobs[0].iter().map(|&x| x as f64).sum()
+            };
+            let expected = 1.0 / (1.0 + (lp("no") - lp("yes")).exp());
+            assert!(
+                (expected - got[i].1).abs() < 1e-4,
+                "line {}: {l} {expected} vs {}",
+                r["line"],
+                got[i].1
+            );
+        }
+        // Chosen: at or above one half, else the most probable one alone.
+        let any = got.iter().any(|g| g.1 >= 0.5);
+        let best = got.iter().map(|g| g.1).fold(0.0, f64::max);
+        for g in &got {
+            assert_eq!(g.2, g.1 >= 0.5 || (!any && g.1 == best), "{g:?}");
+        }
+        let chosen: Vec<&str> = got.iter().filter(|g| g.2).map(|g| g.0.as_str()).collect();
+        assert_eq!(row[&format!("{TASK}_task_label")], chosen.join(", "));
+    }
+
+    let first = std::fs::read(&out).unwrap();
+    let o = f.run(
+        &config,
+        &data,
+        &out,
+        &["--no-chat-template", "--batch-size", "3"],
+    );
+    assert!(
+        text(&o).contains("10 rows came from the journal"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), first);
+
+    // score: the given labels get the probabilities run gave them.
+    let scored = f.dir.path().join("scored.csv");
+    let o = f.score(
+        &config,
+        &out,
+        &format!("{TASK}_task_label"),
+        &scored,
+        &["--no-chat-template"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    for (ran, s) in rows.iter().zip(read_csv(&scored)) {
+        let given: Vec<serde_json::Value> =
+            serde_json::from_str(&s[&format!("{TASK}_task_given_label_confidences")]).unwrap();
+        let ran = memberships(ran);
+        for (a, b) in ran.iter().zip(&given) {
+            assert_eq!(a.0, b["label"].as_str().unwrap());
+            assert_eq!(a.2, b["chosen"].as_bool().unwrap(), "given = run's labels");
+            assert!((a.1 - b["confidence"].as_f64().unwrap()).abs() < 1e-6);
+        }
+    }
+}
+
+#[test]
+fn membership_calibrates_a_cut_per_label_and_refuses_a_subset_calibration() {
+    let f = Fixture::with_seed(Some(5));
+    let config = membership_config(&f, 0);
+    let seed = f.head("autolabel_twitter_emotion/test.csv", 40, "seed.csv");
+    let cal = f.dir.path().join("cal.json");
+    let calibrate = |config: &std::path::Path, cal: &std::path::Path| {
+        f.command(&[
+            "calibrate",
+            "--config",
+            config.to_str().unwrap(),
+            "--data",
+            seed.to_str().unwrap(),
+            "--calibration",
+            cal.to_str().unwrap(),
+            "--no-plots",
+        ])
+    };
+    let o = calibrate(&config, &cal);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("per label, p = P(\"label: yes\")"), "{t}");
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cal).unwrap()).unwrap();
+    assert_eq!(c["unit"], "label membership");
+    let groups = c["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 12, "a scaling per label");
+    let cuts: Vec<Option<f64>> = groups.iter().map(|g| g["choose_at"].as_f64()).collect();
+    assert!(cuts.iter().any(|c| c.is_some()), "{c}");
+
+    let data = f.head("autolabel_twitter_emotion/test.csv", 8, "rows.csv");
+    let out = f.dir.path().join("out.csv");
+    let o = f.run(
+        &config,
+        &data,
+        &out,
+        &["--calibration", cal.to_str().unwrap()],
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("each label chosen at its own cut"), "{t}");
+    let platt = |i: usize, p: f64| {
+        let (a, b) = (
+            groups[i]["platt"]["a"].as_f64().unwrap(),
+            groups[i]["platt"]["b"].as_f64().unwrap(),
+        );
+        1.0 / (1.0 + (-(a * p.ln() + b)).exp())
+    };
+    for r in read_csv(&out) {
+        let conf: Vec<serde_json::Value> =
+            serde_json::from_str(&r[&format!("{TASK}_task_label_confidences")]).unwrap();
+        let cal: Vec<f64> = conf
+            .iter()
+            .map(|e| e["confidence"].as_f64().unwrap())
+            .collect();
+        let any = (0..12).any(|i| cal[i] >= cuts[i].unwrap_or(0.5));
+        for (i, e) in conf.iter().enumerate() {
+            let p = e["probability"].as_f64().unwrap();
+            assert!((platt(i, p) - cal[i]).abs() < 1e-5, "{e}");
+            let cut = cuts[i].unwrap_or(0.5);
+            if any {
+                assert_eq!(
+                    e["chosen"].as_bool().unwrap(),
+                    cal[i] >= cut,
+                    "{e} cut {cut}"
+                );
+            }
+        }
+    }
+
+    // A calibration of the generated subset is refused by a membership run, and the reverse.
+    let subset = twitter_config(&f, 0);
+    let subset_cal = f.dir.path().join("subset_cal.json");
+    assert!(calibrate(&subset, &subset_cal).status.success());
+    let o = f.run(
+        &config,
+        &data,
+        &out,
+        &["--calibration", subset_cal.to_str().unwrap()],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o)
+            .contains("calibrates labels, and this task's confidences are per label membership"),
+        "{}",
+        text(&o)
+    );
+    let o = f.run(
+        &subset,
+        &data,
+        &out,
+        &["--calibration", cal.to_str().unwrap()],
+    );
+    assert!(
+        text(&o).contains("calibrates label memberships"),
+        "{}",
+        text(&o)
+    );
+
+    // An unknown method names the key.
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    c["prompt"]["multilabel_method"] = "vote".into();
+    let bad = f.file("bad.json", &c.to_string());
+    let o = f.run(&bad, &data, &out, &[]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("config key 'prompt.multilabel_method' is \"vote\""),
+        "{}",
+        text(&o)
+    );
+}

@@ -7,8 +7,8 @@ use super::calibrate::{chart_paths, held_out, kept_at, CalibrateArgs};
 use crate::answer_calibration::{
     group_platt, unit_quality, AnswerCalibration, UnitQuality, ANSWER_FORMAT,
 };
+use crate::answer_pass::answer_all;
 use crate::calibration::{default_path, reliability_bins, ECE_BINS};
-use crate::generation_pass::generate_all;
 use crate::metrics::{auroc, format_table, metrics_table, Outcome, DEFAULT_THRESHOLDS};
 use crate::plots;
 use crate::scoring_pass::PassOptions;
@@ -69,7 +69,7 @@ pub fn calibrate_open(
         .clone()
         .unwrap_or_else(|| default_path(&args.common.config));
     let labeler = session.labeler(&args.common)?;
-    let pass = generate_all(
+    let pass = answer_all(
         session,
         &labeler,
         task,
@@ -80,11 +80,7 @@ pub fn calibrate_open(
     let (mut fit, mut held) = (Vec::new(), Vec::new());
     let (mut rows_fit, mut rows_held, mut failed) = (0, 0, 0);
     for (i, (row, r)) in data.rows.iter().zip(&pass.rows).enumerate() {
-        let interpreted = r
-            .as_ref()
-            .map_err(String::clone)
-            .and_then(|a| task.interpret(data, row, a));
-        let answer = match interpreted {
+        let answer = match r.clone() {
             Ok(a) => a,
             Err(e) => {
                 if session.task.ground_truth(data, row).is_some() {
@@ -116,14 +112,29 @@ pub fn calibrate_open(
     };
     let (fit_raw, held_raw) = (raw(&fit), raw(&held));
     let (platt, mut curve) = AnswerCalibration::fit(&fit_raw);
-    // Attribute extraction: a scaling per attribute (a common one for attributes with few seed
-    // values), and the threshold over the calibrated values of every attribute together.
+    // Attribute extraction and multi-label by membership: a scaling per attribute or label (a
+    // common one for groups with few seed units), and the threshold over every calibrated unit.
     let names = task.unit_groups();
-    let groups = if names.is_empty() {
+    let mut groups = if names.is_empty() {
         Vec::new()
     } else {
         AnswerCalibration::fit_groups(&names, &fit, platt)
     };
+    // Multi-label by membership: each label is chosen at the cut on its calibrated probability
+    // with the best F1 on the fit rows.
+    if task.chooses_per_group() {
+        for (g, group) in groups.iter_mut().enumerate() {
+            let own: Vec<(f64, bool)> = fit
+                .iter()
+                .filter(|u| u.0 == g)
+                .map(|&(_, p, ok)| (group.platt.apply(p), ok))
+                .collect();
+            if let Some((cut, f1)) = crate::answer_calibration::f1_cut(&own) {
+                group.choose_at = Some(cut);
+                group.seed_f1 = Some(f1);
+            }
+        }
+    }
     let calibrate = |v: &[(usize, f64, bool)]| -> Vec<(f64, bool)> {
         v.iter()
             .map(|&(g, p, ok)| (group_platt(&groups, platt, g).apply(p), ok))
@@ -156,7 +167,12 @@ pub fn calibrate_open(
     cal.write(&path)?;
 
     println!(
-        "generated answers for {} seed rows in {:.1} s: {} {units} on {rows_fit} fit rows, {} on {rows_held} held-out rows{}",
+        "{} answers for {} seed rows in {:.1} s: {} {units} on {rows_fit} fit rows, {} on {rows_held} held-out rows{}",
+        if pass.tokens.is_some() {
+            "generated"
+        } else {
+            "scored"
+        },
         rows_fit + rows_held + failed,
         pass.seconds,
         fit.len(),
@@ -167,24 +183,40 @@ pub fn calibrate_open(
             String::new()
         }
     );
-    if let Some(line) = pass.overhead() {
+    if let Some(line) = &pass.overhead {
         println!("{line}");
     }
     if groups.is_empty() {
         println!(
-            "calibrated {unit} confidence = sigmoid({:.4} * ln p + {:.4}), p = probability of the {unit}'s tokens",
-            platt.a, platt.b
+            "calibrated {unit} confidence = sigmoid({:.4} * ln p + {:.4}), p = {}",
+            platt.a,
+            platt.b,
+            task.unit_probability()
         );
     } else {
-        println!("calibrated {unit} confidence = sigmoid(a * ln p + b) per attribute, p = probability of the {unit}'s tokens:");
+        println!(
+            "calibrated {unit} confidence = sigmoid(a * ln p + b) per {}, p = {}:",
+            task.group_kind(),
+            task.unit_probability()
+        );
         for g in &groups {
             let own = if g.units >= crate::answer_calibration::MIN_GROUP_UNITS {
                 ""
             } else {
                 " (too few to fit alone: the common scaling)"
             };
+            let cut = match (g.choose_at, g.seed_f1) {
+                (Some(c), Some(f)) => {
+                    format!("; chosen at calibrated p >= {c:.4} (F1 {f:.3} on the fit rows)")
+                }
+                _ if task.chooses_per_group() => format!(
+                    "; no fit row has it: chosen at p >= {}",
+                    crate::tasks::multilabel_membership::CHOOSE_AT
+                ),
+                _ => String::new(),
+            };
             println!(
-                "  {}: a = {:.4}, b = {:.4} on {} fit {units}{own}",
+                "  {}: a = {:.4}, b = {:.4} on {} fit {units}{own}{cut}",
                 g.name, g.platt.a, g.platt.b, g.units
             );
         }

@@ -51,7 +51,8 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
     println!("--- prompt of the first row (line {}) ---", first.line);
     println!("{}", labeler.render(data, first, None)?);
     println!("--- end of prompt ---");
-    if let Some(open) = session.task.open() {
+    // Multi-label by membership scores candidates: its plan is the scoring one.
+    if let Some(open) = session.task.open().filter(|o| !o.scores_candidates()) {
         return plan_open(args, &session, &labeler, open);
     }
 

@@ -3,9 +3,9 @@
 
 use super::run::{interrupted, journaled_pass, open_journal, write_manifest, RunArgs, RunSummary};
 use crate::answer_calibration::AnswerCalibration;
+use crate::answer_pass::answer_all;
 use crate::calibration::CurvePoint;
 use crate::dataset::Dataset;
-use crate::generation_pass::generate_all;
 use crate::labeler::Labeler;
 use crate::output::{bool_text, write_output, OutputColumns};
 use crate::session::Session;
@@ -26,7 +26,7 @@ pub fn run_open(
 ) -> Result<RunSummary> {
     let point = AnswerPoint::resolve(args, session, task)?;
     let (mut journal, settings, journal_file) = open_journal(args, session, &out)?;
-    let mut pass = generate_all(
+    let mut pass = answer_all(
         session,
         labeler,
         task,
@@ -43,7 +43,9 @@ pub fn run_open(
         return Ok(interrupted(&pass_rows, pass.truncated, &journal_file, out));
     }
     let name = session.task.name();
-    let thresholded = point.as_ref().is_some_and(|p| p.threshold.is_some());
+    let thresholded = point
+        .as_ref()
+        .is_some_and(|p| p.threshold.is_some() || p.cuts);
     let prefixed = |c: String| format!("{name}_task_{c}");
     let names: Vec<String> = ["label", "confidence", "successfully_labeled", "error"]
         .iter()
@@ -57,13 +59,9 @@ pub fn run_open(
     let mut columns = OutputColumns::new(names, total);
     let mut interpreted = Vec::with_capacity(total);
     let mut errors = Vec::new();
-    for (i, (row, r)) in data.rows.iter().zip(&pass_rows).enumerate() {
+    for (i, r) in pass_rows.iter().enumerate() {
         let values = &mut columns.rows[i];
-        match r
-            .as_ref()
-            .map_err(String::clone)
-            .and_then(|a| task.interpret(data, row, a))
-        {
+        match r.clone() {
             Ok(mut it) => {
                 let sure = point.as_ref().map(|p| p.apply(task, &mut it));
                 values.extend([
@@ -104,15 +102,20 @@ pub fn run_open(
         )?;
     }
     let labeled = total - errors.len();
+    let tokens = pass.tokens.map_or(String::new(), |t| {
+        format!(
+            ", {:.1} generated tokens/s",
+            t as f64 / pass.seconds.max(1e-9)
+        )
+    });
     eprintln!(
-        "labeled {labeled}/{total} rows in {:.1} s ({:.2} rows/s, {:.1} generated tokens/s) with {} -> {}",
+        "labeled {labeled}/{total} rows in {:.1} s ({:.2} rows/s{tokens}) with {} -> {}",
         pass.seconds,
-        pass.generated as f64 / pass.seconds.max(1e-9),
-        pass.tokens as f64 / pass.seconds.max(1e-9),
+        pass.answered as f64 / pass.seconds.max(1e-9),
         session.model.path.display(),
         out.display()
     );
-    if let Some(line) = pass.overhead() {
+    if let Some(line) = &pass.overhead {
         eprintln!("{line}");
     }
     if pass.reused > 0 {
@@ -180,8 +183,11 @@ pub(crate) fn open_report(
 
 /// The calibration and threshold a run of a generated-answer task applies.
 struct AnswerPoint {
-    /// The scaling(s): one, or one per unit group (per attribute).
+    /// The scaling(s): one, or one per unit group (per attribute or label).
     cal: AnswerCalibration,
+    group: &'static str,
+    /// Each group is chosen at its own cut from the calibration (multi-label by membership).
+    cuts: bool,
     threshold: Option<CurvePoint>,
     target: f64,
     path: PathBuf,
@@ -214,9 +220,15 @@ impl AnswerPoint {
             session.task.name(),
             &session.model_file(),
             &task.unit_groups(),
+            task.unit(),
         )?;
         let target = c.target_accuracy.unwrap_or(cal.target_accuracy);
+        // Multi-label by membership: each label's own cut, unless a target accuracy is asked.
+        let cuts = task.chooses_per_group()
+            && c.target_accuracy.is_none()
+            && cal.groups.iter().any(|g| g.choose_at.is_some());
         let threshold = match cal.threshold_for(target) {
+            _ if cuts => None,
             Some(p) => Some(p),
             None if c.target_accuracy.is_none() => None,
             None => {
@@ -232,6 +244,8 @@ impl AnswerPoint {
         };
         Ok(Some(AnswerPoint {
             cal,
+            group: task.group_kind(),
+            cuts,
             threshold,
             target,
             path: path.clone(),
@@ -240,6 +254,11 @@ impl AnswerPoint {
 
     /// Calibrates an answer's units; whether every unit reached the threshold.
     fn apply(&self, task: &dyn OpenTask, it: &mut Interpreted) -> bool {
+        if self.cuts {
+            return task.apply_group_choice(it, &|g, p| self.cal.platt_for(g).apply(p), &|g| {
+                self.cal.groups.get(g).and_then(|x| x.choose_at)
+            });
+        }
         task.apply_group_calibration(
             it,
             &|g, p| self.cal.platt_for(g).apply(p),
@@ -268,11 +287,32 @@ impl AnswerPoint {
                 })
                 .collect();
             format!(
-                "calibrated {unit} probability per attribute ({}) from {}",
+                "calibrated {unit} probability per {} ({}) from {}",
+                self.group,
                 each.join(", "),
                 self.path.display()
             )
         };
+        if self.cuts {
+            let each: Vec<String> = self
+                .cal
+                .groups
+                .iter()
+                .map(|g| match g.choose_at {
+                    Some(c) => format!("{} >= {c:.4}", g.name),
+                    None => format!(
+                        "{} >= {}",
+                        g.name,
+                        crate::tasks::multilabel_membership::CHOOSE_AT
+                    ),
+                })
+                .collect();
+            return format!(
+                "{cal}; each {} chosen at its own cut (best F1 on the seed rows; --target-accuracy sets one threshold instead): {}",
+                self.group,
+                each.join(", ")
+            );
+        }
         match &self.threshold {
             Some(p) if p.threshold.is_infinite() => format!(
                 "{cal}; no threshold reached accuracy {} on the seed rows (the best subset reached {:.3}): every {unit} is below it",

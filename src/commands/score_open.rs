@@ -11,7 +11,7 @@ use crate::metrics::{auroc, format_table, metrics_table, Outcome, DEFAULT_THRESH
 use crate::output::{default_out, write_output, OutputColumns};
 use crate::scoring_pass::PassOptions;
 use crate::session::Session;
-use crate::tasks::open::OpenTask;
+use crate::tasks::open::{Interpreted, OpenTask};
 use anyhow::{bail, Result};
 use autolabel_models::generation::Grammar;
 
@@ -22,7 +22,8 @@ struct GivenAnswers<'a> {
 }
 
 impl GivenAnswers<'_> {
-    fn text(&self, data: &Dataset, row: &Row) -> Result<String, String> {
+    /// The row's given label, or an error naming the row when it has none.
+    fn given_text(&self, data: &Dataset, row: &Row) -> Result<String, String> {
         let given = data.value(row, self.column).unwrap_or("").trim();
         if given.is_empty() {
             return Err(format!(
@@ -30,7 +31,12 @@ impl GivenAnswers<'_> {
                 row.line, self.column
             ));
         }
-        self.task.given_answer(data, row, given)
+        Ok(given.to_string())
+    }
+
+    fn text(&self, data: &Dataset, row: &Row) -> Result<String, String> {
+        let given = self.given_text(data, row)?;
+        self.task.given_answer(data, row, &given)
     }
 }
 
@@ -73,13 +79,31 @@ pub fn score_open(
         task,
         column: &args.label_column,
     };
-    let pass = generate_rows(
-        data,
-        &labeler,
-        &given,
-        PassOptions::new(args.batch_size, args.common.max_tokens),
-        None,
-    )?;
+    let opts = PassOptions::new(args.batch_size, args.common.max_tokens);
+    let (rows, seconds): (Vec<Result<Interpreted, String>>, f64) = if task.scores_candidates() {
+        // Multi-label by membership: every label's judgment is scored, and the given labels
+        // read their probabilities from it.
+        let pass = crate::scoring_pass::score_all(session, &labeler, opts)?;
+        let rows = data
+            .rows
+            .iter()
+            .zip(pass.rows)
+            .map(|(row, r)| {
+                let text = given.given_text(data, row)?;
+                r.and_then(|s| task.interpret_given_scores(data, row, &s, &text))
+            })
+            .collect();
+        (rows, pass.seconds)
+    } else {
+        let pass = generate_rows(data, &labeler, &given, opts, None)?;
+        let rows = data
+            .rows
+            .iter()
+            .zip(pass.rows)
+            .map(|(row, r)| r.and_then(|a| task.interpret(data, row, &a)))
+            .collect();
+        (rows, pass.seconds)
+    };
     let name = session.task.name();
     let names: Vec<String> = ["label_prob".to_string(), "error".to_string()]
         .into_iter()
@@ -92,18 +116,14 @@ pub fn score_open(
     let (mut scored, mut errors) = (0, Vec::new());
     let mut units: Vec<Outcome> = Vec::new();
     let mut support = 0;
-    for (i, (row, r)) in data.rows.iter().zip(&pass.rows).enumerate() {
+    for (i, (row, r)) in data.rows.iter().zip(rows).enumerate() {
         let values = &mut columns.rows[i];
-        match r
-            .as_ref()
-            .map_err(String::clone)
-            .and_then(|a| task.interpret(data, row, a))
-        {
+        match r {
             Ok(it) => {
                 scored += 1;
                 values.extend([format!("{:.6}", it.confidence), String::new()]);
                 values.extend(it.extra.iter().cloned());
-                if let Some(judged) = task.outcomes(data, row, &it) {
+                if let Some(judged) = task.given_outcomes(data, row, &it) {
                     support += 1;
                     units.extend(judged.into_iter().map(|(p, correct)| Outcome {
                         correct,
@@ -122,7 +142,7 @@ pub fn score_open(
     eprintln!(
         "scored {scored}/{} given answers in {:.1} s with {} -> {}",
         data.rows.len(),
-        pass.seconds,
+        seconds,
         session.model.path.display(),
         out.display()
     );

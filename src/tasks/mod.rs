@@ -12,6 +12,7 @@ pub mod example_selection;
 mod few_shot;
 pub mod label_selection;
 pub mod multilabel;
+pub mod multilabel_membership;
 pub mod multilabel_report;
 pub mod multiple_choice;
 pub mod named_entity_recognition;
@@ -43,6 +44,11 @@ pub trait Task: Send + Sync {
     /// The candidate answers when they are the same for every row (checked once, up front).
     fn fixed_candidates(&self) -> Option<Arc<Vec<String>>> {
         None
+    }
+    /// Whether a candidate is a whole answer, scored with the end token after it (false: it
+    /// is the start of an answer that goes on, e.g. one `label: yes` line of several).
+    fn candidates_end_answer(&self) -> bool {
+        true
     }
     /// The user prompt for a row; `override_column` replaces one column's value (used to truncate
     /// an over-long input).

@@ -4,6 +4,7 @@
 //! interpreting it never parses free text.
 
 use crate::dataset::{Dataset, Row};
+use crate::scoring_pass::Scored;
 use autolabel_models::generation::Grammar;
 
 /// A generated answer, ready to interpret.
@@ -81,6 +82,37 @@ pub trait OpenTask: Send + Sync {
     fn max_answer_tokens(&self, data: &Dataset, row: &Row, input_tokens: usize) -> usize;
     /// The answer as output, or why it cannot be used.
     fn interpret(&self, data: &Dataset, row: &Row, answer: &Answer) -> Result<Interpreted, String>;
+    /// Whether the answer comes from scoring the task's candidates exactly (the scoring pass)
+    /// instead of generating it (multi-label by label membership).
+    fn scores_candidates(&self) -> bool {
+        false
+    }
+    /// The answer read from a row's candidate scores (when [`OpenTask::scores_candidates`]).
+    fn interpret_scores(
+        &self,
+        _data: &Dataset,
+        row: &Row,
+        _scored: &Scored,
+    ) -> Result<Interpreted, String> {
+        Err(format!(
+            "line {}: this task generates its answers",
+            row.line
+        ))
+    }
+    /// The answer `given` (a label column's, for `score`) with the probabilities of a row's
+    /// candidate scores (when [`OpenTask::scores_candidates`]).
+    fn interpret_given_scores(
+        &self,
+        _data: &Dataset,
+        row: &Row,
+        _scored: &Scored,
+        _given: &str,
+    ) -> Result<Interpreted, String> {
+        Err(format!(
+            "line {}: this task generates its answers",
+            row.line
+        ))
+    }
     /// Output columns after label, confidence, successfully_labeled and error (names without
     /// the `<task>_task_` prefix).
     fn extra_columns(&self) -> Vec<String>;
@@ -103,6 +135,16 @@ pub trait OpenTask: Send + Sync {
     /// has it (`None`: the row has no usable ground truth).
     fn outcomes(&self, data: &Dataset, row: &Row, answer: &Interpreted)
         -> Option<Vec<(f64, bool)>>;
+    /// The units of a given answer (`score`) judged against the ground truth: by default its
+    /// [`OpenTask::outcomes`].
+    fn given_outcomes(
+        &self,
+        data: &Dataset,
+        row: &Row,
+        answer: &Interpreted,
+    ) -> Option<Vec<(f64, bool)>> {
+        self.outcomes(data, row, answer)
+    }
     /// Applies a calibration to an answer: every unit's confidence becomes `calibrated(p)`; with
     /// a threshold, units below it are marked as such (and left out of the label where the label
     /// is a collection of units). Confidences are compared with the threshold in f32, the
@@ -117,6 +159,30 @@ pub trait OpenTask: Send + Sync {
     /// attribute); empty when one calibration serves every unit.
     fn unit_groups(&self) -> Vec<String> {
         Vec::new()
+    }
+    /// Whether each unit group is chosen at its own cut fitted on the seed rows (multi-label by
+    /// membership: a label is in the answer when its calibrated probability reaches its cut).
+    fn chooses_per_group(&self) -> bool {
+        false
+    }
+    /// Applies a calibration whose groups each have a cut (see
+    /// [`OpenTask::chooses_per_group`]); `cut(g)` None: the task's default. Returns whether the
+    /// answer needed no fallback.
+    fn apply_group_choice(
+        &self,
+        answer: &mut Interpreted,
+        calibrated: &dyn Fn(usize, f64) -> f64,
+        _cut: &dyn Fn(usize) -> Option<f64>,
+    ) -> bool {
+        self.apply_group_calibration(answer, calibrated, None)
+    }
+    /// What one unit group is ("attribute", "label").
+    fn group_kind(&self) -> &'static str {
+        "attribute"
+    }
+    /// What a unit's probability p is (for messages).
+    fn unit_probability(&self) -> String {
+        format!("probability of the {}'s tokens", self.unit())
     }
     /// [`OpenTask::outcomes`] with each unit's group (an index into [`OpenTask::unit_groups`]).
     fn grouped_outcomes(
