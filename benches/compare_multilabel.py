@@ -6,19 +6,25 @@ Rows: the first N rows of shared/data/autolabel_twitter_emotion/test.csv (SemEva
 tweets, 12 emotions) with Autolabel's twitter-emotion config (examples/twitter_emotion), zero-shot
 or with its 3 fixed seed examples. autolabel-local dumps every row's request (`plan
 --dump-requests`); then
-- autolabel-local labels the rows (`run --fresh`): a non-empty subset of the labels in the
-  config's order, generated under a grammar;
+- autolabel-local labels the rows (`run --fresh`) both ways (`prompt.multilabel_method`):
+  `subset`, a non-empty subset of the labels in the config's order generated under a grammar,
+  and `membership`, every label judged `label: yes` / `label: no` and scored exactly (chosen at
+  P(yes) >= 0.5); with `--calibrate`, each also calibrated on the 69 rows of seed.csv
+  (`calibrate`, not counted in rows/s) and run with that calibration (membership: each label
+  chosen at its own cut);
 - llama.cpp (PyPI `llama-cpp-python`, in a child process), greedy, the same budget, prefix reuse
   across rows, (a) under a GBNF grammar of the same language (the peer's best lever), and (b)
   free, the answer's first line split by the separator and kept when every piece is a label;
 - transformers (f32, the GGUF dequantized) greedy `generate`, parsed as (b) (Autolabel's way).
-For every engine: rows/s, answers that are not a subset of the labels, exact-match accuracy and
-macro F1 over the 12 labels.
+For every engine: rows/s, answers that are not a subset of the labels, exact-match accuracy,
+macro F1 over the 12 labels, and (ours) the AUROC of the per-label probabilities against the
+true labels over every (row, label) pair (a label the subset method did not choose counts as
+probability 0: it has none).
 
 Usage (a venv with llama-cpp-python; another with torch, transformers, gguf and accelerate):
     BIN=<copy of the binary> /tmp/refenv/bin/python benches/compare_multilabel.py [--model M] \
         [--rows 100] [--shots 0] [--peers llama.cpp-grammar,llama.cpp-free,transformers] \
-        [--hf-python /tmp/hfenv/bin/python]
+        [--hf-python /tmp/hfenv/bin/python] [--calibrate]
 """
 import argparse, csv, json, os, re, subprocess, sys, tempfile, time
 
@@ -89,17 +95,43 @@ def score(answers, truths, labels, sep):
     return {"invalid": invalid, "exact": exact / len(truths), "f1": sum(f1s) / len(labels)}
 
 
-def run_ours(config, data, model, tmp):
+def auroc(pairs):
+    """AUROC of (score, positive) pairs, ties counted half."""
+    pos = [s for s, y in pairs if y]
+    neg = [s for s, y in pairs if not y]
+    if not pos or not neg:
+        return float("nan")
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def run_ours(config, data, model, tmp, labels, sep, calibration=None):
     out = os.path.join(tmp, "ours.csv")
-    p = subprocess.run([BIN, "run", "--config", config, "--data", data, "--model", model, "--batch-size", "8",
-                        "--fresh", "--out", out], capture_output=True, text=True, cwd=ROOT)
+    cmd = [BIN, "run", "--config", config, "--data", data, "--model", model, "--batch-size", "8", "--fresh", "--out", out]
+    if calibration:
+        cmd += ["--calibration", calibration]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if p.returncode not in (0, 2):
         sys.exit(p.stderr)
     m = re.search(r"labeled (\d+)/(\d+) rows in ([0-9.]+) s", p.stderr)
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     col = next(h for h in rows[0] if h.endswith("_task_label"))
-    return {"answers": [r[col] for r in rows], "seconds": float(m.group(3))}
+    conf = next(h for h in rows[0] if h.endswith("_task_label_confidences"))
+    probs = []
+    for r in rows:
+        # Every label (membership) or the chosen ones (subset), with the confidence written.
+        given = {e["label"]: e["confidence"] for e in json.loads(r[conf] or "[]")}
+        probs.append([given.get(l, 0.0) for l in labels])
+    answers = [{x.strip() for x in r[col].split(sep.strip()) if x.strip()} for r in rows]
+    return {"answers": answers, "seconds": float(m.group(3)), "probs": probs}
+
+
+def calibrate_ours(config, model, tmp):
+    cal = os.path.join(tmp, "cal.json")
+    subprocess.run([BIN, "calibrate", "--config", config, "--data", os.path.join(DATA, "seed.csv"), "--model", model,
+                    "--batch-size", "8", "--calibration", cal, "--no-plots"], capture_output=True, check=True, cwd=ROOT)
+    return cal
 
 
 def main():
@@ -110,6 +142,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--peers", default="llama.cpp-grammar,llama.cpp-free,transformers")
     ap.add_argument("--hf-python", default=sys.executable, help="python with torch, transformers and gguf")
+    ap.add_argument("--calibrate", action="store_true", help="also run ours calibrated on seed.csv")
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
@@ -125,8 +158,8 @@ def main():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"machine: {os.cpu_count()} cores, {cpu}; model {a.model} ({os.path.basename(model)}); "
           f"the first {a.rows} rows of autolabel_twitter_emotion/test.csv, {a.shots}-shot\n")
-    print("| engine | rows/s | answers not a label subset | exact-match accuracy | F1 macro |")
-    print("|---|---:|---:|---:|---:|")
+    print("| engine | rows/s | answers not a label subset | exact-match accuracy | F1 macro | per-label AUROC |")
+    print("|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         if a.shots:
             c["prompt"]["few_shot_examples"] = os.path.join(DATA, "seed.csv")
@@ -150,9 +183,21 @@ def main():
         def show(engine, r):
             s = score(r["answers"], truths, labels, sep)
             n = len(r["answers"])
-            print(f"| {engine} | {n / r['seconds']:.2f} | {s['invalid']}/{n} | {s['exact']:.3f} | {s['f1']:.3f} |", flush=True)
+            auc = "—"
+            if "probs" in r:
+                auc = f"{auroc([(p, l in t) for ps, t in zip(r['probs'], truths) for p, l in zip(ps, labels)]):.3f}"
+            print(f"| {engine} | {n / r['seconds']:.2f} | {s['invalid']}/{n} | {s['exact']:.3f} | {s['f1']:.3f} | {auc} |", flush=True)
 
-        show("autolabel-local --dtype f32, batch 8 (label-subset grammar)", run_ours(config, data, model, tmp))
+        for method, what in (("subset", "label-subset grammar"), ("membership", "every label yes/no, scored")):
+            c["prompt"]["multilabel_method"] = method
+            mconfig = os.path.join(tmp, f"{method}.json")
+            json.dump(c, open(mconfig, "w"))
+            show(f"autolabel-local --dtype f32, batch 8, {method} ({what})", run_ours(mconfig, data, model, tmp, labels, sep))
+            if a.calibrate:
+                cal = calibrate_ours(mconfig, model, tmp)
+                how = "each label at its own cut" if method == "membership" else "calibrated label probabilities"
+                show(f"autolabel-local, {method}, calibrated on seed.csv ({how})",
+                     run_ours(mconfig, data, model, tmp, labels, sep, cal))
         names = {"llama.cpp-grammar": "llama.cpp, the same subset grammar (GBNF)",
                  "llama.cpp-free": "llama.cpp, free text + parse", "transformers": "transformers f32 generate + parse"}
         run_peers(__file__, a.peers, {"model": model, "requests": reqs, "labels": labels, "sep": sep}, names, show, tmp, a.threads, a.hf_python)

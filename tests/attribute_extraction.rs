@@ -143,6 +143,11 @@ fn each_attribute_confidence_is_its_value_tokens_mean_probability_and_reruns_are
         "per-attribute metrics: {t}"
     );
     assert!(
+        t.contains("'brand' values by confidence:")
+            && t.contains("'category' values by confidence:"),
+        "a threshold table per attribute: {t}"
+    );
+    assert!(
         t.contains("no column for attributes tags, words, summary, pack"),
         "{t}"
     );

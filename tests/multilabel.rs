@@ -3,7 +3,9 @@
 //! non-empty subset of the label set in the config's order with a probability per label, a rerun
 //! comes from the journal byte for byte, and bad configs and ground truth get messages naming the
 //! key or row; with the default model (SmolLM2) the labels are calibrated per label on seed rows
-//! and a threshold marks the labels below it (the row keeps its best label).
+//! and a threshold marks the labels below it (the row keeps its best label). By label membership
+//! (the default method) every label's probability is its exact yes/no ratio, and calibrated on
+//! the seed file each label's own cut lifts SmolLM2's macro F1 on held-out tweets.
 
 mod common;
 
@@ -12,8 +14,9 @@ use std::path::PathBuf;
 
 const TASK: &str = "EmotionClassification";
 
-/// Autolabel's twitter-emotion config, unchanged but for what points at Autolabel's own files:
-/// the data's label column is `label`, the seed file is the shared copy, `shots` fixed examples.
+/// Autolabel's twitter-emotion config, unchanged but for what points at Autolabel's own files
+/// (the data's label column is `label`, the seed file is the shared copy, `shots` fixed
+/// examples) and the method: the label subset generated (`prompt.multilabel_method: subset`).
 fn twitter_config(f: &Fixture, shots: usize) -> PathBuf {
     let path =
         shared("autolabel_configs/examples_configs_HEAD/config_twitter_emotion_detection.json");
@@ -21,6 +24,7 @@ fn twitter_config(f: &Fixture, shots: usize) -> PathBuf {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     c["dataset"]["label_column"] = "label".into();
     c["prompt"]["example_template"] = "Input: {example}\nOutput: {label}".into();
+    c["prompt"]["multilabel_method"] = "subset".into();
     if shots == 0 {
         let p = c["prompt"].as_object_mut().unwrap();
         for k in ["few_shot_examples", "few_shot_selection", "few_shot_num"] {
@@ -388,12 +392,15 @@ fn score_gives_back_each_label_confidence_run_wrote() {
     );
 }
 
-/// The twitter config with `prompt.multilabel_method: membership`.
+/// The twitter config with the default method, label membership (no `prompt.multilabel_method`).
 fn membership_config(f: &Fixture, shots: usize) -> PathBuf {
     let path = twitter_config(f, shots);
     let mut c: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    c["prompt"]["multilabel_method"] = "membership".into();
+    c["prompt"]
+        .as_object_mut()
+        .unwrap()
+        .remove("multilabel_method");
     f.file("membership.json", &c.to_string())
 }
 
@@ -644,4 +651,51 @@ fn membership_calibrates_a_cut_per_label_and_refuses_a_subset_calibration() {
         "{}",
         text(&o)
     );
+}
+
+#[test]
+fn default_model_by_membership_calibrated_on_the_seed_file_labels_held_out_tweets() {
+    let f = Fixture::smollm2();
+    let config = membership_config(&f, 0);
+    let cal = f.dir.path().join("cal.json");
+    let o = f.command(&[
+        "calibrate",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        shared("autolabel_twitter_emotion/seed.csv")
+            .to_str()
+            .unwrap(),
+        "--calibration",
+        cal.to_str().unwrap(),
+        "--no-plots",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let data = f.head("autolabel_twitter_emotion/test.csv", 60, "tweets.csv");
+    let out = f.dir.path().join("out.csv");
+    let o = f.run(
+        &config,
+        &data,
+        &out,
+        &["--calibration", cal.to_str().unwrap()],
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let f1 = |t: &str| -> f64 {
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("|      0.00 |"))
+            .expect("the metrics row at threshold 0");
+        line.split('|').nth(4).unwrap().trim().parse().unwrap()
+    };
+    // Measured 0.294 (uncalibrated 0.086, the generated subset 0.112) on these 60 rows; a
+    // deterministic run, the floor leaves room for float differences across machines.
+    let got = f1(&t);
+    assert!(got >= 0.25, "macro F1 {got}: {t}");
+    let all = t
+        .lines()
+        .find(|l| l.starts_with("| (all)"))
+        .expect("the per-label AUROC table");
+    let auroc: f64 = all.split('|').nth(2).unwrap().trim().parse().unwrap();
+    assert!(auroc >= 0.65, "AUROC {auroc} (measured 0.72): {t}");
 }

@@ -1,6 +1,7 @@
 //! The metrics report of attribute extraction, as Autolabel reports it per attribute (support,
 //! completion rate, accuracy) with F1 for spans, text and entity lists and the AUROC of the
-//! value confidence, their macro average, and the threshold / completion table over all values.
+//! value confidence, their macro average, and the threshold / completion table over all values
+//! and (with several attributes) over each attribute's values.
 
 use super::attribute_extraction::AttributeExtraction;
 use super::attribute_values::same_value;
@@ -26,6 +27,7 @@ pub fn report(
     let mut figures = Vec::new();
     let mut all: Vec<Outcome> = Vec::new();
     let mut total_support = 0;
+    let mut each: Vec<(String, Vec<Outcome>, usize)> = Vec::new();
     let (mut macro_acc, mut macro_completion, mut measured) = (0.0, 0.0, 0);
     for (i, a) in task.attributes.iter().enumerate() {
         if !task.truth_columns[i] {
@@ -104,7 +106,8 @@ pub fn report(
         macro_acc += acc;
         macro_completion += completion;
         measured += 1;
-        all.extend(outcomes);
+        all.extend(outcomes.iter().cloned());
+        each.push((a.name.clone(), outcomes, support));
     }
     if measured == 0 {
         return (!warnings.is_empty()).then(|| Report {
@@ -121,6 +124,14 @@ pub fn report(
         "| macro | | | {macro_completion:.4} | {macro_acc:.4} | | |\n\nattribute values by confidence (accuracy = share of kept values that are right):\n{}",
         format_table(&metrics_table(&all, total_support, DEFAULT_THRESHOLDS))
     ));
+    if each.len() > 1 {
+        for (name, outcomes, support) in &each {
+            text.push_str(&format!(
+                "\n'{name}' values by confidence:\n{}",
+                format_table(&metrics_table(outcomes, *support, DEFAULT_THRESHOLDS))
+            ));
+        }
+    }
     figures.push(("accuracy".into(), macro_acc));
     figures.push(("completion_rate".into(), macro_completion));
     Some(Report {

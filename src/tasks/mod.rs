@@ -14,6 +14,7 @@ pub mod label_selection;
 pub mod multilabel;
 pub mod multilabel_membership;
 pub mod multilabel_report;
+pub mod multilabel_subset;
 pub mod multiple_choice;
 pub mod named_entity_recognition;
 pub mod ner_eval;
