@@ -32,7 +32,7 @@ import argparse, csv, json, os, re, resource, subprocess, sys, tempfile, time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 DATA = os.path.join(ROOT, "..", "shared", "data")
-BIN = os.path.join(ROOT, "target", "release", "autolabel-local")
+BIN = os.environ.get("BIN") or os.path.join(ROOT, "target", "release", "autolabel-local")
 SETS = {
     "movie_reviews": ("examples/movie_reviews/config.json", "autolabel_movie_reviews/movie_reviews.csv"),
     "sms_spam": ("examples/sms_spam/config.json", "sms_spam/SMSSpamCollection.tsv"),
@@ -284,7 +284,8 @@ def main():
                    "transformers": transformers_worker,
                    "transformers-generate": transformers_generate_worker}
         return workers[kind](*rest, a.threads)
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    if not os.environ.get("BIN"):
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     model = model_path(a.model)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"machine: {os.cpu_count()} cores, {cpu}; model {a.model} ({os.path.basename(model)})\n")

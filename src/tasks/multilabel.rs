@@ -122,7 +122,7 @@ impl MultiLabel {
             _ => few_shot::add_few_shot_examples(config, data, &mut prompt, &mut notices)?,
         }
         if config.prompt.chain_of_thought == Some(true) {
-            notices.push("prompt.chain_of_thought is ignored: the labels are generated directly under the label-set grammar".into());
+            notices.push("prompt.chain_of_thought is ignored for multi-label: each label is judged (or the subset generated) directly, without an explanation first".into());
         }
         if config.prompt.label_selection == Some(true) {
             notices.push("prompt.label_selection is ignored: every label can be chosen".into());
