@@ -267,9 +267,15 @@ pub fn calibrate_open(
             }
         }
         None => println!(
-            "no threshold reaches accuracy {} on the fit {units}: every subset is less accurate; `run --calibration` will need a lower --target-accuracy",
+            "no threshold reaches accuracy {} on the fit {units}: every subset is less accurate; `run --calibration --target-accuracy` will need a lower target",
             args.target_accuracy
         ),
+    }
+    if cal.groups.iter().any(|g| g.choose_at.is_some()) {
+        println!(
+            "`run --calibration` chooses each {} at its own cut (above); with --target-accuracy it uses one threshold instead",
+            task.group_kind()
+        );
     }
     println!("\nwrote {}", path.display());
 

@@ -133,7 +133,13 @@ pub fn run_open(
     }
     if let Some(p) = &point {
         eprintln!("confidence: {}", p.describe(task.unit()));
-        if thresholded {
+        if p.cuts {
+            eprintln!(
+                "{confident} of {labeled} labeled rows have a {} at or above its cut; {}",
+                task.group_kind(),
+                task.below_threshold_note()
+            );
+        } else if thresholded {
             eprintln!(
                 "{confident} of {labeled} labeled rows have every {} at or above the threshold; {}",
                 task.unit(),

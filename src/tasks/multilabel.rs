@@ -1,9 +1,11 @@
 //! Multi-label classification (Autolabel's `multilabel_classification`): the answer is a
-//! non-empty subset of the label set written with the config's `label_separator`, generated
-//! under a grammar that only allows the labels, each at most once, in the order the config lists
-//! them. Every chosen label has its own probability (of its tokens, under the model's full
-//! distribution), calibrated per label and thresholded like entities; metrics as Autolabel
-//! reports them (exact-match accuracy, F1 macro and weighted) plus a per-label table.
+//! non-empty subset of the label set written with the config's `label_separator`, in the order
+//! the config lists the labels, found one of two ways (`prompt.multilabel_method`): by label
+//! membership (the default; every label judged yes/no and scored exactly, see
+//! [`super::multilabel_membership`]), or generated under a grammar that only allows the labels,
+//! each at most once, with each chosen label's probability that of its tokens. Calibrated per
+//! label; metrics as Autolabel reports them (exact-match accuracy, F1 macro and weighted) plus a
+//! per-label table.
 
 use super::multilabel_membership as membership;
 use super::multilabel_report;
