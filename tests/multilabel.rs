@@ -293,18 +293,7 @@ fn default_model_calibrates_each_label_on_seed_rows() {
     let config = twitter_config(&f, 3);
     let seed = f.head("autolabel_twitter_emotion/test.csv", 30, "seed.csv");
     let cal = f.dir.path().join("cal.json");
-    let o = f.command(&[
-        "calibrate",
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        seed.to_str().unwrap(),
-        "--calibration",
-        cal.to_str().unwrap(),
-        "--holdout",
-        "0.3",
-        "--no-plots",
-    ]);
+    let o = f.calibrate(&config, &seed, &cal, &["--holdout", "0.3"]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     let c: serde_json::Value =
@@ -546,18 +535,8 @@ fn membership_calibrates_a_cut_per_label_and_refuses_a_subset_calibration() {
     let config = membership_config(&f, 0);
     let seed = f.head("autolabel_twitter_emotion/test.csv", 40, "seed.csv");
     let cal = f.dir.path().join("cal.json");
-    let calibrate = |config: &std::path::Path, cal: &std::path::Path| {
-        f.command(&[
-            "calibrate",
-            "--config",
-            config.to_str().unwrap(),
-            "--data",
-            seed.to_str().unwrap(),
-            "--calibration",
-            cal.to_str().unwrap(),
-            "--no-plots",
-        ])
-    };
+    let calibrate =
+        |config: &std::path::Path, cal: &std::path::Path| f.calibrate(config, &seed, cal, &[]);
     let o = calibrate(&config, &cal);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
@@ -658,18 +637,8 @@ fn default_model_by_membership_calibrated_on_the_seed_file_labels_held_out_tweet
     let f = Fixture::smollm2();
     let config = membership_config(&f, 0);
     let cal = f.dir.path().join("cal.json");
-    let o = f.command(&[
-        "calibrate",
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        shared("autolabel_twitter_emotion/seed.csv")
-            .to_str()
-            .unwrap(),
-        "--calibration",
-        cal.to_str().unwrap(),
-        "--no-plots",
-    ]);
+    let seed = shared("autolabel_twitter_emotion/seed.csv");
+    let o = f.calibrate(&config, &seed, &cal, &[]);
     assert!(o.status.success(), "{}", text(&o));
     let data = f.head("autolabel_twitter_emotion/test.csv", 60, "tweets.csv");
     let out = f.dir.path().join("out.csv");

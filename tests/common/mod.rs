@@ -170,6 +170,23 @@ impl Fixture {
         args.extend(extra);
         self.command(&args)
     }
+
+    /// `autolabel-local calibrate --config C --data D --calibration CAL --no-plots EXTRA` with
+    /// the fixture's model and cache.
+    pub fn calibrate(&self, config: &Path, data: &Path, cal: &Path, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "calibrate",
+            "--config",
+            config.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--calibration",
+            cal.to_str().unwrap(),
+            "--no-plots",
+        ];
+        args.extend(extra);
+        self.command(&args)
+    }
 }
 
 pub fn read_csv(p: &Path) -> Vec<std::collections::HashMap<String, String>> {
