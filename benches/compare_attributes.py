@@ -25,10 +25,10 @@ Usage (a venv with llama-cpp-python; another with torch, transformers, gguf and 
         [--rows 100] [--shots 0] [--threads 2] [--ours 8:f32] \
         [--peers llama.cpp-json,transformers] [--hf-python /tmp/hfenv/bin/python]
 """
-import argparse, csv, json, os, re, subprocess, sys, tempfile, time
+import argparse, csv, json, os, re, subprocess, sys, tempfile
 
 from compare_peers import model_path  # benches/compare_peers.py: the cached file of a model card
-from generation_peers import finish, run_peers, transformers_worker
+from generation_peers import llama_generate, run_peers, transformers_worker
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 # BIN=<a copy of the binary> runs that copy (no build), so the checkout can change meanwhile.
@@ -50,19 +50,11 @@ def output_schema(attributes):
 
 
 def llama_worker(spec, threads):
-    import llama_cpp
+    def grammars(llama_cpp, reqs):
+        g = llama_cpp.LlamaGrammar.from_json_schema(json.dumps(spec["schema"]), verbose=False)
+        return [g] * len(reqs)
 
-    reqs = [json.loads(l) for l in open(spec["requests"])]
-    n_ctx = max(len(r["prompt_ids"]) + r["max_answer_tokens"] for r in reqs) + 8
-    llm = llama_cpp.Llama(model_path=spec["model"], n_ctx=n_ctx, n_batch=512, n_threads=threads, verbose=False)
-    g = llama_cpp.LlamaGrammar.from_json_schema(json.dumps(spec["schema"]), verbose=False)
-    answers = []
-    start = time.perf_counter()
-    for r in reqs:
-        out = llm.create_completion(prompt=r["prompt_ids"], max_tokens=r["max_answer_tokens"], temperature=0.0,
-                                    grammar=g, stop=["<|im_end|>", "<|endoftext|>"])
-        answers.append(out["choices"][0]["text"])
-    finish(spec, answers, time.perf_counter() - start)
+    llama_generate(spec, threads, grammars)
 
 
 def parse(answer, names):

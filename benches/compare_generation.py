@@ -31,11 +31,11 @@ accelerate):
         [--peers llama.cpp-json,llama.cpp-substring,transformers] \
         [--hf-python /tmp/hfenv/bin/python]
 """
-import argparse, csv, json, os, re, subprocess, sys, tempfile, time
+import argparse, csv, json, os, re, subprocess, sys, tempfile
 from collections import Counter
 
 from compare_peers import model_path  # benches/compare_peers.py: the cached file of a model card
-from generation_peers import finish, run_peers, transformers_worker
+from generation_peers import llama_generate, run_peers, transformers_worker
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 DATA = os.path.join(ROOT, "..", "shared", "data")
@@ -67,27 +67,14 @@ def substring_gbnf(types, text):
 
 
 def llama_worker(spec, kind, threads):
-    import llama_cpp
-
-    reqs = [json.loads(l) for l in open(spec["requests"])]
-    n_ctx = max(len(r["prompt_ids"]) + r["max_answer_tokens"] for r in reqs) + 8
-    llm = llama_cpp.Llama(model_path=spec["model"], n_ctx=n_ctx, n_batch=512, n_threads=threads,
-                          verbose=False)
-    grammars = []
-    for r, text in zip(reqs, spec["texts"]):
+    def grammars(llama_cpp, reqs):
         if kind == "json":
-            g = llama_cpp.LlamaGrammar.from_json_schema(json.dumps(schema(spec["types"])), verbose=False)
-        else:
-            g = llama_cpp.LlamaGrammar.from_string(substring_gbnf(spec["types"], text), verbose=False)
-        grammars.append(g)
-    answers, tokens = [], 0
-    start = time.perf_counter()
-    for r, g in zip(reqs, grammars):
-        out = llm.create_completion(prompt=r["prompt_ids"], max_tokens=r["max_answer_tokens"], temperature=0.0,
-                                    grammar=g, stop=["<|im_end|>", "<|endoftext|>"])
-        answers.append(out["choices"][0]["text"])
-        tokens += out["usage"]["completion_tokens"]
-    finish(spec, answers, time.perf_counter() - start, tokens)
+            return [llama_cpp.LlamaGrammar.from_json_schema(json.dumps(schema(spec["types"])), verbose=False)
+                    for _ in reqs]
+        return [llama_cpp.LlamaGrammar.from_string(substring_gbnf(spec["types"], text), verbose=False)
+                for text in spec["texts"]]
+
+    llama_generate(spec, threads, grammars)
 
 
 def parse(answer, types):

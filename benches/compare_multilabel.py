@@ -26,10 +26,10 @@ Usage (a venv with llama-cpp-python; another with torch, transformers, gguf and 
         [--rows 100] [--shots 0] [--peers llama.cpp-grammar,llama.cpp-free,transformers] \
         [--hf-python /tmp/hfenv/bin/python] [--calibrate]
 """
-import argparse, csv, json, os, re, subprocess, sys, tempfile, time
+import argparse, csv, json, os, re, subprocess, sys, tempfile
 
 from compare_peers import model_path  # benches/compare_peers.py: the cached file of a model card
-from generation_peers import finish, run_peers, transformers_worker
+from generation_peers import llama_generate, run_peers, transformers_worker
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BIN = os.environ.get("BIN") or os.path.join(ROOT, "target", "release", "autolabel-local")
@@ -51,19 +51,13 @@ def subset_gbnf(labels, sep):
 
 
 def llama_worker(spec, kind, threads):
-    import llama_cpp
+    def grammars(llama_cpp, reqs):
+        g = None
+        if kind == "grammar":
+            g = llama_cpp.LlamaGrammar.from_string(subset_gbnf(spec["labels"], spec["sep"]), verbose=False)
+        return [g] * len(reqs)
 
-    reqs = [json.loads(l) for l in open(spec["requests"])]
-    n_ctx = max(len(r["prompt_ids"]) + r["max_answer_tokens"] for r in reqs) + 8
-    llm = llama_cpp.Llama(model_path=spec["model"], n_ctx=n_ctx, n_batch=512, n_threads=threads, verbose=False)
-    g = llama_cpp.LlamaGrammar.from_string(subset_gbnf(spec["labels"], spec["sep"]), verbose=False) if kind == "grammar" else None
-    answers = []
-    start = time.perf_counter()
-    for r in reqs:
-        out = llm.create_completion(prompt=r["prompt_ids"], max_tokens=r["max_answer_tokens"], temperature=0.0,
-                                    grammar=g, stop=["<|im_end|>", "<|endoftext|>"])
-        answers.append(out["choices"][0]["text"])
-    finish(spec, answers, time.perf_counter() - start)
+    llama_generate(spec, threads, grammars)
 
 
 def parse(answer, labels, sep):
@@ -166,6 +160,8 @@ def main():
         else:
             for k in ("few_shot_examples", "few_shot_selection", "few_shot_num"):
                 c["prompt"].pop(k, None)
+        # The peers generate the subset: their prompts are the subset method's.
+        c["prompt"]["multilabel_method"] = "subset"
         config = os.path.join(tmp, "config.json")
         json.dump(c, open(config, "w"))
         with open(os.path.join(DATA, "test.csv"), newline="") as f:

@@ -10,6 +10,27 @@ def finish(spec, answers, seconds, tokens=0):
     json.dump({"answers": answers, "seconds": seconds, "tokens": tokens, "rss_mb": rss_mb}, open(spec["out"], "w"))
 
 
+def llama_generate(spec, threads, grammars):
+    """llama.cpp (llama-cpp-python) greedy generation of every request dumped by `plan
+    --dump-requests`, each under its grammar from `grammars(llama_cpp, requests)` (a LlamaGrammar,
+    or None: free text), built before the clock starts; llama-cpp-python reuses the common prefix
+    across rows. Writes the answers (and generated tokens) with `finish`."""
+    import llama_cpp
+
+    reqs = [json.loads(l) for l in open(spec["requests"])]
+    n_ctx = max(len(r["prompt_ids"]) + r["max_answer_tokens"] for r in reqs) + 8
+    llm = llama_cpp.Llama(model_path=spec["model"], n_ctx=n_ctx, n_batch=512, n_threads=threads, verbose=False)
+    gs = grammars(llama_cpp, reqs)
+    answers, tokens = [], 0
+    start = time.perf_counter()
+    for r, g in zip(reqs, gs):
+        out = llm.create_completion(prompt=r["prompt_ids"], max_tokens=r["max_answer_tokens"], temperature=0.0,
+                                    grammar=g, stop=["<|im_end|>", "<|endoftext|>"])
+        answers.append(out["choices"][0]["text"])
+        tokens += out["usage"]["completion_tokens"]
+    finish(spec, answers, time.perf_counter() - start, tokens)
+
+
 def transformers_worker(spec, threads):
     """transformers greedy generate on every request of spec["requests"] (prompt ids, token
     budget, end ids), with the same budget; writes the decoded answers through `finish`."""

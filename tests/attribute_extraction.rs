@@ -14,7 +14,7 @@ use autolabel_models::generation::{generate, ConstraintCompiler, GenerationReque
 use autolabel_models::tokenization::token_env::token_env;
 use autolabel_models::{LoadOptions, LocalModel, ScoreRequest};
 use candle_core::Device;
-use common::{read_csv, text, Fixture};
+use common::{read_csv, text, token_ids, Fixture};
 use std::path::{Path, PathBuf};
 
 const TASK: &str = "Products";
@@ -155,23 +155,7 @@ fn each_attribute_confidence_is_its_value_tokens_mean_probability_and_reruns_are
     let rows = read_csv(&out);
 
     // The prompts as the run prepares them, then the engine and the scorer called directly.
-    let dump = f.dir.path().join("requests.jsonl");
-    let o = f.command(&[
-        "plan",
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--no-chat-template",
-        "--dump-requests",
-        dump.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let requests: Vec<serde_json::Value> = std::fs::read_to_string(&dump)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (_, requests) = f.plan_requests(&config, &data, &["--no-chat-template"]);
     let cfg = autolabel_local::config::TaskConfig::load(&config).unwrap();
     let attributes = parse_attributes(&cfg, ";").unwrap();
     let model = LocalModel::load(&f.model, &Device::Cpu, &LoadOptions::default()).unwrap();
@@ -179,12 +163,7 @@ fn each_attribute_confidence_is_its_value_tokens_mean_probability_and_reruns_are
     let env = token_env(&model.tokenizer, model.scorer.vocab_size(), &[end]).unwrap();
     let compiler = ConstraintCompiler::new(&env).unwrap();
     for (r, row) in requests.iter().zip(&rows) {
-        let prompt: Vec<u32> = r["prompt_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect();
+        let prompt = token_ids(&r["prompt_ids"]);
         let grammar = Grammar::Lark(answer_grammar(&attributes, ";", &row["title"]));
         let g = generate(
             model.scorer.as_ref(),
@@ -263,19 +242,8 @@ fn calibrate_fits_the_values_confidence_and_run_applies_it() {
     let config = example("config.json");
     let seed = example("seed.csv");
     let cal = f.dir.path().join("cal.json");
-    let o = f.command(&[
-        "calibrate",
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        seed.to_str().unwrap(),
-        "--calibration",
-        cal.to_str().unwrap(),
-        "--no-plots",
-        // A random model is rarely right: a target it can reach, so a threshold is chosen.
-        "--target-accuracy",
-        "0.05",
-    ]);
+    // A random model is rarely right: a target it can reach, so a threshold is chosen.
+    let o = f.calibrate(&config, &seed, &cal, &["--target-accuracy", "0.05"]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("80 values on"), "{t}");

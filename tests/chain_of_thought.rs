@@ -10,7 +10,7 @@ use autolabel_models::generation::{generate, ConstraintCompiler, GenerationReque
 use autolabel_models::tokenization::token_env::token_env;
 use autolabel_models::{LoadOptions, LocalModel, ScoreRequest};
 use candle_core::Device;
-use common::{read_csv, shared, text, Fixture};
+use common::{read_csv, shared, text, token_ids, Fixture};
 use std::path::PathBuf;
 
 /// The first `n` SMS rows from line `from` on, as a CSV with a header (Label, SMS).
@@ -73,36 +73,12 @@ fn scored_after_explanations(chat: bool) {
 
     // The requests as the labeler prepares them: prompts, and the labels as Autolabel writes a
     // chain-of-thought answer, each with the end-of-turn token.
-    let dump = f.dir.path().join("requests.jsonl");
-    let mut args = vec![
-        "plan",
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--dump-requests",
-        dump.to_str().unwrap(),
-    ];
-    args.extend(&flags);
-    let o = f.command(&args);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let plan = text(&o);
+    let (plan, requests) = f.plan_requests(&config, &data, &flags);
     assert!(plan.contains("expl[max_tokens=12]"), "{plan}");
-    let requests: Vec<serde_json::Value> = std::fs::read_to_string(&dump)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
 
     // The engine and the scorer, called directly.
     let model = LocalModel::load(&f.model, &Device::Cpu, &LoadOptions::default()).unwrap();
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
+    let ids = token_ids;
     let candidates: Vec<Vec<u32>> = requests[0]["candidate_ids"]
         .as_array()
         .unwrap()

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{read_csv, shared, text, Fixture};
+use common::{read_csv, shared, text, token_ids, Fixture};
 use std::path::PathBuf;
 
 const TASK: &str = "EmotionClassification";
@@ -423,39 +423,15 @@ fn membership_gives_every_label_its_exact_yes_probability_and_resumes_byte_ident
     let labels = labels();
 
     // The prompts and candidates as the run prepares them, each judgment then scored alone.
-    let dump = f.dir.path().join("requests.jsonl");
-    let o = f.command(&[
-        "plan",
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--no-chat-template",
-        "--dump-requests",
-        dump.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-
-    let requests: Vec<serde_json::Value> = std::fs::read_to_string(&dump)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (_, requests) = f.plan_requests(&config, &data, &["--no-chat-template"]);
     let model = autolabel_models::LocalModel::load(
         &f.model,
         &candle_core::Device::Cpu,
         &autolabel_models::LoadOptions::default(),
     )
     .unwrap();
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
     for (r, row) in requests.iter().zip(&rows) {
-        let p = ids(&r["prompt_ids"]);
+        let p = token_ids(&r["prompt_ids"]);
         let got = memberships(row);
         assert_eq!(
             got.iter().map(|g| g.0.clone()).collect::<Vec<_>>(),

@@ -86,20 +86,7 @@ fn unreadable_options_are_reported_by_line_and_calibration_fits_a_temperature() 
 
     let seed = f.head("autolabel_sciq/seed.csv", 24, "seed.csv");
     let cal = f.dir.path().join("sciq.calibration.json");
-    let calibrate = |extra: &[&str]| {
-        let mut args = vec![
-            "calibrate",
-            "--config",
-            config.to_str().unwrap(),
-            "--data",
-            seed.to_str().unwrap(),
-            "--calibration",
-            cal.to_str().unwrap(),
-            "--no-plots",
-        ];
-        args.extend_from_slice(extra);
-        f.command(&args)
-    };
+    let calibrate = |extra: &[&str]| f.calibrate(&config, &seed, &cal, extra);
     let o = calibrate(&["--fit", "bias"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(

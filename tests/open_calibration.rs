@@ -53,18 +53,7 @@ fn calibrate_fits_each_entity_and_run_applies_it() {
     let config = conll_config(&f, 0);
     let seed = f.head("autolabel_conll2003/test.csv", 6, "seed.csv");
     let cal = f.dir.path().join("conll.calibration.json");
-    let o = f.command(&[
-        "calibrate",
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        seed.to_str().unwrap(),
-        "--calibration",
-        cal.to_str().unwrap(),
-        "--target-accuracy",
-        "0.0",
-        "--no-plots",
-    ]);
+    let o = f.calibrate(&config, &seed, &cal, &["--target-accuracy", "0.0"]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
     assert!(
@@ -231,18 +220,7 @@ fn extractive_answers_get_a_confidently_labeled_column() {
     let config = f.file("squad.json", &c.to_string());
     let seed = f.head("squad_v2_dev_half/dev_half.csv", 10, "squad.csv");
     let cal = f.dir.path().join("squad.calibration.json");
-    let o = f.command(&[
-        "calibrate",
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        seed.to_str().unwrap(),
-        "--calibration",
-        cal.to_str().unwrap(),
-        "--target-accuracy",
-        "0.0",
-        "--no-plots",
-    ]);
+    let o = f.calibrate(&config, &seed, &cal, &["--target-accuracy", "0.0"]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
     assert!(t.contains("calibrated answer confidence"), "{t}");

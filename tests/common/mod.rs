@@ -171,6 +171,35 @@ impl Fixture {
         self.command(&args)
     }
 
+    /// `autolabel-local plan --config C --data D --dump-requests FILE EXTRA` (must succeed):
+    /// plan's printed text and every row's request as the run prepares it.
+    pub fn plan_requests(
+        &self,
+        config: &Path,
+        data: &Path,
+        extra: &[&str],
+    ) -> (String, Vec<serde_json::Value>) {
+        let dump = self.dir.path().join("requests.jsonl");
+        let mut args = vec![
+            "plan",
+            "--config",
+            config.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--dump-requests",
+            dump.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let o = self.command(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let requests = std::fs::read_to_string(&dump)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (text(&o), requests)
+    }
+
     /// `autolabel-local calibrate --config C --data D --calibration CAL --no-plots EXTRA` with
     /// the fixture's model and cache.
     pub fn calibrate(&self, config: &Path, data: &Path, cal: &Path, extra: &[&str]) -> Output {
@@ -203,4 +232,13 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// A JSON list of token ids (a dumped request's `prompt_ids`, a candidate's ids).
+pub fn token_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
