@@ -7,23 +7,23 @@
 //! - [`silu_mul`]: SwiGLU gating `silu(gate) * up` in one pass.
 //! - [`rms_norm`]: RMS norm with rows in parallel.
 //! - [`skinny_matmul_t`]: `x · wᵀ` for the few activation rows of a generation step.
-//! - [`BlockMatrix`]: matmul with GGUF Q4_0/Q4_1/Q5_0/Q5_1 weights in 8-bit integer SIMD
-//!   (candle has none for these).
+//! - [`BlockMatrix`]: matmul with GGUF block weights (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q4_K/Q5_K/Q6_K)
+//!   in 8-bit integer SIMD, AVX-VNNI or AVX2 picked at run time.
 //!
 //! The CPU kernels use a vectorizable `exp` and SIMD row loops ([`simd`]) instead of libm and
 //! scalar loops.
 
-mod block_matmul;
 mod log_softmax_gather;
 mod masked_softmax;
+mod quant;
 mod rms_norm;
 mod silu_mul;
 pub mod simd;
 mod skinny_matmul;
 
-pub use block_matmul::BlockMatrix;
 pub use log_softmax_gather::{log_softmax_gather, log_softmax_gather_unfused};
 pub use masked_softmax::{masked_softmax, masked_softmax_unfused};
+pub use quant::BlockMatrix;
 pub use rms_norm::{rms_norm, rms_norm_unfused};
 pub use silu_mul::{silu_mul, silu_mul_unfused};
 pub use skinny_matmul::{skinny_matmul_t, MAX_ROWS as SKINNY_MAX_ROWS};

@@ -88,12 +88,20 @@ impl RopeScaling {
 pub enum Embedding {
     Quantized(Arc<QTensor>),
     Dense(Tensor),
+    /// The rows of a tied output head's block weights.
+    Blocks(Arc<autolabel_kernels::BlockMatrix>),
 }
 
 impl Embedding {
     fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         match self {
             Embedding::Quantized(q) => q.embedding(ids),
+            Embedding::Blocks(b) => {
+                let flat = ids.flatten_all()?.to_vec1::<u32>()?;
+                let mut dims = ids.dims().to_vec();
+                dims.push(b.dims().1);
+                Tensor::from_vec(b.rows(&flat)?, dims, ids.device())
+            }
             Embedding::Dense(t) => {
                 let flat = ids.flatten_all()?;
                 let mut dims = ids.dims().to_vec();

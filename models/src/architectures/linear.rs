@@ -10,8 +10,9 @@ pub enum MatWeight {
     Q(QMatMul),
     /// `[out, in]` in the weight's own dtype.
     Dense(Tensor),
-    /// GGUF 4/5-bit block weights through our SIMD kernel (CPU with AVX2).
-    Blocks(autolabel_kernels::BlockMatrix),
+    /// GGUF block weights through our SIMD kernel (CPU with AVX2); shared with the embedding
+    /// when the output head is tied to it.
+    Blocks(std::sync::Arc<autolabel_kernels::BlockMatrix>),
 }
 
 impl MatWeight {

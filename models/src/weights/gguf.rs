@@ -47,7 +47,7 @@ impl WeightFormat {
                     && autolabel_kernels::BlockMatrix::supports(q.dtype())
                     && autolabel_kernels::BlockMatrix::simd_available() =>
             {
-                MatWeight::Blocks(autolabel_kernels::BlockMatrix::from_qtensor(&q)?)
+                MatWeight::Blocks(Arc::new(autolabel_kernels::BlockMatrix::from_qtensor(&q)?))
             }
             WeightFormat::Quantized => MatWeight::Q(QMatMul::from_arc(q)?),
             WeightFormat::F32 => MatWeight::Q(QMatMul::Tensor(q.dequantize(device)?)),
@@ -301,8 +301,15 @@ impl GgufFile {
         let final_norm = self
             .tensor("output_norm.weight", device)?
             .dequantize(device)?;
+        // A tied output head held by our kernel serves the embedding lookups too (one copy).
+        let embedding = match &lm_head {
+            MatWeight::Blocks(b) if !self.has_tensor("output.weight") => {
+                Embedding::Blocks(b.clone())
+            }
+            _ => Embedding::Quantized(embd),
+        };
         let weights = DecoderWeights {
-            embedding: Embedding::Quantized(embd),
+            embedding,
             layers,
             final_norm,
             lm_head,

@@ -1,0 +1,442 @@
+//! Matmul with GGUF block weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the k-quants Q4_K, Q5_K,
+//! Q6_K) in 8-bit integer SIMD, the llama.cpp way: activations are quantized per block of 32 to
+//! 8 bits (a scale `d_x` and the block's sum) and meet the weights' unsigned values in integer
+//! multiply-adds, `sum_i (d u_i + m) d_x q_i = d d_x sum_i u_i q_i + m d_x sum_i q_i`.
+//!
+//! The weights are stored again at load, eight rows interleaved at the file's bit width
+//! ([`repack`]), so that each 32-bit SIMD lane is one weight row: four activation rows times
+//! eight weight rows per tile, the integer products by AVX-VNNI where the CPU has it (picked at
+//! run time) and AVX2 otherwise, the float scaling once per block for eight rows. candle 0.11
+//! has no SIMD path for the 32-value types and a one-row-at-a-time one for the k-quants.
+
+mod repack;
+#[cfg(test)]
+mod tests;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Result, Tensor};
+use rayon::prelude::*;
+use repack::{Kind, BLOCK, GROUP, NIBBLES};
+#[cfg(target_arch = "x86_64")]
+use x86::Isa;
+
+/// No SIMD kernels off x86-64 (the scalar loops run).
+#[cfg(not(target_arch = "x86_64"))]
+#[derive(Debug, Clone, Copy)]
+enum Isa {}
+
+/// The scales of every (group, sub-block, row), as the file has them (f16) or as products of
+/// the file's scales (f32, k-quants).
+enum Scales {
+    F16(Vec<half::f16>),
+    F32(Vec<f32>),
+}
+
+impl Scales {
+    fn new(kind: Kind, len: usize) -> Self {
+        if kind.f16_scales() {
+            Scales::F16(vec![half::f16::ZERO; len])
+        } else {
+            Scales::F32(vec![0.0; len])
+        }
+    }
+
+    fn set(&mut self, i: usize, v: f32) {
+        match self {
+            Scales::F16(s) => s[i] = half::f16::from_f32(v),
+            Scales::F32(s) => s[i] = v,
+        }
+    }
+
+    fn read(&self, from: usize, out: &mut [f32]) {
+        match self {
+            Scales::F16(s) => {
+                use half::slice::HalfFloatSliceExt;
+                s[from..from + out.len()].convert_to_f32_slice(out)
+            }
+            Scales::F32(s) => out.copy_from_slice(&s[from..from + out.len()]),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Scales::F16(s) => 2 * s.len(),
+            Scales::F32(s) => 4 * s.len(),
+        }
+    }
+}
+
+/// A `[n, k]` matrix of GGUF block weights, eight rows interleaved.
+pub struct BlockMatrix {
+    kind: Kind,
+    n: usize,
+    k: usize,
+    /// `[groups][k / 32][128]`: the low 4 bits of every value.
+    nib: Vec<u8>,
+    /// `[groups][k / 32][extra_bytes]`: the bits above 4.
+    extra: Vec<u8>,
+    /// `[groups][k / 32 * subs][8]`.
+    d: Scales,
+    /// Stored for the types with a min; otherwise `kind.offset() * d`.
+    m: Option<Scales>,
+}
+
+/// Activations quantized per block of 32: `x ~ d * q` (d rounded to f16 as llama.cpp stores
+/// it) and `d * sum(q)` per weight sub-block.
+struct Q8Rows {
+    d: Vec<f32>,
+    s: Vec<f32>,
+    q: Vec<i8>,
+}
+
+/// One group's values unpacked and its scales in f32.
+struct Scratch {
+    vals: Vec<u8>,
+    d: Vec<f32>,
+    m: Vec<f32>,
+}
+
+impl BlockMatrix {
+    /// Whether `dtype` is one this kernel runs.
+    pub fn supports(dtype: GgmlDType) -> bool {
+        Kind::of(dtype).is_some()
+    }
+
+    /// Whether this CPU runs the SIMD kernels (x86-64 with AVX2 and FMA); elsewhere candle's own
+    /// quantized matmul is as fast as the scalar fallback here.
+    pub fn simd_available() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return crate::simd::has_avx2_fma();
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// From a `QTensor` of a supported type and shape `[n, k]` (`k` a multiple of its block).
+    pub fn from_qtensor(t: &QTensor) -> Result<Self> {
+        let Some(kind) = Kind::of(t.dtype()) else {
+            candle_core::bail!(
+                "BlockMatrix: expected Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K or Q6_K weights, \
+                 got {:?}",
+                t.dtype()
+            )
+        };
+        let (n, k) = t.shape().dims2()?;
+        let (fvals, fbytes) = kind.file_block();
+        if k % fvals != 0 {
+            candle_core::bail!("BlockMatrix: row length {k} is not a multiple of {fvals}")
+        }
+        let data = t.data()?;
+        let expected = n * (k / fvals) * fbytes;
+        if data.len() != expected {
+            candle_core::bail!(
+                "BlockMatrix: {} bytes for [{n}, {k}] {kind:?} weights (expected {expected})",
+                data.len()
+            )
+        }
+        let (kb, subs) = (k / BLOCK, kind.subs());
+        let groups = n.div_ceil(GROUP);
+        let eb = kind.extra_bytes();
+        let mut nib = vec![0u8; groups * kb * NIBBLES];
+        // (A byte per group where there is no extra plane, so that the groups zip below.)
+        let mut extra = vec![0u8; groups * (kb * eb).max(1)];
+        let scales_per_group = kb * subs * GROUP;
+        let mut d = vec![0f32; groups * scales_per_group];
+        let mut m = vec![0f32; groups * scales_per_group];
+        let row_bytes = (k / fvals) * fbytes;
+        nib.par_chunks_mut(kb * NIBBLES)
+            .zip(extra.par_chunks_mut((kb * eb).max(1)))
+            .zip(
+                d.par_chunks_mut(scales_per_group)
+                    .zip(m.par_chunks_mut(scales_per_group)),
+            )
+            .enumerate()
+            .for_each(|(g, ((nib, extra), (d, m)))| {
+                let (mut u, mut dm) = ([0u8; BLOCK], [(0f32, 0f32); 2]);
+                for r in 0..GROUP.min(n - g * GROUP) {
+                    let row = &data[(g * GROUP + r) * row_bytes..][..row_bytes];
+                    for b in 0..kb {
+                        let file_block = b * BLOCK / fvals;
+                        let fb = &row[file_block * fbytes..][..fbytes];
+                        repack::decode(kind, fb, b % (fvals / BLOCK), &mut u, &mut dm);
+                        let extra = if eb > 0 {
+                            &mut extra[b * eb..][..eb]
+                        } else {
+                            &mut [][..]
+                        };
+                        repack::write_planes(
+                            kind,
+                            &u,
+                            r,
+                            &mut nib[b * NIBBLES..][..NIBBLES],
+                            extra,
+                        );
+                        for (s, &(ds, ms)) in dm.iter().enumerate().take(subs) {
+                            d[(b * subs + s) * GROUP + r] = ds;
+                            m[(b * subs + s) * GROUP + r] = ms;
+                        }
+                    }
+                }
+            });
+        let store = |v: &[f32]| {
+            let mut s = Scales::new(kind, v.len());
+            for (i, &x) in v.iter().enumerate() {
+                s.set(i, x);
+            }
+            s
+        };
+        Ok(BlockMatrix {
+            kind,
+            n,
+            k,
+            nib,
+            extra,
+            d: store(&d),
+            m: kind.has_min().then(|| store(&m)),
+        })
+    }
+
+    pub fn dims(&self) -> (usize, usize) {
+        (self.n, self.k)
+    }
+
+    /// Bytes held (the weights as stored here; compare with the file's).
+    pub fn bytes(&self) -> usize {
+        self.nib.len()
+            + self.extra.len()
+            + self.d.bytes()
+            + self.m.as_ref().map_or(0, Scales::bytes)
+    }
+
+    /// Rows `ids` dequantized, `[ids.len() * k]` (an embedding lookup from the same store when
+    /// the output head and the token embedding are one tensor).
+    pub fn rows(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let (kb, subs, eb) = (self.k / BLOCK, self.kind.subs(), self.kind.extra_bytes());
+        let mut out = vec![0f32; ids.len() * self.k];
+        let mut vals = [0u8; 2 * NIBBLES];
+        let mut d = vec![0f32; kb * subs * GROUP];
+        let mut m = vec![0f32; kb * subs * GROUP];
+        for (&id, out) in ids.iter().zip(out.chunks_mut(self.k)) {
+            let id = id as usize;
+            if id >= self.n {
+                candle_core::bail!("BlockMatrix: row {id} of {}", self.n)
+            }
+            let (g, lane) = (id / GROUP, id % GROUP);
+            self.scales(g, &mut d, &mut m);
+            for b in 0..kb {
+                let nib = &self.nib[(g * kb + b) * NIBBLES..][..NIBBLES];
+                let extra = &self.extra[(g * kb + b) * eb..][..eb];
+                repack::unpack_scalar(self.kind, nib, extra, &mut vals);
+                for (i, o) in out[b * BLOCK..(b + 1) * BLOCK].iter_mut().enumerate() {
+                    let u = vals[32 * (i / 4) + 4 * lane + i % 4] as f32;
+                    let at = (b * subs + i / (BLOCK / subs)) * GROUP + lane;
+                    *o = d[at] * u + m[at];
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn groups(&self) -> usize {
+        self.n.div_ceil(GROUP)
+    }
+
+    /// Group `g`'s values and scales into `s`.
+    fn unpack(&self, g: usize, s: &mut Scratch, simd: bool) {
+        let kb = self.k / BLOCK;
+        let eb = self.kind.extra_bytes();
+        for b in 0..kb {
+            let nib = &self.nib[(g * kb + b) * NIBBLES..][..NIBBLES];
+            let extra = &self.extra[(g * kb + b) * eb..][..eb];
+            let out = &mut s.vals[b * 2 * NIBBLES..][..2 * NIBBLES];
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: callers pass `simd` only when AVX2 is present.
+                unsafe { x86::unpack(self.kind.extra(), nib, extra, out) };
+                continue;
+            }
+            let _ = simd;
+            repack::unpack_scalar(self.kind, nib, extra, out);
+        }
+        self.scales(g, &mut s.d, &mut s.m);
+    }
+
+    /// Group `g`'s scales in f32.
+    fn scales(&self, g: usize, d: &mut [f32], m: &mut [f32]) {
+        self.d.read(g * d.len(), d);
+        match &self.m {
+            Some(stored) => stored.read(g * m.len(), m),
+            None => {
+                let c = self.kind.offset();
+                for (m, d) in m.iter_mut().zip(d.iter()) {
+                    *m = c * d;
+                }
+            }
+        }
+    }
+
+    /// `x @ W^T` for `x` `[rows, k]` (f32, CPU): `[rows, n]`.
+    pub fn matmul_t(&self, x: &Tensor) -> Result<Tensor> {
+        #[cfg(target_arch = "x86_64")]
+        let isa = Self::simd_available().then(Isa::detect);
+        #[cfg(not(target_arch = "x86_64"))]
+        let isa = None;
+        self.matmul_with(x, isa)
+    }
+
+    /// `matmul_t` with the given kernels (`None`: the scalar loops).
+    fn matmul_with(&self, x: &Tensor, isa: Option<Isa>) -> Result<Tensor> {
+        let (rows, k) = x.dims2()?;
+        if k != self.k {
+            candle_core::bail!("BlockMatrix: input has {k} columns, weights {}", self.k)
+        }
+        let xs = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
+        let xs = xs.flatten_all()?.to_vec1::<f32>()?;
+        let q = quantize_rows(&xs, rows, k, self.kind);
+        let (kb, subs) = (k / BLOCK, self.kind.subs());
+        let groups = self.groups();
+        // Groups per task: enough tasks for every core, few enough that each task's unpacking
+        // is repaid over the activation rows.
+        let per_task = (groups / (4 * rayon::current_num_threads())).clamp(1, 8);
+        let mut out_g = vec![0f32; groups * rows * GROUP]; // [group][row][8]
+        out_g
+            .par_chunks_mut(per_task * rows * GROUP)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                let mut s = Scratch {
+                    vals: vec![0u8; kb * 2 * NIBBLES],
+                    d: vec![0f32; kb * subs * GROUP],
+                    m: vec![0f32; kb * subs * GROUP],
+                };
+                for (i, out) in chunk.chunks_mut(rows * GROUP).enumerate() {
+                    self.unpack(task * per_task + i, &mut s, isa.is_some());
+                    let out = &mut out[..rows * GROUP];
+                    let mut r0 = 0;
+                    while r0 < rows {
+                        // Four activation rows per tile; a last tile of one to three.
+                        let t = (rows - r0).min(4);
+                        let res = &mut out[r0 * GROUP..(r0 + t) * GROUP];
+                        match t {
+                            4 => self.tile::<4>(&s, &q, r0, isa, res),
+                            3 => self.tile::<3>(&s, &q, r0, isa, res),
+                            2 => self.tile::<2>(&s, &q, r0, isa, res),
+                            _ => self.tile::<1>(&s, &q, r0, isa, res),
+                        }
+                        r0 += t;
+                    }
+                }
+            });
+        let mut out = vec![0f32; rows * self.n];
+        for (g, block) in out_g.chunks(rows * GROUP).enumerate() {
+            let cols = GROUP.min(self.n - g * GROUP);
+            for r in 0..rows {
+                out[r * self.n + g * GROUP..][..cols].copy_from_slice(&block[r * GROUP..][..cols]);
+            }
+        }
+        Tensor::from_vec(out, (rows, self.n), &Device::Cpu)
+    }
+
+    /// Activation rows `r0..r0 + T` against the group in `s`; `out` is `[T][8]` flattened.
+    fn tile<const T: usize>(
+        &self,
+        s: &Scratch,
+        q: &Q8Rows,
+        r0: usize,
+        isa: Option<Isa>,
+        out: &mut [f32],
+    ) {
+        let (kb, subs) = (self.k / BLOCK, self.kind.subs());
+        let k = self.k;
+        let out: &mut [[f32; GROUP]] = bytemuck_rows(out);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(isa) = isa {
+            let rows: [usize; T] = std::array::from_fn(|t| r0 + t);
+            let t = x86::Tile {
+                vals: &s.vals,
+                d: &s.d,
+                m: &s.m,
+                kb,
+                xq: rows.map(|r| &q.q[r * k..(r + 1) * k]),
+                xd: rows.map(|r| &q.d[r * kb..(r + 1) * kb]),
+                xs: rows.map(|r| &q.s[r * kb * subs..(r + 1) * kb * subs]),
+            };
+            // SAFETY: `isa` was detected on this CPU (tests pass only what it has).
+            unsafe { x86::tile(isa, self.kind, &t, out) };
+            return;
+        }
+        let _ = isa;
+        let span = BLOCK / subs;
+        for (t, out) in out.iter_mut().enumerate() {
+            let r = r0 + t;
+            for (lane, out) in out.iter_mut().enumerate() {
+                let mut acc = 0f32;
+                for b in 0..kb {
+                    for sub in 0..subs {
+                        let mut isum = 0i32;
+                        for i in sub * span..(sub + 1) * span {
+                            let (j, tt) = (i / 4, i % 4);
+                            let u = s.vals[b * 256 + 32 * j + 4 * lane + tt];
+                            isum += u as i32 * q.q[r * k + b * BLOCK + i] as i32;
+                        }
+                        let at = (b * subs + sub) * GROUP + lane;
+                        acc += s.d[at] * q.d[r * kb + b] * isum as f32
+                            + s.m[at] * q.s[(r * kb + b) * subs + sub];
+                    }
+                }
+                *out = acc;
+            }
+        }
+    }
+}
+
+/// A flat `[rows * 8]` slice as rows of 8.
+fn bytemuck_rows(s: &mut [f32]) -> &mut [[f32; GROUP]] {
+    let (rows, rest) = s.as_chunks_mut::<GROUP>();
+    debug_assert!(rest.is_empty());
+    rows
+}
+
+/// Quantizes rows of activations per block of 32, with sums per weight sub-block.
+fn quantize_rows(xs: &[f32], rows: usize, k: usize, kind: Kind) -> Q8Rows {
+    let blocks = rows * k / BLOCK;
+    let subs = kind.subs();
+    let mut out = Q8Rows {
+        d: vec![0.0; blocks],
+        s: vec![0.0; blocks * subs],
+        q: vec![0; rows * k],
+    };
+    out.q
+        .par_chunks_mut(BLOCK)
+        .zip(out.d.par_iter_mut().zip(out.s.par_chunks_mut(subs)))
+        .zip(xs.par_chunks(BLOCK))
+        .with_min_len(64)
+        .for_each(|((q, (d, s)), x)| {
+            let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let scale = amax / 127.0;
+            let id = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            for (qi, &v) in q.iter_mut().zip(x) {
+                // Half away from zero, as llama.cpp's reference quantizer and candle's round;
+                // |v * id| <= 127, so the cast is exact.
+                *qi = (v * id).round() as i8;
+            }
+            // The scale rounded to f16 as llama.cpp's Q8_0 / Q8_1 store it (its Q8_K, the
+            // k-quants' partner, keeps f32).
+            *d = if kind.f16_scales() {
+                half::f16::from_f32(scale).to_f32()
+            } else {
+                scale
+            };
+            let span = BLOCK / subs;
+            for (i, s) in s.iter_mut().enumerate() {
+                let sum: i32 = q[i * span..(i + 1) * span].iter().map(|&v| v as i32).sum();
+                *s = if kind.sum_in_f16() {
+                    // llama.cpp's Q8_1 stores the block sum (from the unrounded scale) in f16.
+                    half::f16::from_f32(scale * sum as f32).to_f32()
+                } else {
+                    *d * sum as f32
+                };
+            }
+        });
+    out
+}

@@ -1,0 +1,182 @@
+//! The x86-64 kernels: unpacking a group's planes into interleaved bytes (AVX2), and the tile
+//! product of eight weight rows with four activation rows, once with AVX-VNNI's `vpdpbusd` (four
+//! u8 x i8 products into each 32-bit lane in one instruction) and once with AVX2's
+//! `pmaddubsw` + `pmaddwd`. Lanes are weight rows, so the per-block float work (convert, scale,
+//! add) is done once for eight rows, not once per row.
+
+use super::repack::{Extra, Kind, BLOCK, NIBBLES};
+use std::arch::x86_64::*;
+
+/// One (group, block)'s 256 interleaved bytes from its planes.
+#[target_feature(enable = "avx2")]
+pub unsafe fn unpack(extra_kind: Extra, nib: &[u8], extra: &[u8], out: &mut [u8]) {
+    debug_assert!(nib.len() >= NIBBLES && out.len() >= 2 * NIBBLES);
+    let low = _mm256_set1_epi8(0x0F);
+    let bit4 = _mm256_set1_epi8(0x10);
+    let bits45 = _mm256_set1_epi8(0x30);
+    let high = _mm256_set1_epi8(0xF0u8 as i8);
+    let load = |s: &[u8], at: usize| _mm256_loadu_si256(s.as_ptr().add(at) as *const __m256i);
+    // Bits `from..` of each byte moved to bit 4 (16-bit shifts; the mask drops what crossed a
+    // byte boundary).
+    let to4 = |v: __m256i, from: i32, mask: __m256i| {
+        let moved = if from <= 4 {
+            _mm256_sll_epi16(v, _mm_cvtsi32_si128(4 - from))
+        } else {
+            _mm256_srl_epi16(v, _mm_cvtsi32_si128(from - 4))
+        };
+        _mm256_and_si256(moved, mask)
+    };
+    for j in 0..4 {
+        let p = load(nib, 32 * j);
+        let mut a = _mm256_and_si256(p, low);
+        let mut b = _mm256_and_si256(_mm256_srli_epi16(p, 4), low);
+        match extra_kind {
+            Extra::None => {}
+            Extra::Bit => {
+                let h = load(extra, 0);
+                a = _mm256_or_si256(a, to4(h, j as i32, bit4));
+                b = _mm256_or_si256(b, to4(h, j as i32 + 4, bit4));
+            }
+            Extra::TwoBits => {
+                let (h0, h1) = (load(extra, 0), load(extra, 32));
+                a = _mm256_or_si256(a, to4(h0, 2 * j as i32, bits45));
+                b = _mm256_or_si256(b, to4(h1, 2 * j as i32, bits45));
+            }
+            Extra::Nibble => {
+                let q = load(extra, 32 * j);
+                a = _mm256_or_si256(a, _mm256_and_si256(_mm256_slli_epi16(q, 4), high));
+                b = _mm256_or_si256(b, _mm256_and_si256(q, high));
+            }
+        }
+        _mm256_storeu_si256(out.as_mut_ptr().add(32 * j) as *mut __m256i, a);
+        _mm256_storeu_si256(out.as_mut_ptr().add(32 * (j + 4)) as *mut __m256i, b);
+    }
+}
+
+/// One tile's inputs: a group's unpacked values (`kb` blocks of 256 bytes) and its scales
+/// (`kb * subs` vectors of 8 rows, `w = d * u + m`), up to four activation rows (8-bit values,
+/// a scale per block, `d * sum(q)` per sub-block).
+pub struct Tile<'a, const T: usize> {
+    pub vals: &'a [u8],
+    pub d: &'a [f32],
+    pub m: &'a [f32],
+    pub kb: usize,
+    pub xq: [&'a [i8]; T],
+    pub xd: [&'a [f32]; T],
+    pub xs: [&'a [f32]; T],
+}
+
+macro_rules! tile_kernel {
+    ($name:ident, $features:literal, $dot:ident) => {
+        /// `out[t][r] = sum_k w[r][k] x[t][k]` for the tile's 8 weight rows and `T` activation
+        /// rows.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name<const T: usize, const SUBS: usize, const WIDE: bool>(
+            t: &Tile<T>,
+            out: &mut [[f32; 8]],
+        ) {
+            // Independent accumulator chains where there are few rows (one row's eight
+            // dependent `vpdpbusd` per block would otherwise wait on each other's latency).
+            let chains = match T {
+                1 => 4,
+                2 => 2,
+                _ => 1,
+            };
+            let mut acc = [_mm256_setzero_ps(); T];
+            let mut acc_m = [_mm256_setzero_ps(); T];
+            let per_sub = 8 / SUBS;
+            for b in 0..t.kb {
+                let vals = t.vals.as_ptr().add(b * 256);
+                for s in 0..SUBS {
+                    let mut isum = [[_mm256_setzero_si256(); 4]; T];
+                    for j in s * per_sub..(s + 1) * per_sub {
+                        let w = _mm256_loadu_si256(vals.add(32 * j) as *const __m256i);
+                        for r in 0..T {
+                            let x = (t.xq[r].as_ptr().add(b * BLOCK + 4 * j) as *const i32)
+                                .read_unaligned();
+                            let c = j % chains;
+                            isum[r][c] = $dot::<WIDE>(isum[r][c], w, _mm256_set1_epi32(x));
+                        }
+                    }
+                    let at = (b * SUBS + s) * 8;
+                    let d = _mm256_loadu_ps(t.d.as_ptr().add(at));
+                    let m = _mm256_loadu_ps(t.m.as_ptr().add(at));
+                    for r in 0..T {
+                        let mut sum = isum[r][0];
+                        for c in 1..chains {
+                            sum = _mm256_add_epi32(sum, isum[r][c]);
+                        }
+                        let scale = _mm256_mul_ps(d, _mm256_set1_ps(*t.xd[r].get_unchecked(b)));
+                        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, acc[r]);
+                        let xs = _mm256_set1_ps(*t.xs[r].get_unchecked(b * SUBS + s));
+                        acc_m[r] = _mm256_fmadd_ps(m, xs, acc_m[r]);
+                    }
+                }
+            }
+            for r in 0..T {
+                acc[r] = _mm256_add_ps(acc[r], acc_m[r]);
+            }
+            for r in 0..T {
+                _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+            }
+        }
+    };
+}
+
+/// `acc + sum of 4 u8 x i8 products` per 32-bit lane (VNNI: exact, no 16-bit step).
+#[inline]
+#[target_feature(enable = "avx2,avxvnni")]
+unsafe fn dot_vnni<const WIDE: bool>(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+    _mm256_dpbusd_avx_epi32(acc, w, x)
+}
+
+/// The same with AVX2: `pmaddubsw` adds pairs into 16 bits with saturation, which 8-bit
+/// weights (up to 255 x 127 x 2) would overflow, so those are split into their low 7 bits and
+/// their top bit (each pair then fits).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_avx2<const WIDE: bool>(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+    let ones = _mm256_set1_epi16(1);
+    if WIDE {
+        let top = _mm256_set1_epi8(0x80u8 as i8);
+        let lo = _mm256_maddubs_epi16(_mm256_andnot_si256(top, w), x);
+        let hi = _mm256_maddubs_epi16(_mm256_and_si256(top, w), x);
+        let sum = _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones));
+        _mm256_add_epi32(acc, sum)
+    } else {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones))
+    }
+}
+
+tile_kernel!(tile_vnni, "avx2,fma,avxvnni", dot_vnni);
+tile_kernel!(tile_avx2, "avx2,fma", dot_avx2);
+
+/// Which instruction set runs the tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    Vnni,
+    Avx2,
+}
+
+impl Isa {
+    /// The best this CPU has (AVX2 and FMA are required; the caller checks).
+    pub fn detect() -> Isa {
+        if is_x86_feature_detected!("avxvnni") {
+            Isa::Vnni
+        } else {
+            Isa::Avx2
+        }
+    }
+}
+
+/// The tile product for `kind` with `isa` (which the CPU must have).
+pub unsafe fn tile<const T: usize>(isa: Isa, kind: Kind, t: &Tile<T>, out: &mut [[f32; 8]]) {
+    let wide = kind == Kind::Q8_0;
+    match (isa, kind.subs(), wide) {
+        (Isa::Vnni, 2, _) => tile_vnni::<T, 2, false>(t, out),
+        (Isa::Vnni, _, _) => tile_vnni::<T, 1, false>(t, out),
+        (Isa::Avx2, 2, _) => tile_avx2::<T, 2, false>(t, out),
+        (Isa::Avx2, _, true) => tile_avx2::<T, 1, true>(t, out),
+        (Isa::Avx2, _, false) => tile_avx2::<T, 1, false>(t, out),
+    }
+}
