@@ -74,12 +74,116 @@ pub fn choose_model(
     }
 }
 
-/// The `--dtype` a run uses: the one asked for, else f32 on the CPU and bf16 on a GPU.
-pub fn dtype_for(asked: Option<&str>, device: &str) -> String {
-    match asked {
-        Some(d) => d.to_string(),
-        None if device == "cpu" => "f32".into(),
-        None => "bf16".into(),
+/// The `--dtype` a run uses and, when it was not asked for, why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DtypeChoice {
+    pub name: String,
+    pub why: Option<String>,
+}
+
+/// The `--dtype` a run uses: the one asked for; else bf16 on a GPU; else on the CPU the fastest
+/// form that fits in the memory available with room for the batch (`footprint`'s room): a GGUF
+/// file's own quantization (`q`) where the integer SIMD kernels run (x86-64 with AVX2; they are
+/// faster than f32 there and the smallest form), otherwise f32, then the smaller forms. Without
+/// a reading of available memory the fastest form is taken. A model that fits in no form is an
+/// error with the numbers.
+pub fn choose_dtype(
+    asked: Option<&str>,
+    device: &str,
+    model: &Path,
+    available: Option<u64>,
+    integer_kernels: bool,
+) -> Result<DtypeChoice> {
+    if let Some(d) = asked {
+        return Ok(DtypeChoice {
+            name: d.to_string(),
+            why: None,
+        });
+    }
+    if device != "cpu" {
+        return Ok(DtypeChoice {
+            name: "bf16".into(),
+            why: Some("the default on a GPU".into()),
+        });
+    }
+    use autolabel_models::weights::gguf::WeightFormat as W;
+    let fp = autolabel_models::weights::footprint::Footprint::of(model)?;
+    let order: &[(W, &str)] = match (fp.quantized.is_some(), integer_kernels) {
+        (true, true) => &[(W::Quantized, "q"), (W::F32, "f32")],
+        (true, false) => &[(W::F32, "f32"), (W::Quantized, "q")],
+        (false, _) => &[(W::F32, "f32"), (W::BF16, "bf16")],
+    };
+    let gb = |b: u64| {
+        if b >= 1_000_000_000 {
+            format!("{:.2} GB", b as f64 / 1e9)
+        } else {
+            format!("{:.0} MB", (b as f64 / 1e6).ceil())
+        }
+    };
+    let room = fp.room();
+    let sizes: Vec<String> = order
+        .iter()
+        .filter_map(|(w, n)| Some(format!("{} as {n}", gb(fp.weights(*w)?))))
+        .collect();
+    for (i, (w, name)) in order.iter().enumerate() {
+        let Some(bytes) = fp.weights(*w) else {
+            continue;
+        };
+        let fits = available.is_none_or(|a| bytes + room <= a);
+        if !fits {
+            continue;
+        }
+        let speed = match (name, i) {
+            (&"q", 0) => "the file's quantization through the integer SIMD kernels: the fastest form on this CPU and the smallest".to_string(),
+            (_, 0) if fp.quantized.is_some() => "the fastest form on a CPU without the integer kernels (x86-64 with AVX2)".to_string(),
+            (_, 0) => "the fastest form on a CPU".to_string(),
+            _ => format!("the faster form ({}) does not fit", order[0].1),
+        };
+        let memory = match available {
+            Some(a) => format!(
+                "{} of weights + {} of room for the batch, {} available",
+                gb(bytes),
+                gb(room),
+                gb(a)
+            ),
+            None => format!("{} of weights; available memory unknown", gb(bytes)),
+        };
+        return Ok(DtypeChoice {
+            name: name.to_string(),
+            why: Some(format!("{speed} ({memory}; --dtype overrides)")),
+        });
+    }
+    bail!(
+        "{} does not fit in memory in any form: its weights take {} plus {} of room for the batch, and {} is available; free memory, use a smaller or more quantized model, or force a form with --dtype",
+        model.display(),
+        sizes.join(" or "),
+        gb(room),
+        gb(available.unwrap_or(0))
+    )
+}
+
+/// Memory this process can still take: the smaller of the system's `MemAvailable` and what is
+/// left under its cgroup's limit (containers, Slurm jobs). `None` where neither can be read.
+pub fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    });
+    let read = |f: &str| -> Option<u64> {
+        std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(f))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let cgroup = match (read("memory.max"), read("memory.current")) {
+        (Some(max), Some(cur)) => Some(max.saturating_sub(cur)),
+        _ => None,
+    };
+    match (meminfo, cgroup) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -146,8 +250,65 @@ mod tests {
             "google/flan-t5-xxl@0123456789ab"
         );
         assert_eq!(model_name(Path::new("/m/SmolLM2.gguf")), "SmolLM2.gguf");
-        assert_eq!(dtype_for(None, "cuda"), "bf16");
-        assert_eq!(dtype_for(None, "cpu"), "f32");
-        assert_eq!(dtype_for(Some("f16"), "cpu"), "f16");
+    }
+}
+
+#[cfg(test)]
+mod dtype_tests {
+    use super::*;
+    use autolabel_models::testing::{write_tiny_gguf, TinySpec};
+    use autolabel_models::weights::footprint::Footprint;
+    use candle_core::quantized::GgmlDType;
+
+    /// The default form follows the kernels and the memory, names its reasons, and a model
+    /// that fits in no form is an error with the numbers.
+    #[test]
+    fn the_default_dtype_is_the_fastest_form_that_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tiny.gguf");
+        let spec = TinySpec {
+            dtype: GgmlDType::Q8_0,
+            ..TinySpec::llama()
+        };
+        write_tiny_gguf(&file, &spec).unwrap();
+        let fp = Footprint::of(&file).unwrap();
+        let q = fp.quantized.unwrap();
+        let f32_bytes = fp.params * 4;
+        assert!(q < f32_bytes, "{fp:?}");
+        let room = fp.room();
+        let choose =
+            |avail: Option<u64>, kernels: bool| choose_dtype(None, "cpu", &file, avail, kernels);
+        let plenty = Some(f32_bytes + room + 1);
+        let only_q = Some(q + room);
+        let c = choose(plenty, true).unwrap();
+        assert_eq!(c.name, "q");
+        assert!(
+            c.why.as_ref().unwrap().contains("integer SIMD kernels"),
+            "{c:?}"
+        );
+        assert_eq!(choose(plenty, false).unwrap().name, "f32");
+        let c = choose(only_q, false).unwrap();
+        assert_eq!(c.name, "q");
+        assert!(
+            c.why.as_ref().unwrap().contains("(f32) does not fit"),
+            "{c:?}"
+        );
+        assert_eq!(choose(None, false).unwrap().name, "f32");
+        let err = choose(Some(q), true).unwrap_err().to_string();
+        assert!(
+            err.contains("does not fit in memory in any form")
+                && err.contains("as q")
+                && err.contains("as f32"),
+            "{err}"
+        );
+        // Asked for, or on a GPU: no choosing.
+        let c = choose_dtype(Some("f16"), "cpu", &file, Some(0), true).unwrap();
+        assert_eq!((c.name.as_str(), c.why), ("f16", None));
+        assert_eq!(
+            choose_dtype(None, "cuda", &file, Some(0), true)
+                .unwrap()
+                .name,
+            "bf16"
+        );
     }
 }

@@ -3,7 +3,7 @@
 use crate::config::{FewShotExamples, TaskConfig};
 use crate::dataset::{Dataset, ReadOptions};
 use crate::labeler::{Labeler, LabelerOptions};
-use crate::model_source::{choose_model, dtype_for, model_name, parse_device};
+use crate::model_source::{available_memory, choose_dtype, choose_model, model_name, parse_device};
 use crate::operating_point::{ConfidenceArgs, OperatingPoint};
 use crate::tasks::{build_task, Task};
 use anyhow::{Context, Result};
@@ -44,8 +44,9 @@ pub struct CommonArgs {
     /// Longest prompt + answer in tokens; longer inputs are cut from the middle (with a warning).
     #[arg(long, default_value_t = 2048)]
     pub max_tokens: usize,
-    /// Weights in memory: f32, f16, bf16, or q (keep a GGUF file's quantization: least memory,
-    /// slower prompt processing on CPU). Default: f32 on the CPU, bf16 on a GPU.
+    /// Weights in memory: q (keep a GGUF file's quantization), f32, f16 or bf16. Default: on the
+    /// CPU the fastest form that fits in available memory (q where the integer SIMD kernels run,
+    /// x86-64 with AVX2; else f32), said in the run's first lines; bf16 on a GPU.
     #[arg(long)]
     pub dtype: Option<String>,
     /// Seed examples file (CSV/TSV/JSONL) to use instead of the config's prompt.few_shot_examples.
@@ -68,18 +69,13 @@ pub struct CommonArgs {
     pub label_orders: usize,
 }
 
-impl CommonArgs {
-    /// The dtype this run uses (`--dtype`, else the device's default).
-    pub fn dtype_name(&self) -> String {
-        dtype_for(self.dtype.as_deref(), &self.device)
-    }
-}
-
 pub struct Session {
     pub config: TaskConfig,
     pub data: Dataset,
     pub task: Box<dyn Task>,
     pub model: LocalModel,
+    /// The `--dtype` the weights are held in (asked for, or chosen for this machine).
+    pub dtype: String,
     pub notices: Vec<String>,
 }
 
@@ -112,16 +108,26 @@ impl Session {
         let device = parse_device(&args.device)?;
         let (model_path, model_notice) =
             choose_model(args.model.as_deref(), args.revision.as_deref(), &config)?;
+        let dtype = choose_dtype(
+            args.dtype.as_deref(),
+            &args.device,
+            &model_path,
+            available_memory(),
+            autolabel_kernels::BlockMatrix::simd_available(),
+        )?;
         let model = LocalModel::load(
             &model_path,
             &device,
             &LoadOptions {
                 max_context: Some(args.max_tokens),
-                weights: WeightFormat::parse(&args.dtype_name())?,
+                weights: WeightFormat::parse(&dtype.name)?,
             },
         )
         .with_context(|| format!("cannot load model {}", model_path.display()))?;
         let mut notices: Vec<String> = model_notice.into_iter().collect();
+        if let Some(why) = &dtype.why {
+            notices.push(format!("weights held as --dtype {}: {why}", dtype.name));
+        }
         notices.extend(task.notices());
         if !config.ignored_keys.is_empty() {
             notices.push(format!(
@@ -137,6 +143,7 @@ impl Session {
             data,
             task,
             model,
+            dtype: dtype.name,
             notices,
         })
     }

@@ -141,7 +141,7 @@ impl LocalModel {
     }
 }
 
-fn resolve_weights_file(path: &Path) -> Result<PathBuf> {
+pub(crate) fn resolve_weights_file(path: &Path) -> Result<PathBuf> {
     if !path.exists() {
         bail!("model path {} does not exist", path.display())
     }

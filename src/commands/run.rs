@@ -50,7 +50,7 @@ impl RunArgs {
 
     /// Every option that changes an output's bytes, for shards to be checked against each
     /// other (files by their sha256, not their path: nodes may mount them elsewhere).
-    fn output_settings(&self) -> Result<std::collections::BTreeMap<String, String>> {
+    fn output_settings(&self, dtype: &str) -> Result<std::collections::BTreeMap<String, String>> {
         let c = &self.common;
         let file = |p: &Option<PathBuf>| -> Result<String> {
             p.as_deref()
@@ -61,7 +61,7 @@ impl RunArgs {
         let mut confidence = self.confidence.clone();
         let calibration = file(&confidence.calibration.take())?;
         Ok([
-            ("dtype", c.dtype_name()),
+            ("dtype", dtype.to_string()),
             ("device", c.device.clone()),
             ("revision", format!("{:?}", c.revision)),
             ("batch_size", self.batch_size.to_string()),
@@ -112,7 +112,7 @@ pub(crate) fn write_manifest(
         data: id(&c.data, journal.file_sha(&c.data)?),
         data_rows: session.data.rows.len(),
         model: id(&session.model.path, journal.model_sha(&session.model.path)?),
-        settings: args.output_settings()?,
+        settings: args.output_settings(&session.dtype)?,
         output: FileId {
             path: out
                 .file_name()
@@ -410,7 +410,7 @@ pub(crate) fn open_journal(
     let journal = Journal::open(&journal_file)?;
     let settings = settings_key(
         &journal.model_sha(&session.model.path)?,
-        &args.common.dtype_name(),
+        &session.dtype,
         &args.common.device,
     );
     Ok((journal, settings, journal_file))

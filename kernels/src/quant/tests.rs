@@ -206,3 +206,41 @@ fn the_store_is_about_the_files_size() -> Result<()> {
     }
     Ok(())
 }
+
+/// The SIMD activation quantizer gives the scalar one's values, scale and half sums.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn simd_and_scalar_quantizers_agree() -> Result<()> {
+    if !crate::simd::has_avx2_fma() {
+        return Ok(());
+    }
+    let x = seeded((64, 32), 3.0, 13)?.to_vec2::<f32>()?;
+    for (i, x) in x.iter().enumerate() {
+        // Some blocks of zeros, of one value, and of values just below and at halves.
+        let x: Vec<f32> = match i {
+            0 => vec![0.0; 32],
+            1 => (0..32).map(|j| if j == 5 { -2.5 } else { 0.0 }).collect(),
+            2 | 3 => (0..32)
+                .map(|j| match j {
+                    0 => 127.0,
+                    _ if i == 2 => (j as f32 - 16.0) + 0.5,
+                    _ => (j as f32 - 16.0) + 0.49999997,
+                })
+                .collect(),
+            _ => x.clone(),
+        };
+        let (mut a, mut b) = ([0i8; 32], [0i8; 32]);
+        // SAFETY: AVX2 and FMA are present (checked above).
+        let simd = unsafe { x86::quantize_block(&x, &mut a) };
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = amax / 127.0;
+        let id = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        for (q, &v) in b.iter_mut().zip(&x) {
+            *q = (v * id).round() as i8;
+        }
+        let half = |h: &[i8]| h.iter().map(|&v| v as i32).sum::<i32>();
+        assert_eq!(simd, (scale, [half(&b[..16]), half(&b[16..])]), "block {i}");
+        assert_eq!(a, b, "block {i}");
+    }
+    Ok(())
+}

@@ -180,3 +180,55 @@ pub unsafe fn tile<const T: usize>(isa: Isa, kind: Kind, t: &Tile<T>, out: &mut 
         (Isa::Avx2, _, false) => tile_avx2::<T, 1, false>(t, out),
     }
 }
+
+/// One block of 32 activations to 8 bits: `q = round(x / scale)`, `scale = max |x| / 127`
+/// (returned unrounded), with the sum of `q` over each half (`sums[0]` the first 16).
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, [i32; 2]) {
+    debug_assert!(x.len() >= BLOCK && q.len() >= BLOCK);
+    let p = x.as_ptr();
+    let v = [
+        _mm256_loadu_ps(p),
+        _mm256_loadu_ps(p.add(8)),
+        _mm256_loadu_ps(p.add(16)),
+        _mm256_loadu_ps(p.add(24)),
+    ];
+    let sign = _mm256_set1_ps(-0.0);
+    let abs = |a: __m256| _mm256_andnot_ps(sign, a);
+    let m = _mm256_max_ps(
+        _mm256_max_ps(abs(v[0]), abs(v[1])),
+        _mm256_max_ps(abs(v[2]), abs(v[3])),
+    );
+    let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    let scale = _mm_cvtss_f32(m) / 127.0;
+    let id = _mm256_set1_ps(if scale > 0.0 { 1.0 / scale } else { 0.0 });
+    // Round half away from zero (llama.cpp's reference quantizer, candle's and the scalar
+    // path's): the truncation, plus one away from zero where the dropped part is >= 0.5
+    // (exact: `s - trunc(s)` is).
+    let half = _mm256_set1_ps(0.5);
+    let one = _mm256_set1_ps(1.0);
+    let i = v.map(|v| {
+        let s = _mm256_mul_ps(v, id);
+        let t = _mm256_round_ps(s, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        let up = _mm256_cmp_ps(abs(_mm256_sub_ps(s, t)), half, _CMP_GE_OQ);
+        let step = _mm256_and_ps(up, _mm256_or_ps(one, _mm256_and_ps(sign, s)));
+        _mm256_cvttps_epi32(_mm256_add_ps(t, step))
+    });
+    let sum_half = |a: __m256i, b: __m256i| {
+        let s = _mm256_add_epi32(a, b);
+        let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    };
+    let sums = [sum_half(i[0], i[1]), sum_half(i[2], i[3])];
+    // i32 -> i16 -> i8 packs work per 128-bit lane; the permute puts the values back in order.
+    let w = _mm256_packs_epi32(i[0], i[1]);
+    let z = _mm256_packs_epi32(i[2], i[3]);
+    let b = _mm256_packs_epi16(w, z);
+    let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, b);
+    (scale, sums)
+}

@@ -173,6 +173,16 @@ impl GgufFile {
         Ok(())
     }
 
+    /// Every tensor's block type and element count.
+    pub fn tensor_sizes(
+        &self,
+    ) -> impl Iterator<Item = (candle_core::quantized::GgmlDType, u64)> + '_ {
+        self.content
+            .tensor_infos
+            .values()
+            .map(|info| (info.ggml_dtype, info.shape.elem_count() as u64))
+    }
+
     pub fn has_tensor(&self, name: &str) -> bool {
         self.content.tensor_infos.contains_key(name)
     }
