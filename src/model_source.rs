@@ -83,8 +83,9 @@ pub struct DtypeChoice {
 
 /// The `--dtype` a run uses: the one asked for; else bf16 on a GPU; else on the CPU the fastest
 /// form that fits in the memory available with room for the batch (`footprint`'s room): a GGUF
-/// file's own quantization (`q`) where the integer SIMD kernels run (x86-64 with AVX2; they are
-/// faster than f32 there and the smallest form), otherwise f32, then the smaller forms. Without
+/// file's own quantization (`q`) where the integer SIMD kernels run (x86-64 with AVX2, a file
+/// whose weights are mostly in block types they take; they are faster than f32 there and the
+/// smallest form), otherwise f32, then the smaller forms. Without
 /// a reading of available memory the fastest form is taken. A model that fits in no form is an
 /// error with the numbers.
 pub fn choose_dtype(
@@ -108,7 +109,10 @@ pub fn choose_dtype(
     }
     use autolabel_models::weights::gguf::WeightFormat as W;
     let fp = autolabel_models::weights::footprint::Footprint::of(model)?;
-    let order: &[(W, &str)] = match (fp.quantized.is_some(), integer_kernels) {
+    let order: &[(W, &str)] = match (
+        fp.quantized.is_some(),
+        integer_kernels && fp.mostly_blocks(),
+    ) {
         (true, true) => &[(W::Quantized, "q"), (W::F32, "f32")],
         (true, false) => &[(W::F32, "f32"), (W::Quantized, "q")],
         (false, _) => &[(W::F32, "f32"), (W::BF16, "bf16")],
@@ -286,6 +290,11 @@ mod dtype_tests {
             c.why.as_ref().unwrap().contains("integer SIMD kernels"),
             "{c:?}"
         );
+        // A GGUF of f32 tensors is f32 whatever the CPU.
+        let f32_file = dir.path().join("f32.gguf");
+        write_tiny_gguf(&f32_file, &TinySpec::llama()).unwrap();
+        let c = choose_dtype(None, "cpu", &f32_file, None, true).unwrap();
+        assert_eq!(c.name, "f32");
         assert_eq!(choose(plenty, false).unwrap().name, "f32");
         let c = choose(only_q, false).unwrap();
         assert_eq!(c.name, "q");

@@ -91,6 +91,24 @@ struct Q8Rows {
     q: Vec<i8>,
 }
 
+/// What decides how activations are quantized for a block type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct QuantKey {
+    f16_scale: bool,
+    subs: usize,
+    sum_in_f16: bool,
+}
+
+impl QuantKey {
+    fn of(kind: Kind) -> Self {
+        QuantKey {
+            f16_scale: kind.f16_scales(),
+            subs: kind.subs(),
+            sum_in_f16: kind.sum_in_f16(),
+        }
+    }
+}
+
 /// One group's values unpacked and its scales in f32.
 struct Scratch {
     vals: Vec<u8>,
@@ -278,63 +296,98 @@ impl BlockMatrix {
 
     /// `x @ W^T` for `x` `[rows, k]` (f32, CPU): `[rows, n]`.
     pub fn matmul_t(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(Self::matmul_t_shared(&[self], x)?.remove(0))
+    }
+
+    /// `x @ W_i^T` for several matrices of the same input (q, k and v; gate and up): the
+    /// activations are quantized once for all that take them alike, and the matrices' groups
+    /// share one parallel pass.
+    pub fn matmul_t_shared(mats: &[&BlockMatrix], x: &Tensor) -> Result<Vec<Tensor>> {
         #[cfg(target_arch = "x86_64")]
         let isa = Self::simd_available().then(Isa::detect);
         #[cfg(not(target_arch = "x86_64"))]
         let isa = None;
-        self.matmul_with(x, isa)
+        Self::matmul_with(mats, x, isa)
     }
 
-    /// `matmul_t` with the given kernels (`None`: the scalar loops).
-    fn matmul_with(&self, x: &Tensor, isa: Option<Isa>) -> Result<Tensor> {
+    /// `matmul_t_shared` with the given kernels (`None`: the scalar loops).
+    fn matmul_with(mats: &[&BlockMatrix], x: &Tensor, isa: Option<Isa>) -> Result<Vec<Tensor>> {
         let (rows, k) = x.dims2()?;
-        if k != self.k {
-            candle_core::bail!("BlockMatrix: input has {k} columns, weights {}", self.k)
+        for m in mats {
+            if k != m.k {
+                candle_core::bail!("BlockMatrix: input has {k} columns, weights {}", m.k)
+            }
         }
         let xs = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
         let xs = xs.flatten_all()?.to_vec1::<f32>()?;
-        let q = quantize_rows(&xs, rows, k, self.kind);
-        let (kb, subs) = (k / BLOCK, self.kind.subs());
-        let groups = self.groups();
+        // One quantization per way of quantizing (scale rounding, sums per 16 or 32).
+        let mut quantized: Vec<(QuantKey, Q8Rows)> = Vec::new();
+        for m in mats {
+            let key = QuantKey::of(m.kind);
+            if !quantized.iter().any(|(k, _)| *k == key) {
+                quantized.push((key, quantize_rows(&xs, rows, k, m.kind)));
+            }
+        }
+        let kb = k / BLOCK;
+        let threads = rayon::current_num_threads();
+        let total_groups: usize = mats.iter().map(|m| m.groups()).sum();
         // Groups per task: enough tasks for every core, few enough that each task's unpacking
         // is repaid over the activation rows.
-        let per_task = (groups / (4 * rayon::current_num_threads())).clamp(1, 8);
-        let mut out_g = vec![0f32; groups * rows * GROUP]; // [group][row][8]
-        out_g
-            .par_chunks_mut(per_task * rows * GROUP)
-            .enumerate()
-            .for_each(|(task, chunk)| {
+        let per_task = (total_groups / (4 * threads)).clamp(1, 8);
+        let mut outs: Vec<Vec<f32>> = mats
+            .iter()
+            .map(|m| vec![0f32; m.groups() * rows * GROUP]) // [group][row][8]
+            .collect();
+        outs.par_iter_mut()
+            .zip(mats.par_iter())
+            .flat_map(|(out, &m)| {
+                let q = &quantized
+                    .iter()
+                    .find(|(k, _)| *k == QuantKey::of(m.kind))
+                    .unwrap()
+                    .1;
+                out.par_chunks_mut(per_task * rows * GROUP)
+                    .enumerate()
+                    .map(move |(task, chunk)| (m, q, task, chunk))
+            })
+            .for_each(|(m, q, task, chunk)| {
+                let subs = m.kind.subs();
                 let mut s = Scratch {
                     vals: vec![0u8; kb * 2 * NIBBLES],
                     d: vec![0f32; kb * subs * GROUP],
                     m: vec![0f32; kb * subs * GROUP],
                 };
                 for (i, out) in chunk.chunks_mut(rows * GROUP).enumerate() {
-                    self.unpack(task * per_task + i, &mut s, isa.is_some());
-                    let out = &mut out[..rows * GROUP];
+                    m.unpack(task * per_task + i, &mut s, isa.is_some());
                     let mut r0 = 0;
                     while r0 < rows {
                         // Four activation rows per tile; a last tile of one to three.
                         let t = (rows - r0).min(4);
                         let res = &mut out[r0 * GROUP..(r0 + t) * GROUP];
                         match t {
-                            4 => self.tile::<4>(&s, &q, r0, isa, res),
-                            3 => self.tile::<3>(&s, &q, r0, isa, res),
-                            2 => self.tile::<2>(&s, &q, r0, isa, res),
-                            _ => self.tile::<1>(&s, &q, r0, isa, res),
+                            4 => m.tile::<4>(&s, q, r0, isa, res),
+                            3 => m.tile::<3>(&s, q, r0, isa, res),
+                            2 => m.tile::<2>(&s, q, r0, isa, res),
+                            _ => m.tile::<1>(&s, q, r0, isa, res),
                         }
                         r0 += t;
                     }
                 }
             });
-        let mut out = vec![0f32; rows * self.n];
-        for (g, block) in out_g.chunks(rows * GROUP).enumerate() {
-            let cols = GROUP.min(self.n - g * GROUP);
-            for r in 0..rows {
-                out[r * self.n + g * GROUP..][..cols].copy_from_slice(&block[r * GROUP..][..cols]);
-            }
-        }
-        Tensor::from_vec(out, (rows, self.n), &Device::Cpu)
+        mats.iter()
+            .zip(outs)
+            .map(|(m, out_g)| {
+                let mut out = vec![0f32; rows * m.n];
+                for (g, block) in out_g.chunks(rows * GROUP).enumerate() {
+                    let cols = GROUP.min(m.n - g * GROUP);
+                    for r in 0..rows {
+                        out[r * m.n + g * GROUP..][..cols]
+                            .copy_from_slice(&block[r * GROUP..][..cols]);
+                    }
+                }
+                Tensor::from_vec(out, (rows, m.n), &Device::Cpu)
+            })
+            .collect()
     }
 
     /// Activation rows `r0..r0 + T` against the group in `s`; `out` is `[T][8]` flattened.

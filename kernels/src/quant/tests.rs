@@ -141,7 +141,7 @@ fn as_close_to_the_exact_product_as_candles_matmul_for_every_type_and_kernel() -
         let scale = exact.abs()?.max_all()?.to_scalar::<f32>()?;
         let mut first: Option<Tensor> = None;
         for &isa in &kernels {
-            let ours = m.matmul_with(&x, isa)?;
+            let ours = BlockMatrix::matmul_with(&[&m], &x, isa)?.remove(0);
             let ours_err = err(&ours)?;
             assert!(
                 ours_err <= candle_err * 1.05 + 1e-6,
@@ -153,7 +153,7 @@ fn as_close_to_the_exact_product_as_candles_matmul_for_every_type_and_kernel() -
             );
             // Rows are independent: one or two rows alone (tiles of 1 and 2) give the same.
             for rows in [1, 2] {
-                let alone = m.matmul_with(&x.narrow(0, 0, rows)?, isa)?;
+                let alone = BlockMatrix::matmul_with(&[&m], &x.narrow(0, 0, rows)?, isa)?.remove(0);
                 let diff = (alone - ours.narrow(0, 0, rows)?)?.abs()?.max_all()?;
                 assert_eq!(
                     diff.to_scalar::<f32>()?,
@@ -241,6 +241,36 @@ fn simd_and_scalar_quantizers_agree() -> Result<()> {
         let half = |h: &[i8]| h.iter().map(|&v| v as i32).sum::<i32>();
         assert_eq!(simd, (scale, [half(&b[..16]), half(&b[16..])]), "block {i}");
         assert_eq!(a, b, "block {i}");
+    }
+    Ok(())
+}
+
+/// Several matrices of one input in one pass give what each gives alone (mixed types: the
+/// activations quantized once per way of quantizing).
+#[test]
+fn shared_input_products_equal_separate_ones() -> Result<()> {
+    let x = seeded((5, 512), 1.0, 21)?;
+    let mats: Vec<BlockMatrix> = [
+        GgmlDType::Q5_0,
+        GgmlDType::Q8_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q6K,
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, &t)| {
+        BlockMatrix::from_qtensor(&QTensor::quantize(
+            &seeded((24 + 8 * i, 512), 0.1, i as u64)?,
+            t,
+        )?)
+    })
+    .collect::<Result<_>>()?;
+    let refs: Vec<&BlockMatrix> = mats.iter().collect();
+    let shared = BlockMatrix::matmul_t_shared(&refs, &x)?;
+    for (m, got) in mats.iter().zip(shared) {
+        let alone = m.matmul_t(&x)?;
+        let diff = (got - alone)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert_eq!(diff, 0.0, "{:?}", m.kind);
     }
     Ok(())
 }

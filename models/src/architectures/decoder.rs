@@ -317,7 +317,8 @@ impl Decoder {
     /// The norm, SwiGLU feed-forward and residual of one layer.
     fn feed_forward(&self, layer: &Layer, x1: &Tensor) -> Result<Tensor> {
         let xn = autolabel_kernels::rms_norm(x1, &layer.ffn_norm, self.config.rms_norm_eps as f32)?;
-        let ff = autolabel_kernels::silu_mul(&layer.gate.forward(&xn)?, &layer.up.forward(&xn)?)?;
+        let gate_up = crate::architectures::linear::forward_shared(&[&layer.gate, &layer.up], &xn)?;
+        let ff = autolabel_kernels::silu_mul(&gate_up[0], &gate_up[1])?;
         x1 + layer.down.forward(&ff)?
     }
 

@@ -119,7 +119,7 @@ impl Projections {
     /// `x` is `[n, in]`; one `[n, out_i]` per map, in order.
     pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         match self {
-            Projections::Separate(parts) => parts.iter().map(|p| p.forward(x)).collect(),
+            Projections::Separate(parts) => forward_shared(&parts.iter().collect::<Vec<_>>(), x),
             Projections::Fused { linear, widths } => {
                 let y = linear.forward(x)?;
                 let mut offset = 0;
@@ -133,5 +133,30 @@ impl Projections {
                     .collect()
             }
         }
+    }
+}
+
+/// Several linear maps of the same input `x` (`[n, in]`): block weights in one pass of our
+/// kernel (activations quantized once), anything else one map at a time.
+pub fn forward_shared(parts: &[&Linear], x: &Tensor) -> Result<Vec<Tensor>> {
+    let blocks: Option<Vec<&autolabel_kernels::BlockMatrix>> = parts
+        .iter()
+        .map(|p| match &p.weight {
+            MatWeight::Blocks(b) => Some(b.as_ref()),
+            _ => None,
+        })
+        .collect();
+    match blocks {
+        Some(blocks) if blocks.len() > 1 => {
+            let ys = autolabel_kernels::BlockMatrix::matmul_t_shared(&blocks, x)?;
+            ys.into_iter()
+                .zip(parts)
+                .map(|(y, p)| match &p.bias {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                })
+                .collect()
+        }
+        _ => parts.iter().map(|p| p.forward(x)).collect(),
     }
 }

@@ -18,6 +18,8 @@ pub struct Footprint {
     pub quantized: Option<u64>,
     /// Parameters (the f32 / f16 forms hold 4 / 2 bytes each).
     pub params: u64,
+    /// Parameters stored in block types the integer kernels run (GGUF only).
+    pub block_params: u64,
     /// KV cache bytes per token in f32 (2 x layers x kv heads x head dim x 4).
     pub kv_per_token: u64,
 }
@@ -30,6 +32,12 @@ impl Footprint {
             WeightFormat::F32 => Some(self.params * 4),
             WeightFormat::F16 | WeightFormat::BF16 => Some(self.params * 2),
         }
+    }
+
+    /// Whether most weights are in block types the integer kernels run (a GGUF file of f32 or
+    /// f16 tensors is not).
+    pub fn mostly_blocks(&self) -> bool {
+        2 * self.block_params > self.params
     }
 
     /// Room for the batch: the KV cache of [`ROOM_TOKENS`] tokens plus [`ROOM_FIXED`].
@@ -49,9 +57,12 @@ impl Footprint {
 
     fn of_gguf(file: &Path) -> Result<Self> {
         let gguf = GgufFile::open(file)?;
-        let (mut quantized, mut params) = (0u64, 0u64);
+        let (mut quantized, mut params, mut block_params) = (0u64, 0u64, 0u64);
         for (dtype, elems) in gguf.tensor_sizes() {
             params += elems;
+            if autolabel_kernels::BlockMatrix::supports(dtype) {
+                block_params += elems;
+            }
             let file_bytes = elems / dtype.block_size() as u64 * dtype.type_size() as u64;
             // Our k-quant store keeps each 32 values' scale and min in f32 (see the kernels).
             let ratio = match dtype {
@@ -66,6 +77,7 @@ impl Footprint {
         Ok(Footprint {
             quantized: Some(quantized),
             params,
+            block_params,
             kv_per_token: (2 * c.n_layers * c.n_kv_heads * c.head_dim * 4) as u64,
         })
     }
@@ -99,6 +111,7 @@ impl Footprint {
         Ok(Footprint {
             quantized: None,
             params,
+            block_params: 0,
             kv_per_token,
         })
     }
