@@ -266,10 +266,20 @@ impl GgufFile {
             config.context_length = config.context_length.min(cap);
         }
         let embd = Arc::new(self.tensor("token_embd.weight", device)?);
-        let lm_head = if self.has_tensor("output.weight") {
-            format.matmul(Arc::new(self.tensor("output.weight", device)?), device)?
+        let tied = !self.has_tensor("output.weight");
+        let lm_head = if tied {
+            format.matmul(embd.clone(), device)?
         } else {
-            format.matmul(embd.clone(), device)? // tied embeddings
+            format.matmul(Arc::new(self.tensor("output.weight", device)?), device)?
+        };
+        // A tied output head held by our kernel serves the embedding lookups too (one copy; the
+        // file's tensor is dropped before the layers load, so its memory is reused).
+        let embedding = match &lm_head {
+            MatWeight::Blocks(b) if tied => {
+                drop(embd);
+                Embedding::Blocks(b.clone())
+            }
+            _ => Embedding::Quantized(embd),
         };
         let mut layers = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {
@@ -311,13 +321,6 @@ impl GgufFile {
         let final_norm = self
             .tensor("output_norm.weight", device)?
             .dequantize(device)?;
-        // A tied output head held by our kernel serves the embedding lookups too (one copy).
-        let embedding = match &lm_head {
-            MatWeight::Blocks(b) if !self.has_tensor("output.weight") => {
-                Embedding::Blocks(b.clone())
-            }
-            _ => Embedding::Quantized(embd),
-        };
         let weights = DecoderWeights {
             embedding,
             layers,
