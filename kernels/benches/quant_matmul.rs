@@ -28,17 +28,7 @@ fn name(t: GgmlDType) -> String {
 
 fn quantized(c: &mut Criterion) {
     let dev = Device::Cpu;
-    let types = [
-        GgmlDType::Q4_0,
-        GgmlDType::Q4_1,
-        GgmlDType::Q5_0,
-        GgmlDType::Q5_1,
-        GgmlDType::Q8_0,
-        GgmlDType::Q4K,
-        GgmlDType::Q5K,
-        GgmlDType::Q6K,
-    ];
-    for dtype in types {
+    for dtype in BlockMatrix::TYPES {
         let mut g = c.benchmark_group(name(dtype));
         g.sample_size(10)
             .warm_up_time(Duration::from_millis(300))

@@ -117,6 +117,18 @@ struct Scratch {
 }
 
 impl BlockMatrix {
+    /// The block types this kernel runs.
+    pub const TYPES: [GgmlDType; 8] = [
+        GgmlDType::Q4_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q5_0,
+        GgmlDType::Q5_1,
+        GgmlDType::Q8_0,
+        GgmlDType::Q4K,
+        GgmlDType::Q5K,
+        GgmlDType::Q6K,
+    ];
+
     /// Whether `dtype` is one this kernel runs.
     pub fn supports(dtype: GgmlDType) -> bool {
         Kind::of(dtype).is_some()

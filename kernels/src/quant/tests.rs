@@ -2,16 +2,7 @@ use super::*;
 use candle_core::quantized::QMatMul;
 use candle_core::Module;
 
-const TYPES: [GgmlDType; 8] = [
-    GgmlDType::Q4_0,
-    GgmlDType::Q4_1,
-    GgmlDType::Q5_0,
-    GgmlDType::Q5_1,
-    GgmlDType::Q8_0,
-    GgmlDType::Q4K,
-    GgmlDType::Q5K,
-    GgmlDType::Q6K,
-];
+const TYPES: [GgmlDType; 8] = BlockMatrix::TYPES;
 
 /// Deterministic values in [-scale, scale).
 fn seeded(shape: (usize, usize), scale: f32, seed: u64) -> Result<Tensor> {
