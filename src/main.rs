@@ -55,6 +55,12 @@ fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
 /// Exit codes: 0 every row labeled, 2 some rows could not be labeled, 1 the run failed, 130
 /// interrupted by Ctrl-C (resumable).
 fn main() -> ExitCode {
+    // candle's element-wise ops run on a spinning pool of their own beside rayon's (which runs
+    // the matmuls and kernels); on a busy CPU the two pools fight for the cores (sms_spam on 2
+    // cores: 13 -> 15 rows/s with it off), so it is off unless the user sets it.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
     let result = match cli.command {
         Command::Run(args) => run::run(&args).map(|s| {

@@ -330,8 +330,14 @@ impl BlockMatrix {
                 candle_core::bail!("BlockMatrix: input has {k} columns, weights {}", m.k)
             }
         }
-        let xs = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
-        let xs = xs.flatten_all()?.to_vec1::<f32>()?;
+        // The activations read in place when they are f32 and contiguous (as the decoders
+        // hand them), else copied once.
+        let x = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
+        let (storage, layout) = x.storage_and_layout();
+        let xs: &[f32] = match (&*storage, layout.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(c), Some((from, to))) => &c.as_slice::<f32>()?[from..to],
+            _ => candle_core::bail!("BlockMatrix: input is not an f32 CPU tensor"),
+        };
         // One quantization per way of quantizing (scale rounding, sums per 16 or 32).
         let mut quantized: Vec<(QuantKey, Q8Rows)> = Vec::new();
         for m in mats {
@@ -346,57 +352,60 @@ impl BlockMatrix {
         // Groups per task: enough tasks for every core, few enough that each task's unpacking
         // is repaid over the activation rows.
         let per_task = (total_groups / (4 * threads)).clamp(1, 8);
-        let mut outs: Vec<Vec<f32>> = mats
+        // Each output written once, straight into its `[rows, n]` place: a task owns whole
+        // groups (8 columns of every row), so no two tasks write the same element.
+        let mut outs: Vec<Vec<f32>> = mats.iter().map(|m| Vec::with_capacity(rows * m.n)).collect();
+        let ptrs: Vec<OutPtr> = outs.iter_mut().map(|o| OutPtr(o.as_mut_ptr())).collect();
+        let tasks: Vec<(usize, usize)> = mats
             .iter()
-            .map(|m| vec![0f32; m.groups() * rows * GROUP]) // [group][row][8]
+            .enumerate()
+            .flat_map(|(i, m)| (0..m.groups().div_ceil(per_task)).map(move |t| (i, t)))
             .collect();
-        outs.par_iter_mut()
-            .zip(mats.par_iter())
-            .flat_map(|(out, &m)| {
-                let q = &quantized
-                    .iter()
-                    .find(|(k, _)| *k == QuantKey::of(m.kind))
-                    .unwrap()
-                    .1;
-                out.par_chunks_mut(per_task * rows * GROUP)
-                    .enumerate()
-                    .map(move |(task, chunk)| (m, q, task, chunk))
-            })
-            .for_each(|(m, q, task, chunk)| {
-                let subs = m.kind.subs();
-                let mut s = Scratch {
-                    vals: vec![0u8; kb * 2 * NIBBLES],
-                    d: vec![0f32; kb * subs * GROUP],
-                    m: vec![0f32; kb * subs * GROUP],
-                };
-                for (i, out) in chunk.chunks_mut(rows * GROUP).enumerate() {
-                    m.unpack(task * per_task + i, &mut s, isa.is_some());
-                    let mut r0 = 0;
-                    while r0 < rows {
-                        // Four activation rows per tile; a last tile of one to three.
-                        let t = (rows - r0).min(4);
-                        let res = &mut out[r0 * GROUP..(r0 + t) * GROUP];
-                        match t {
-                            4 => m.tile::<4>(&s, q, r0, isa, res),
-                            3 => m.tile::<3>(&s, q, r0, isa, res),
-                            2 => m.tile::<2>(&s, q, r0, isa, res),
-                            _ => m.tile::<1>(&s, q, r0, isa, res),
-                        }
-                        r0 += t;
+        tasks.par_iter().for_each(|&(i, task)| {
+            let m = mats[i];
+            let q = &quantized
+                .iter()
+                .find(|(k, _)| *k == QuantKey::of(m.kind))
+                .unwrap()
+                .1;
+            let subs = m.kind.subs();
+            let mut s = Scratch {
+                vals: vec![0u8; kb * 2 * NIBBLES],
+                d: vec![0f32; kb * subs * GROUP],
+                m: vec![0f32; kb * subs * GROUP],
+            };
+            let mut res = [0f32; 4 * GROUP];
+            for g in task * per_task..((task + 1) * per_task).min(m.groups()) {
+                m.unpack(g, &mut s, isa.is_some());
+                let cols = GROUP.min(m.n - g * GROUP);
+                let mut r0 = 0;
+                while r0 < rows {
+                    // Four activation rows per tile; a last tile of one to three.
+                    let t = (rows - r0).min(4);
+                    let res = &mut res[..t * GROUP];
+                    match t {
+                        4 => m.tile::<4>(&s, q, r0, isa, res),
+                        3 => m.tile::<3>(&s, q, r0, isa, res),
+                        2 => m.tile::<2>(&s, q, r0, isa, res),
+                        _ => m.tile::<1>(&s, q, r0, isa, res),
                     }
+                    for (j, row) in res.chunks(GROUP).enumerate() {
+                        let at = (r0 + j) * m.n + g * GROUP;
+                        // SAFETY: `at + cols <= rows * n` (the capacity), and only this task
+                        // writes columns `g * 8..g * 8 + cols`.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(row.as_ptr(), ptrs[i].get().add(at), cols)
+                        };
+                    }
+                    r0 += t;
                 }
-            });
+            }
+        });
         mats.iter()
             .zip(outs)
-            .map(|(m, out_g)| {
-                let mut out = vec![0f32; rows * m.n];
-                for (g, block) in out_g.chunks(rows * GROUP).enumerate() {
-                    let cols = GROUP.min(m.n - g * GROUP);
-                    for r in 0..rows {
-                        out[r * m.n + g * GROUP..][..cols]
-                            .copy_from_slice(&block[r * GROUP..][..cols]);
-                    }
-                }
+            .map(|(m, mut out)| {
+                // SAFETY: the groups cover all `n` columns of all rows, each written above.
+                unsafe { out.set_len(rows * m.n) };
                 Tensor::from_vec(out, (rows, m.n), &Device::Cpu)
             })
             .collect()
@@ -452,6 +461,19 @@ impl BlockMatrix {
                 *out = acc;
             }
         }
+    }
+}
+
+/// Where the tasks of one matmul write their outputs (disjoint columns of one buffer).
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the tasks write disjoint elements, and the buffer outlives the parallel pass.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
 
