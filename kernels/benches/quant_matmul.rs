@@ -8,6 +8,9 @@
 //! Throughput is in FLOP/s ("elem/s" = 2 * rows * n * k per second). Shapes are the real models':
 //! SmolLM2's FFN up/gate (1536 x 576), Qwen2.5-0.5B's (4864 x 896) and its FFN down (896 x 4864,
 //! the k-quant tensors of a Q4_K_M file). Rows: a generation step (1, 8) and prefills (128, 512).
+//! `peak/vpdpbusd_*` is the machine's integer peak the kernel is held to: independent VNNI
+//! multiply-adds on registers, on every rayon thread, nothing loaded (counted as 2 ops per
+//! u8 x i8 product, like the matmuls).
 
 use autolabel_kernels::BlockMatrix;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -90,5 +93,77 @@ fn dense(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, quantized, dense);
+/// The integer peak: twelve independent `vpdpbusd` chains per thread (more than the
+/// instruction's latency, 5 cycles, times its throughput, 2 per cycle), on every rayon thread;
+/// 256-bit (AVX-VNNI) and 512-bit (AVX-512 VNNI), whichever the CPU has.
+fn peak(c: &mut Criterion) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        const ITERS: usize = 100_000;
+        const CHAINS: usize = 12;
+        #[target_feature(enable = "avx2,avxvnni")]
+        unsafe fn ymm() -> i32 {
+            let mut acc = [_mm256_setzero_si256(); CHAINS];
+            let w = _mm256_set1_epi8(3);
+            let mut x = _mm256_set1_epi8(1);
+            for _ in 0..ITERS {
+                for a in acc.iter_mut() {
+                    *a = _mm256_dpbusd_avx_epi32(*a, w, x);
+                }
+                x = std::hint::black_box(x);
+            }
+            let sum = acc.iter().fold(_mm256_setzero_si256(), |s, a| _mm256_add_epi32(s, *a));
+            _mm256_extract_epi32::<0>(sum)
+        }
+        #[target_feature(enable = "avx512f,avx512vnni")]
+        unsafe fn zmm() -> i32 {
+            let mut acc = [_mm512_setzero_si512(); CHAINS];
+            let w = _mm512_set1_epi8(3);
+            let mut x = _mm512_set1_epi8(1);
+            for _ in 0..ITERS {
+                for a in acc.iter_mut() {
+                    *a = _mm512_dpbusd_epi32(*a, w, x);
+                }
+                x = std::hint::black_box(x);
+            }
+            let sum = acc.iter().fold(_mm512_setzero_si512(), |s, a| _mm512_add_epi32(s, *a));
+            _mm512_reduce_add_epi32(sum)
+        }
+        let threads = rayon::current_num_threads();
+        let mut g = c.benchmark_group("peak");
+        g.sample_size(10)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(2));
+        let has = |f: &str| match f {
+            "ymm" => std::arch::is_x86_feature_detected!("avxvnni"),
+            _ => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+            }
+        };
+        for (name, bytes) in [("ymm", 32usize), ("zmm", 64)] {
+            if !has(name) {
+                continue;
+            }
+            // A u8 x i8 product per byte of the register, 2 ops each.
+            g.throughput(Throughput::Elements((threads * ITERS * CHAINS * bytes * 2) as u64));
+            g.bench_function(format!("vpdpbusd_{name}"), |b| {
+                b.iter(|| {
+                    // SAFETY: the CPU has the instructions (checked above).
+                    rayon::broadcast(|_| unsafe {
+                        if bytes == 32 {
+                            ymm()
+                        } else {
+                            zmm()
+                        }
+                    })
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, quantized, dense, peak);
 criterion_main!(benches);

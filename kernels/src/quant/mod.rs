@@ -109,11 +109,26 @@ impl QuantKey {
     }
 }
 
-/// One group's values unpacked and its scales in f32.
+/// One tile's groups unpacked and their scales in f32 (`d1`, `m1`: one group's, on the way).
 struct Scratch {
     vals: Vec<u8>,
     d: Vec<f32>,
     m: Vec<f32>,
+    d1: Vec<f32>,
+    m1: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(kb: usize, subs: usize, width: usize) -> Self {
+        let scales = kb * subs * GROUP;
+        Scratch {
+            vals: vec![0u8; kb * 2 * NIBBLES * width],
+            d: vec![0f32; scales * width],
+            m: vec![0f32; scales * width],
+            d1: vec![0f32; scales],
+            m1: vec![0f32; scales],
+        }
+    }
 }
 
 impl BlockMatrix {
@@ -272,24 +287,51 @@ impl BlockMatrix {
         self.n.div_ceil(GROUP)
     }
 
-    /// Group `g`'s values and scales into `s`.
-    fn unpack(&self, g: usize, s: &mut Scratch, simd: bool) {
+    /// Groups `g0..g0 + width`'s values and scales into `s`, side by side per 32-byte chunk
+    /// and per scale vector (`width` 2 for the AVX-512 kernel); a group past the last is zeros.
+    fn unpack(&self, g0: usize, width: usize, s: &mut Scratch, simd: bool) {
         let kb = self.k / BLOCK;
         let eb = self.kind.extra_bytes();
-        for b in 0..kb {
-            let nib = &self.nib[(g * kb + b) * NIBBLES..][..NIBBLES];
-            let extra = &self.extra[(g * kb + b) * eb..][..eb];
-            let out = &mut s.vals[b * 2 * NIBBLES..][..2 * NIBBLES];
-            #[cfg(target_arch = "x86_64")]
-            if simd {
-                // SAFETY: callers pass `simd` only when AVX2 is present.
-                unsafe { x86::unpack(self.kind.extra(), nib, extra, out) };
+        let vecs = kb * self.kind.subs();
+        for w in 0..width {
+            let g = g0 + w;
+            if g >= self.groups() {
+                for b in 0..kb {
+                    for j in 0..8 {
+                        s.vals[b * 256 * width + 32 * (j * width + w)..][..32].fill(0);
+                    }
+                }
+                for v in 0..vecs {
+                    s.d[(v * width + w) * GROUP..][..GROUP].fill(0.0);
+                    s.m[(v * width + w) * GROUP..][..GROUP].fill(0.0);
+                }
                 continue;
             }
-            let _ = simd;
-            repack::unpack_scalar(self.kind, nib, extra, out);
+            for b in 0..kb {
+                let nib = &self.nib[(g * kb + b) * NIBBLES..][..NIBBLES];
+                let extra = &self.extra[(g * kb + b) * eb..][..eb];
+                let out = &mut s.vals[b * 256 * width + 32 * w..];
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    // SAFETY: callers pass `simd` only when AVX2 is present.
+                    unsafe { x86::unpack(self.kind.extra(), nib, extra, out, 32 * width) };
+                    continue;
+                }
+                let _ = simd;
+                assert_eq!(width, 1, "pairs of groups are unpacked with SIMD only");
+                repack::unpack_scalar(self.kind, nib, extra, &mut out[..2 * NIBBLES]);
+            }
+            if width == 1 {
+                self.scales(g, &mut s.d, &mut s.m);
+            } else {
+                self.scales(g, &mut s.d1, &mut s.m1);
+                for v in 0..vecs {
+                    let to = (v * width + w) * GROUP;
+                    s.d[to..to + GROUP].copy_from_slice(&s.d1[v * GROUP..][..GROUP]);
+                    s.m[to..to + GROUP].copy_from_slice(&s.m1[v * GROUP..][..GROUP]);
+                }
+            }
         }
-        self.scales(g, &mut s.d, &mut s.m);
     }
 
     /// Group `g`'s scales in f32.
@@ -343,12 +385,17 @@ impl BlockMatrix {
         for m in mats {
             let key = QuantKey::of(m.kind);
             if !quantized.iter().any(|(k, _)| *k == key) {
-                quantized.push((key, quantize_rows(&xs, rows, k, m.kind)));
+                quantized.push((key, quantize_rows(xs, rows, k, m.kind)));
             }
         }
         let kb = k / BLOCK;
+        // Groups per tile: two for the AVX-512 kernel (a group past the last is zeros).
+        #[cfg(target_arch = "x86_64")]
+        let width = isa.map_or(1, Isa::groups_per_tile);
+        #[cfg(not(target_arch = "x86_64"))]
+        let width = 1;
         let threads = rayon::current_num_threads();
-        let total_groups: usize = mats.iter().map(|m| m.groups()).sum();
+        let total_groups: usize = mats.iter().map(|m| m.groups().div_ceil(width)).sum();
         // Groups per task: enough tasks for every core, few enough that each task's unpacking
         // is repaid over the activation rows.
         let per_task = (total_groups / (4 * threads)).clamp(1, 8);
@@ -359,7 +406,9 @@ impl BlockMatrix {
         let tasks: Vec<(usize, usize)> = mats
             .iter()
             .enumerate()
-            .flat_map(|(i, m)| (0..m.groups().div_ceil(per_task)).map(move |t| (i, t)))
+            .flat_map(|(i, m)| {
+                (0..m.groups().div_ceil(width).div_ceil(per_task)).map(move |t| (i, t))
+            })
             .collect();
         tasks.par_iter().for_each(|&(i, task)| {
             let m = mats[i];
@@ -368,31 +417,28 @@ impl BlockMatrix {
                 .find(|(k, _)| *k == QuantKey::of(m.kind))
                 .unwrap()
                 .1;
-            let subs = m.kind.subs();
-            let mut s = Scratch {
-                vals: vec![0u8; kb * 2 * NIBBLES],
-                d: vec![0f32; kb * subs * GROUP],
-                m: vec![0f32; kb * subs * GROUP],
-            };
-            let mut res = [0f32; 4 * GROUP];
-            for g in task * per_task..((task + 1) * per_task).min(m.groups()) {
-                m.unpack(g, &mut s, isa.is_some());
-                let cols = GROUP.min(m.n - g * GROUP);
+            let mut s = Scratch::new(kb, m.kind.subs(), width);
+            let mut res = [0f32; 4 * 2 * GROUP];
+            let units = m.groups().div_ceil(width);
+            for u in task * per_task..((task + 1) * per_task).min(units) {
+                let g = u * width;
+                m.unpack(g, width, &mut s, isa.is_some());
+                let cols = (width * GROUP).min(m.n - g * GROUP);
                 let mut r0 = 0;
                 while r0 < rows {
                     // Four activation rows per tile; a last tile of one to three.
                     let t = (rows - r0).min(4);
-                    let res = &mut res[..t * GROUP];
+                    let res = &mut res[..t * width * GROUP];
                     match t {
                         4 => m.tile::<4>(&s, q, r0, isa, res),
                         3 => m.tile::<3>(&s, q, r0, isa, res),
                         2 => m.tile::<2>(&s, q, r0, isa, res),
                         _ => m.tile::<1>(&s, q, r0, isa, res),
                     }
-                    for (j, row) in res.chunks(GROUP).enumerate() {
+                    for (j, row) in res.chunks(width * GROUP).enumerate() {
                         let at = (r0 + j) * m.n + g * GROUP;
                         // SAFETY: `at + cols <= rows * n` (the capacity), and only this task
-                        // writes columns `g * 8..g * 8 + cols`.
+                        // writes columns `g * 8..g * 8 + cols` of these rows.
                         unsafe {
                             std::ptr::copy_nonoverlapping(row.as_ptr(), ptrs[i].get().add(at), cols)
                         };
@@ -411,7 +457,8 @@ impl BlockMatrix {
             .collect()
     }
 
-    /// Activation rows `r0..r0 + T` against the group in `s`; `out` is `[T][8]` flattened.
+    /// Activation rows `r0..r0 + T` against the group(s) in `s`; `out` is `[T][8 * groups]`
+    /// flattened.
     fn tile<const T: usize>(
         &self,
         s: &Scratch,
@@ -422,7 +469,6 @@ impl BlockMatrix {
     ) {
         let (kb, subs) = (self.k / BLOCK, self.kind.subs());
         let k = self.k;
-        let out: &mut [[f32; GROUP]] = bytemuck_rows(out);
         #[cfg(target_arch = "x86_64")]
         if let Some(isa) = isa {
             let rows: [usize; T] = std::array::from_fn(|t| r0 + t);
@@ -440,6 +486,7 @@ impl BlockMatrix {
             return;
         }
         let _ = isa;
+        let out: &mut [[f32; GROUP]] = bytemuck_rows(out);
         let span = BLOCK / subs;
         for (t, out) in out.iter_mut().enumerate() {
             let r = r0 + t;

@@ -29,13 +29,9 @@ fn the_store_gives_back_every_dequantized_weight() -> Result<()> {
         let want = qt.dequantize(&Device::Cpu)?.to_vec2::<f32>()?;
         let m = BlockMatrix::from_qtensor(&qt)?;
         let (kb, subs) = (512 / BLOCK, m.kind.subs());
-        let mut s = Scratch {
-            vals: vec![0; kb * 256],
-            d: vec![0.0; kb * subs * GROUP],
-            m: vec![0.0; kb * subs * GROUP],
-        };
+        let mut s = Scratch::new(kb, subs, 1);
         for g in 0..m.groups() {
-            m.unpack(g, &mut s, false);
+            m.unpack(g, 1, &mut s, false);
             for (r, want_row) in want.iter().enumerate().skip(g * GROUP).take(GROUP) {
                 let lane = r - g * GROUP;
                 for (i, &want) in want_row.iter().enumerate() {
@@ -93,8 +89,17 @@ fn simd_and_scalar_unpack_agree() -> Result<()> {
             let (mut a, mut s) = ([0u8; 256], [0u8; 256]);
             repack::unpack_scalar(m.kind, nib, extra, &mut s);
             // SAFETY: AVX2 is present (checked above).
-            unsafe { x86::unpack(m.kind.extra(), nib, extra, &mut a) };
+            unsafe { x86::unpack(m.kind.extra(), nib, extra, &mut a, 32) };
             assert_eq!(a, s, "{dtype:?} block {b}");
+            // Side by side with another group (the AVX-512 kernel's pairs): the same chunks
+            // at a stride of 64.
+            let mut pair = [7u8; 512];
+            // SAFETY: as above.
+            unsafe { x86::unpack(m.kind.extra(), nib, extra, &mut pair[32..], 64) };
+            for j in 0..8 {
+                assert_eq!(pair[64 * j + 32..][..32], s[32 * j..][..32], "{dtype:?} {b} {j}");
+                assert_eq!(pair[64 * j..][..32], [7u8; 32], "{dtype:?} {b} {j}");
+            }
         }
     }
     Ok(())
@@ -111,13 +116,17 @@ fn as_close_to_the_exact_product_as_candles_matmul_for_every_type_and_kernel() -
     #[cfg(target_arch = "x86_64")]
     if BlockMatrix::simd_available() {
         kernels.push(Some(x86::Isa::Avx2));
-        if x86::Isa::detect() == x86::Isa::Vnni {
+        if std::arch::is_x86_feature_detected!("avxvnni") {
             kernels.push(Some(x86::Isa::Vnni));
+        }
+        if x86::Isa::has_avx512() {
+            kernels.push(Some(x86::Isa::Avx512));
         }
     }
     for dtype in TYPES {
         // Fixed pseudo-random data: with fresh draws each run, the error comparison with
-        // candle's kernel came out either way now and then. 70 rows: a partial last group;
+        // candle's kernel came out either way now and then. 70 rows: a partial last group,
+        // and an odd number of groups (the AVX-512 kernel's last pair is half zeros);
         // 7 activation rows: tiles of 4 and 3 rows.
         let w = seeded((70, 512), 0.1, 1)?;
         let x = seeded((7, 512), 1.0, 2)?;
