@@ -158,6 +158,7 @@ tile_kernel!(tile_avx2, "avx2,fma", dot_avx2);
 /// group's 32 bytes then the second's (`unpack` with stride 64); `d` and `m` sixteen scales
 /// per sub-block. Twice the work of `tile_vnni` per instruction, the same arithmetic per lane.
 #[target_feature(enable = "avx512f,avx512vnni,avx2,fma")]
+#[allow(clippy::needless_range_loop)] // rows and chains index parallel arrays
 pub unsafe fn tile_avx512<const T: usize, const SUBS: usize>(t: &Tile<T>, out: &mut [[f32; 16]]) {
     let chains = match T {
         1 => 4,
