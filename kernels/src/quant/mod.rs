@@ -426,22 +426,35 @@ impl BlockMatrix {
                 let cols = (width * GROUP).min(m.n - g * GROUP);
                 let mut r0 = 0;
                 while r0 < rows {
-                    // Four activation rows per tile; a last tile of one to three.
+                    // Four activation rows per tile (eight, with AVX-512's 32 registers, was
+                    // slower); a last tile of one to three.
                     let t = (rows - r0).min(4);
-                    let res = &mut res[..t * width * GROUP];
+                    // Full units straight into the output; a partial last one through `res`.
+                    let (out, ldo) = if cols == width * GROUP {
+                        // SAFETY: rows `r0..r0 + t`, columns `g * 8..g * 8 + cols` are inside
+                        // the `rows * n` capacity and written by this task only.
+                        (unsafe { ptrs[i].get().add(r0 * m.n + g * GROUP) }, m.n)
+                    } else {
+                        (res.as_mut_ptr(), width * GROUP)
+                    };
                     match t {
-                        4 => m.tile::<4>(&s, q, r0, isa, res),
-                        3 => m.tile::<3>(&s, q, r0, isa, res),
-                        2 => m.tile::<2>(&s, q, r0, isa, res),
-                        _ => m.tile::<1>(&s, q, r0, isa, res),
+                        4 => m.tile::<4>(&s, q, r0, isa, out, ldo),
+                        3 => m.tile::<3>(&s, q, r0, isa, out, ldo),
+                        2 => m.tile::<2>(&s, q, r0, isa, out, ldo),
+                        _ => m.tile::<1>(&s, q, r0, isa, out, ldo),
                     }
-                    for (j, row) in res.chunks(width * GROUP).enumerate() {
-                        let at = (r0 + j) * m.n + g * GROUP;
-                        // SAFETY: `at + cols <= rows * n` (the capacity), and only this task
-                        // writes columns `g * 8..g * 8 + cols` of these rows.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(row.as_ptr(), ptrs[i].get().add(at), cols)
-                        };
+                    if cols < width * GROUP {
+                        for (j, row) in res.chunks(width * GROUP).take(t).enumerate() {
+                            let at = (r0 + j) * m.n + g * GROUP;
+                            // SAFETY: as above.
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    row.as_ptr(),
+                                    ptrs[i].get().add(at),
+                                    cols,
+                                )
+                            };
+                        }
                     }
                     r0 += t;
                 }
@@ -457,40 +470,43 @@ impl BlockMatrix {
             .collect()
     }
 
-    /// Activation rows `r0..r0 + T` against the group(s) in `s`; `out` is `[T][8 * groups]`
-    /// flattened.
+    /// Activation rows `r0..r0 + T` against the group(s) in `s`, into `out` (`8 * groups`
+    /// values per row, rows `ldo` apart).
     fn tile<const T: usize>(
         &self,
         s: &Scratch,
         q: &Q8Rows,
         r0: usize,
         isa: Option<Isa>,
-        out: &mut [f32],
+        out: *mut f32,
+        ldo: usize,
     ) {
         let (kb, subs) = (self.k / BLOCK, self.kind.subs());
         let k = self.k;
         #[cfg(target_arch = "x86_64")]
         if let Some(isa) = isa {
-            let rows: [usize; T] = std::array::from_fn(|t| r0 + t);
             let t = x86::Tile {
                 vals: &s.vals,
                 d: &s.d,
                 m: &s.m,
                 kb,
-                xq: rows.map(|r| &q.q[r * k..(r + 1) * k]),
-                xd: rows.map(|r| &q.d[r * kb..(r + 1) * kb]),
-                xs: rows.map(|r| &q.s[r * kb * subs..(r + 1) * kb * subs]),
+                k,
+                xq: &q.q[r0 * k..(r0 + T) * k],
+                xd: &q.d[r0 * kb..(r0 + T) * kb],
+                xs: &q.s[r0 * kb * subs..(r0 + T) * kb * subs],
+                out,
+                ldo,
             };
-            // SAFETY: `isa` was detected on this CPU (tests pass only what it has).
-            unsafe { x86::tile(isa, self.kind, &t, out) };
+            // SAFETY: `isa` was detected on this CPU (tests pass only what it has); the
+            // caller owns `out`'s `T` rows of `8 * groups` values.
+            unsafe { x86::tile::<T>(isa, self.kind, &t) };
             return;
         }
         let _ = isa;
-        let out: &mut [[f32; GROUP]] = bytemuck_rows(out);
         let span = BLOCK / subs;
-        for (t, out) in out.iter_mut().enumerate() {
+        for t in 0..T {
             let r = r0 + t;
-            for (lane, out) in out.iter_mut().enumerate() {
+            for lane in 0..GROUP {
                 let mut acc = 0f32;
                 for b in 0..kb {
                     for sub in 0..subs {
@@ -505,7 +521,8 @@ impl BlockMatrix {
                             + s.m[at] * q.s[(r * kb + b) * subs + sub];
                     }
                 }
-                *out = acc;
+                // SAFETY: the caller owns `out`'s `T` rows of 8 values, `ldo` apart.
+                unsafe { *out.add(t * ldo + lane) = acc };
             }
         }
     }
@@ -522,13 +539,6 @@ impl OutPtr {
     fn get(self) -> *mut f32 {
         self.0
     }
-}
-
-/// A flat `[rows * 8]` slice as rows of 8.
-fn bytemuck_rows(s: &mut [f32]) -> &mut [[f32; GROUP]] {
-    let (rows, rest) = s.as_chunks_mut::<GROUP>();
-    debug_assert!(rest.is_empty());
-    rows
 }
 
 /// One block of 32 activations to 8 bits (see `x86::quantize_block`).

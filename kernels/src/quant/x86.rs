@@ -55,17 +55,22 @@ pub unsafe fn unpack(extra_kind: Extra, nib: &[u8], extra: &[u8], out: &mut [u8]
     }
 }
 
-/// One tile's inputs: a group's unpacked values (`kb` blocks of 256 bytes) and its scales
-/// (`kb * subs` vectors of 8 rows, `w = d * u + m`), up to four activation rows (8-bit values,
-/// a scale per block, `d * sum(q)` per sub-block).
-pub struct Tile<'a, const T: usize> {
+/// One tile's inputs and where its outputs go: a group's unpacked values (`kb` blocks of 256
+/// bytes; 512 for a pair) and its scales (`kb * subs` vectors of 8 or 16 rows,
+/// `w = d * u + m`); the tile's activation rows one after another (8-bit values, `k` per row;
+/// a scale per block, `kb` per row; `d * sum(q)` per sub-block, `kb * subs` per row); output
+/// row `r` at `out + r * ldo`.
+pub struct Tile<'a> {
     pub vals: &'a [u8],
     pub d: &'a [f32],
     pub m: &'a [f32],
     pub kb: usize,
-    pub xq: [&'a [i8]; T],
-    pub xd: [&'a [f32]; T],
-    pub xs: [&'a [f32]; T],
+    pub k: usize,
+    pub xq: &'a [i8],
+    pub xd: &'a [f32],
+    pub xs: &'a [f32],
+    pub out: *mut f32,
+    pub ldo: usize,
 }
 
 macro_rules! tile_kernel {
@@ -74,8 +79,7 @@ macro_rules! tile_kernel {
         /// rows.
         #[target_feature(enable = $features)]
         pub unsafe fn $name<const T: usize, const SUBS: usize, const WIDE: bool>(
-            t: &Tile<T>,
-            out: &mut [[f32; 8]],
+            t: &Tile,
         ) {
             // Independent accumulator chains where there are few rows (one row's eight
             // dependent `vpdpbusd` per block would otherwise wait on each other's latency).
@@ -94,7 +98,8 @@ macro_rules! tile_kernel {
                     for j in s * per_sub..(s + 1) * per_sub {
                         let w = _mm256_loadu_si256(vals.add(32 * j) as *const __m256i);
                         for r in 0..T {
-                            let x = (t.xq[r].as_ptr().add(b * BLOCK + 4 * j) as *const i32)
+                            let x = (t.xq.as_ptr().add(r * t.k + b * BLOCK + 4 * j)
+                                as *const i32)
                                 .read_unaligned();
                             let c = j % chains;
                             isum[r][c] = $dot::<WIDE>(isum[r][c], w, _mm256_set1_epi32(x));
@@ -108,9 +113,10 @@ macro_rules! tile_kernel {
                         for c in 1..chains {
                             sum = _mm256_add_epi32(sum, isum[r][c]);
                         }
-                        let scale = _mm256_mul_ps(d, _mm256_set1_ps(*t.xd[r].get_unchecked(b)));
+                        let xd = *t.xd.get_unchecked(r * t.kb + b);
+                        let scale = _mm256_mul_ps(d, _mm256_set1_ps(xd));
                         acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, acc[r]);
-                        let xs = _mm256_set1_ps(*t.xs[r].get_unchecked(b * SUBS + s));
+                        let xs = _mm256_set1_ps(*t.xs.get_unchecked((r * t.kb + b) * SUBS + s));
                         acc_m[r] = _mm256_fmadd_ps(m, xs, acc_m[r]);
                     }
                 }
@@ -119,7 +125,7 @@ macro_rules! tile_kernel {
                 acc[r] = _mm256_add_ps(acc[r], acc_m[r]);
             }
             for r in 0..T {
-                _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+                _mm256_storeu_ps(t.out.add(r * t.ldo), acc[r]);
             }
         }
     };
@@ -159,7 +165,7 @@ tile_kernel!(tile_avx2, "avx2,fma", dot_avx2);
 /// per sub-block. Twice the work of `tile_vnni` per instruction, the same arithmetic per lane.
 #[target_feature(enable = "avx512f,avx512vnni,avx2,fma")]
 #[allow(clippy::needless_range_loop)] // rows and chains index parallel arrays
-pub unsafe fn tile_avx512<const T: usize, const SUBS: usize>(t: &Tile<T>, out: &mut [[f32; 16]]) {
+pub unsafe fn tile_avx512<const T: usize, const SUBS: usize>(t: &Tile) {
     let chains = match T {
         1 => 4,
         2 => 2,
@@ -175,7 +181,8 @@ pub unsafe fn tile_avx512<const T: usize, const SUBS: usize>(t: &Tile<T>, out: &
             for j in s * per_sub..(s + 1) * per_sub {
                 let w = _mm512_loadu_si512(vals.add(64 * j) as *const __m512i);
                 for r in 0..T {
-                    let x = (t.xq[r].as_ptr().add(b * BLOCK + 4 * j) as *const i32).read_unaligned();
+                    let x = (t.xq.as_ptr().add(r * t.k + b * BLOCK + 4 * j) as *const i32)
+                        .read_unaligned();
                     let c = j % chains;
                     isum[r][c] = _mm512_dpbusd_epi32(isum[r][c], w, _mm512_set1_epi32(x));
                 }
@@ -188,15 +195,15 @@ pub unsafe fn tile_avx512<const T: usize, const SUBS: usize>(t: &Tile<T>, out: &
                 for c in 1..chains {
                     sum = _mm512_add_epi32(sum, isum[r][c]);
                 }
-                let scale = _mm512_mul_ps(d, _mm512_set1_ps(*t.xd[r].get_unchecked(b)));
+                let scale = _mm512_mul_ps(d, _mm512_set1_ps(*t.xd.get_unchecked(r * t.kb + b)));
                 acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc[r]);
-                let xs = _mm512_set1_ps(*t.xs[r].get_unchecked(b * SUBS + s));
+                let xs = _mm512_set1_ps(*t.xs.get_unchecked((r * t.kb + b) * SUBS + s));
                 acc_m[r] = _mm512_fmadd_ps(m, xs, acc_m[r]);
             }
         }
     }
     for r in 0..T {
-        _mm512_storeu_ps(out[r].as_mut_ptr(), _mm512_add_ps(acc[r], acc_m[r]));
+        _mm512_storeu_ps(t.out.add(r * t.ldo), _mm512_add_ps(acc[r], acc_m[r]));
     }
 }
 
@@ -235,25 +242,18 @@ impl Isa {
     }
 }
 
-/// The tile product for `kind` with `isa` (which the CPU must have); `out` holds `8 *
+/// The tile product for `kind` with `isa` (which the CPU must have) into `t.out`: `8 *
 /// isa.groups_per_tile()` values per activation row.
-pub unsafe fn tile<const T: usize>(isa: Isa, kind: Kind, t: &Tile<T>, out: &mut [f32]) {
+pub unsafe fn tile<const T: usize>(isa: Isa, kind: Kind, t: &Tile) {
     let wide = kind == Kind::Q8_0;
-    if isa == Isa::Avx512 {
-        let (rows, _) = out.as_chunks_mut::<16>();
-        return match kind.subs() {
-            2 => tile_avx512::<T, 2>(t, rows),
-            _ => tile_avx512::<T, 1>(t, rows),
-        };
-    }
-    let (out, _) = out.as_chunks_mut::<8>();
     match (isa, kind.subs(), wide) {
-        (Isa::Vnni, 2, _) => tile_vnni::<T, 2, false>(t, out),
-        (Isa::Vnni, _, _) => tile_vnni::<T, 1, false>(t, out),
-        (Isa::Avx2, 2, _) => tile_avx2::<T, 2, false>(t, out),
-        (Isa::Avx2, _, true) => tile_avx2::<T, 1, true>(t, out),
-        (Isa::Avx2, _, false) => tile_avx2::<T, 1, false>(t, out),
-        (Isa::Avx512, _, _) => unreachable!("handled above"),
+        (Isa::Avx512, 2, _) => tile_avx512::<T, 2>(t),
+        (Isa::Avx512, _, _) => tile_avx512::<T, 1>(t),
+        (Isa::Vnni, 2, _) => tile_vnni::<T, 2, false>(t),
+        (Isa::Vnni, _, _) => tile_vnni::<T, 1, false>(t),
+        (Isa::Avx2, 2, _) => tile_avx2::<T, 2, false>(t),
+        (Isa::Avx2, _, true) => tile_avx2::<T, 1, true>(t),
+        (Isa::Avx2, _, false) => tile_avx2::<T, 1, false>(t),
     }
 }
 
