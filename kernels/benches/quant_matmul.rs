@@ -113,7 +113,9 @@ fn peak(c: &mut Criterion) {
                 }
                 x = std::hint::black_box(x);
             }
-            let sum = acc.iter().fold(_mm256_setzero_si256(), |s, a| _mm256_add_epi32(s, *a));
+            let sum = acc
+                .iter()
+                .fold(_mm256_setzero_si256(), |s, a| _mm256_add_epi32(s, *a));
             _mm256_extract_epi32::<0>(sum)
         }
         #[target_feature(enable = "avx512f,avx512vnni")]
@@ -127,7 +129,9 @@ fn peak(c: &mut Criterion) {
                 }
                 x = std::hint::black_box(x);
             }
-            let sum = acc.iter().fold(_mm512_setzero_si512(), |s, a| _mm512_add_epi32(s, *a));
+            let sum = acc
+                .iter()
+                .fold(_mm512_setzero_si512(), |s, a| _mm512_add_epi32(s, *a));
             _mm512_reduce_add_epi32(sum)
         }
         let threads = rayon::current_num_threads();
@@ -147,7 +151,9 @@ fn peak(c: &mut Criterion) {
                 continue;
             }
             // A u8 x i8 product per byte of the register, 2 ops each.
-            g.throughput(Throughput::Elements((threads * ITERS * CHAINS * bytes * 2) as u64));
+            g.throughput(Throughput::Elements(
+                (threads * ITERS * CHAINS * bytes * 2) as u64,
+            ));
             g.bench_function(format!("vpdpbusd_{name}"), |b| {
                 b.iter(|| {
                     // SAFETY: the CPU has the instructions (checked above).

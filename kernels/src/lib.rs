@@ -4,15 +4,18 @@
 //! - [`log_softmax_gather`]: for a handful of (row, token) pairs, `log_softmax(logits[row])[token]`
 //!   from one log-sum-exp per row, without materialising a second `[rows, vocab]` tensor.
 //! - [`masked_softmax`]: attention weights `softmax(scores * scale + mask)` in one pass.
+//! - [`attention_cpu`]: the whole attention (shared prefix, causal blocks, grouped heads) in
+//!   one parallel pass with no copies.
 //! - [`silu_mul`]: SwiGLU gating `silu(gate) * up` in one pass.
 //! - [`rms_norm`]: RMS norm with rows in parallel.
 //! - [`skinny_matmul_t`]: `x · wᵀ` for the few activation rows of a generation step.
 //! - [`BlockMatrix`]: matmul with GGUF block weights (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q4_K/Q5_K/Q6_K)
-//!   in 8-bit integer SIMD, AVX-VNNI or AVX2 picked at run time.
+//!   in 8-bit integer SIMD, AVX-512 VNNI, AVX-VNNI or AVX2 picked at run time.
 //!
 //! The CPU kernels use a vectorizable `exp` and SIMD row loops ([`simd`]) instead of libm and
 //! scalar loops.
 
+mod attention;
 mod log_softmax_gather;
 mod masked_softmax;
 mod quant;
@@ -21,6 +24,7 @@ mod silu_mul;
 pub mod simd;
 mod skinny_matmul;
 
+pub use attention::attention_cpu;
 pub use log_softmax_gather::{log_softmax_gather, log_softmax_gather_unfused};
 pub use masked_softmax::{masked_softmax, masked_softmax_unfused};
 pub use quant::BlockMatrix;

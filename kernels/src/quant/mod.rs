@@ -401,7 +401,10 @@ impl BlockMatrix {
         let per_task = (total_groups / (4 * threads)).clamp(1, 8);
         // Each output written once, straight into its `[rows, n]` place: a task owns whole
         // groups (8 columns of every row), so no two tasks write the same element.
-        let mut outs: Vec<Vec<f32>> = mats.iter().map(|m| Vec::with_capacity(rows * m.n)).collect();
+        let mut outs: Vec<Vec<f32>> = mats
+            .iter()
+            .map(|m| Vec::with_capacity(rows * m.n))
+            .collect();
         let ptrs: Vec<OutPtr> = outs.iter_mut().map(|o| OutPtr(o.as_mut_ptr())).collect();
         let tasks: Vec<(usize, usize)> = mats
             .iter()

@@ -97,7 +97,11 @@ fn simd_and_scalar_unpack_agree() -> Result<()> {
             // SAFETY: as above.
             unsafe { x86::unpack(m.kind.extra(), nib, extra, &mut pair[32..], 64) };
             for j in 0..8 {
-                assert_eq!(pair[64 * j + 32..][..32], s[32 * j..][..32], "{dtype:?} {b} {j}");
+                assert_eq!(
+                    pair[64 * j + 32..][..32],
+                    s[32 * j..][..32],
+                    "{dtype:?} {b} {j}"
+                );
                 assert_eq!(pair[64 * j..][..32], [7u8; 32], "{dtype:?} {b} {j}");
             }
         }

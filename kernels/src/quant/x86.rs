@@ -78,9 +78,7 @@ macro_rules! tile_kernel {
         /// `out[t][r] = sum_k w[r][k] x[t][k]` for the tile's 8 weight rows and `T` activation
         /// rows.
         #[target_feature(enable = $features)]
-        pub unsafe fn $name<const T: usize, const SUBS: usize, const WIDE: bool>(
-            t: &Tile,
-        ) {
+        pub unsafe fn $name<const T: usize, const SUBS: usize, const WIDE: bool>(t: &Tile) {
             // Independent accumulator chains where there are few rows (one row's eight
             // dependent `vpdpbusd` per block would otherwise wait on each other's latency).
             let chains = match T {
@@ -98,8 +96,7 @@ macro_rules! tile_kernel {
                     for j in s * per_sub..(s + 1) * per_sub {
                         let w = _mm256_loadu_si256(vals.add(32 * j) as *const __m256i);
                         for r in 0..T {
-                            let x = (t.xq.as_ptr().add(r * t.k + b * BLOCK + 4 * j)
-                                as *const i32)
+                            let x = (t.xq.as_ptr().add(r * t.k + b * BLOCK + 4 * j) as *const i32)
                                 .read_unaligned();
                             let c = j % chains;
                             isum[r][c] = $dot::<WIDE>(isum[r][c], w, _mm256_set1_epi32(x));

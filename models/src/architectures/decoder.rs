@@ -259,13 +259,18 @@ impl Decoder {
             .index_select(&flat_pos, 0)?
             .reshape((b, t, hd / 2))?;
         let scale = 1.0 / (hd as f32).sqrt();
-        let chunks = attention_chunks(mask, ATTENTION_CHUNK)?;
-
         let mut x = self
             .weights
             .embedding
             .forward(tokens)?
             .reshape((b * t, cfg.hidden_size))?;
+        // Blocks for the candle-ops path only (the fused CPU kernel finds its own).
+        let fused = x.device().is_cpu() && x.dtype() == DType::F32 && mask.dtype() == DType::F32;
+        let chunks = if fused {
+            None
+        } else {
+            attention_chunks(mask, ATTENTION_CHUNK)?
+        };
         let mut new_cache = Vec::with_capacity(self.weights.layers.len());
         for (i, layer) in self.weights.layers.iter().enumerate() {
             let residual = &x;
@@ -297,12 +302,26 @@ impl Decoder {
                 None => (k, v),
             };
             let prefix_kv = prefix.map(|p| &p.layers[i]);
-            let attn = match (&chunks, prefix_kv) {
+            // On the CPU one fused pass (no copies, causal blocks, the prefix shared); on
+            // other devices candle's ops.
+            let fused = autolabel_kernels::attention_cpu(
+                &q,
+                &k_all,
+                &v_all,
+                mask,
+                prefix_kv.map(|(pk, pv)| (pk, pv)),
+                scale,
+            )?;
+            let attn = match (fused, &chunks, prefix_kv) {
+                (Some(out), _, _) => out,
                 // A long causal prefill: each block of queries against the keys it can see.
-                (Some(chunks), None) => chunked_attention(&q, &k_all, &v_all, mask, chunks, scale)?,
-                _ => attention(&q, &k_all, &v_all, mask, prefix_kv, scale)?,
+                (None, Some(chunks), None) => {
+                    chunked_attention(&q, &k_all, &v_all, mask, chunks, scale)?.transpose(1, 2)?
+                }
+                (None, _, _) => {
+                    attention(&q, &k_all, &v_all, mask, prefix_kv, scale)?.transpose(1, 2)?
+                }
             }
-            .transpose(1, 2)?
             .reshape((b * t, h * hd))?;
             let x1 = (residual + layer.o.forward(&attn)?)?;
             x = self.feed_forward(layer, &x1)?;

@@ -1,0 +1,378 @@
+//! Attention on the CPU in one parallel pass: for each (row, head, block of queries), the
+//! scores against a shared prefix's keys and the row's own keys written side by side (no
+//! concatenation), the mask and softmax applied only up to the last key the block can see (a
+//! causal prefill skips the hidden half), and the weighted values summed by gemm straight from
+//! the strided inputs: no copies of the queries, keys, values or probabilities, and one
+//! dispatch to the thread pool instead of a dozen.
+
+use crate::simd::masked_softmax_row;
+use candle_core::{DType, Device, Result, Storage, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Queries per task: enough rows for gemm to be efficient, few enough for every core to get
+/// work on short inputs.
+const QUERY_BLOCK: usize = 64;
+
+/// A CPU f32 tensor's data (its storage guard held by the caller) with its element strides.
+struct View {
+    ptr: *const f32,
+    strides: Vec<isize>,
+}
+
+// SAFETY: the data is only read, while the caller holds the storage's read guard.
+unsafe impl Send for View {}
+unsafe impl Sync for View {}
+
+impl View {
+    fn of(storage: &Storage, layout: &candle_core::Layout) -> Result<Option<Self>> {
+        let Storage::Cpu(cpu) = storage else {
+            return Ok(None);
+        };
+        if !matches!(cpu, candle_core::CpuStorage::F32(_)) {
+            return Ok(None);
+        }
+        let data = cpu.as_slice::<f32>()?;
+        // SAFETY: the layout's offset lies inside its storage.
+        let ptr = unsafe { data.as_ptr().add(layout.start_offset()) };
+        let strides = layout.stride().iter().map(|&s| s as isize).collect();
+        Ok(Some(View { ptr, strides }))
+    }
+
+    /// Element `idx`'s address (`idx` one index per dimension).
+    fn at(&self, idx: &[usize]) -> *const f32 {
+        let off: isize = idx
+            .iter()
+            .zip(&self.strides)
+            .map(|(&i, &s)| i as isize * s)
+            .sum();
+        // SAFETY: callers index inside the tensor's shape.
+        unsafe { self.ptr.offset(off) }
+    }
+}
+
+/// Pointers shared by the tasks (all read-only but the output, whose rows are disjoint).
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: tasks write disjoint output rows; the inputs are only read.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `softmax(scale * q·kᵀ + mask) · v` for queries `q` `[b, h, t, hd]` over the keys and values
+/// of a batch-1 `prefix` (`[1, kvh, P, hd]`), if any, then `k`, `v` (`[b, kvh, n, hd]`), under
+/// `mask` `[b, t, P + n]` (0 or -inf, or any additive bias), `h` a multiple of `kvh`
+/// (grouped-query attention). Returns `[b, t, h, hd]` (the layout the output projection
+/// takes), or `None` off the CPU or for other dtypes, where the caller's candle ops run.
+/// Queries whose every key is masked get zeros, as [`crate::masked_softmax`] gives.
+pub fn attention_cpu(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    prefix: Option<(&Tensor, &Tensor)>,
+    scale: f32,
+) -> Result<Option<Tensor>> {
+    let (b, h, t, hd) = q.dims4()?;
+    let (kb, kvh, n, khd) = k.dims4()?;
+    if v.dims4()? != (kb, kvh, n, khd) || kb != b || khd != hd || kvh == 0 || h % kvh != 0 {
+        candle_core::bail!(
+            "attention: queries {:?}, keys {:?}, values {:?}",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        )
+    }
+    let p = match prefix {
+        Some((pk, pv)) => {
+            let (one, pkvh, p, phd) = pk.dims4()?;
+            if one != 1 || pkvh != kvh || phd != hd || pv.dims4()? != (1, kvh, p, hd) {
+                candle_core::bail!(
+                    "attention: prefix keys {:?}, values {:?}",
+                    pk.dims(),
+                    pv.dims()
+                )
+            }
+            p
+        }
+        None => 0,
+    };
+    let keys = p + n;
+    if mask.dims3()? != (b, t, keys) {
+        candle_core::bail!(
+            "attention: mask {:?} for {b} x {t} queries, {keys} keys",
+            mask.dims()
+        )
+    }
+    if mask.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let mask = mask.contiguous()?;
+    let guards = [q, k, v, &mask].map(|t| t.storage_and_layout());
+    let mut views = Vec::with_capacity(4);
+    for (storage, layout) in &guards {
+        match View::of(storage, layout)? {
+            Some(view) => views.push(view),
+            None => return Ok(None),
+        }
+    }
+    let [qv, kv, vv, mv]: [View; 4] = views.try_into().ok().expect("four views");
+    let pguards = prefix.map(|(pk, pv)| (pk.storage_and_layout(), pv.storage_and_layout()));
+    let pviews = match &pguards {
+        Some(((ks, kl), (vs, vl))) => match (View::of(ks, kl)?, View::of(vs, vl)?) {
+            (Some(a), Some(b)) => Some((a, b)),
+            _ => return Ok(None),
+        },
+        None => None,
+    };
+    let group = h / kvh;
+    let blocks = t.div_ceil(QUERY_BLOCK);
+    let mut out = vec![0f32; b * t * h * hd];
+    let out_ptr = Shared(out.as_mut_ptr());
+    let m_ptr = Shared(mv.ptr as *mut f32);
+    (0..b * h * blocks).into_par_iter().for_each(|task| {
+        let (bi, rest) = (task / (h * blocks), task % (h * blocks));
+        let (hh, blk) = (rest / blocks, rest % blocks);
+        let g = hh / group;
+        let q0 = blk * QUERY_BLOCK;
+        let ql = QUERY_BLOCK.min(t - q0);
+        // SAFETY: `mask` is contiguous `[b, t, keys]`.
+        let mask_row = |i: usize| unsafe {
+            std::slice::from_raw_parts(m_ptr.get().add((bi * t + i) * keys), keys)
+        };
+        // The keys this block can see: up to the last one any of its queries may attend to.
+        let limit = (q0..q0 + ql)
+            .filter_map(|i| mask_row(i).iter().rposition(|&m| m != f32::NEG_INFINITY))
+            .max()
+            .map_or(0, |last| last + 1);
+        let out_row = |i: usize| out_ptr.get().wrapping_add(((bi * t + i) * h + hh) * hd);
+        if limit == 0 {
+            return; // every key masked: zeros, as allocated
+        }
+        let np = p.min(limit);
+        let no = limit - np;
+        let mut scores = vec![0f32; ql * limit];
+        let (qs_t, qs_d) = (qv.strides[2], qv.strides[3]);
+        let qp = qv.at(&[bi, hh, q0, 0]);
+        // SAFETY (the gemm calls): every pointer and stride comes from a tensor's layout, the
+        // index ranges lie inside its shape, and `scores` / the output rows are this task's.
+        unsafe {
+            if let (Some((pk, _)), true) = (&pviews, np > 0) {
+                gemm::gemm(
+                    ql,
+                    np,
+                    hd,
+                    scores.as_mut_ptr(),
+                    1,
+                    limit as isize,
+                    false,
+                    qp,
+                    qs_d,
+                    qs_t,
+                    pk.at(&[0, g, 0, 0]),
+                    pk.strides[2],
+                    pk.strides[3],
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+            if no > 0 {
+                gemm::gemm(
+                    ql,
+                    no,
+                    hd,
+                    scores.as_mut_ptr().add(np),
+                    1,
+                    limit as isize,
+                    false,
+                    qp,
+                    qs_d,
+                    qs_t,
+                    kv.at(&[bi, g, 0, 0]),
+                    kv.strides[2],
+                    kv.strides[3],
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+        }
+        let mut probs = vec![0f32; ql * limit];
+        for (r, (s, pr)) in scores
+            .chunks(limit)
+            .zip(probs.chunks_mut(limit))
+            .enumerate()
+        {
+            masked_softmax_row(s, &mask_row(q0 + r)[..limit], scale, pr);
+        }
+        let (os_t, os_d) = ((h * hd) as isize, 1isize);
+        let op = out_row(q0);
+        unsafe {
+            if let (Some((_, pv)), true) = (&pviews, np > 0) {
+                gemm::gemm(
+                    ql,
+                    hd,
+                    np,
+                    op,
+                    os_d,
+                    os_t,
+                    false,
+                    probs.as_ptr(),
+                    1,
+                    limit as isize,
+                    pv.at(&[0, g, 0, 0]),
+                    pv.strides[3],
+                    pv.strides[2],
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+            if no > 0 {
+                gemm::gemm(
+                    ql,
+                    hd,
+                    no,
+                    op,
+                    os_d,
+                    os_t,
+                    np > 0,
+                    probs.as_ptr().add(np),
+                    1,
+                    limit as isize,
+                    vv.at(&[bi, g, 0, 0]),
+                    vv.strides[3],
+                    vv.strides[2],
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+        }
+    });
+    drop((qv, kv, vv, mv, pviews, guards, pguards));
+    Ok(Some(Tensor::from_vec(out, (b, t, h, hd), &Device::Cpu)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The candle-ops reference: prefix keys repeated per row, concatenated, per-head softmax.
+    fn reference(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+        prefix: Option<(&Tensor, &Tensor)>,
+        scale: f32,
+    ) -> Result<Tensor> {
+        let (b, h, t, hd) = q.dims4()?;
+        let kvh = k.dim(1)?;
+        let (k, v) = match prefix {
+            Some((pk, pv)) => (
+                Tensor::cat(&[&pk.repeat((b, 1, 1, 1))?, k], 2)?,
+                Tensor::cat(&[&pv.repeat((b, 1, 1, 1))?, v], 2)?,
+            ),
+            None => (k.clone(), v.clone()),
+        };
+        let keys = k.dim(2)?;
+        let rep = |x: &Tensor| -> Result<Tensor> {
+            x.unsqueeze(2)?
+                .repeat((1, 1, h / kvh, 1, 1))?
+                .reshape((b, h, keys, hd))
+        };
+        let (k, v) = (rep(&k)?, rep(&v)?);
+        let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?;
+        let probs = crate::masked_softmax(&scores, mask, scale)?;
+        probs
+            .matmul(&v.contiguous()?)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, t, h, hd))
+    }
+
+    fn mask(b: usize, t: usize, p: usize, n: usize, pad: &[usize]) -> Result<Tensor> {
+        // Causal over the own keys (the last `t` of `n`), all of the prefix visible; row `bi`'s
+        // last `pad[bi]` own keys are padding nobody sees, and those queries see nothing.
+        let keys = p + n;
+        let mut m = vec![f32::NEG_INFINITY; b * t * keys];
+        for bi in 0..b {
+            for i in 0..t {
+                if i >= t - pad[bi] {
+                    continue;
+                }
+                for j in 0..keys {
+                    let own = j as isize - p as isize;
+                    if own < 0 || (own as usize) <= i + (n - t) {
+                        m[(bi * t + i) * keys + j] = 0.0;
+                    }
+                }
+            }
+        }
+        Tensor::from_vec(m, (b, t, keys), &Device::Cpu)
+    }
+
+    #[test]
+    fn equals_the_candle_ops_with_and_without_a_prefix() -> Result<()> {
+        let dev = Device::Cpu;
+        // 150 queries: blocks of 64, 64 and 22; 6 heads over 2 key heads; a padded row.
+        for (p, t, cached) in [(0, 150, 0), (37, 150, 0), (37, 5, 12), (0, 1, 20)] {
+            let (b, h, kvh, hd) = (2, 6, 2, 16);
+            let n = t + cached;
+            let q = Tensor::randn(0f32, 1.0, (b, t, h, hd), &dev)?.transpose(1, 2)?;
+            let k = Tensor::randn(0f32, 1.0, (b, kvh, n, hd), &dev)?;
+            let v = Tensor::randn(0f32, 1.0, (b, kvh, n, hd), &dev)?;
+            let pk = Tensor::randn(0f32, 1.0, (1, kvh, p, hd), &dev)?;
+            let pv = Tensor::randn(0f32, 1.0, (1, kvh, p, hd), &dev)?;
+            let prefix = (p > 0).then_some((&pk, &pv));
+            let m = mask(b, t, p, n, &[0, t / 3])?;
+            let got = attention_cpu(&q, &k, &v, &m, prefix, 0.25)?.expect("CPU f32");
+            let want = reference(&q, &k, &v, &m, prefix, 0.25)?;
+            let diff = (&got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(
+                diff < 1e-5,
+                "prefix {p}, {t} queries, {cached} cached: {diff}"
+            );
+            // The padding queries see no key: zeros.
+            if t > 1 {
+                let last = got.narrow(0, 1, 1)?.narrow(1, t - 1, 1)?;
+                assert_eq!(last.abs()?.max_all()?.to_scalar::<f32>()?, 0.0);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn shapes_that_do_not_match_are_errors() -> Result<()> {
+        let dev = Device::Cpu;
+        let q = Tensor::zeros((1, 4, 3, 8), DType::F32, &dev)?;
+        let k = Tensor::zeros((1, 3, 3, 8), DType::F32, &dev)?;
+        let m = Tensor::zeros((1, 3, 3), DType::F32, &dev)?;
+        let err = attention_cpu(&q, &k, &k, &m, None, 1.0).unwrap_err();
+        assert!(err.to_string().contains("attention: queries"), "{err}");
+        let k = Tensor::zeros((1, 2, 3, 8), DType::F32, &dev)?;
+        let bad_mask = Tensor::zeros((1, 3, 4), DType::F32, &dev)?;
+        assert!(attention_cpu(&q, &k, &k, &bad_mask, None, 1.0).is_err());
+        assert!(attention_cpu(&q, &k, &k, &m, None, 1.0)?.is_some());
+        Ok(())
+    }
+}
