@@ -10,6 +10,7 @@
 //! has no SIMD path for the 32-value types and a one-row-at-a-time one for the k-quants.
 
 mod repack;
+mod store;
 #[cfg(test)]
 mod tests;
 #[cfg(target_arch = "x86_64")]
@@ -19,6 +20,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 use repack::{Kind, BLOCK, GROUP, NIBBLES};
+use store::{Buf, Scales};
 #[cfg(target_arch = "x86_64")]
 use x86::Isa;
 
@@ -27,56 +29,15 @@ use x86::Isa;
 #[derive(Debug, Clone, Copy)]
 enum Isa {}
 
-/// The scales of every (group, sub-block, row), as the file has them (f16) or as products of
-/// the file's scales (f32, k-quants).
-enum Scales {
-    F16(Vec<half::f16>),
-    F32(Vec<f32>),
-}
-
-impl Scales {
-    fn new(kind: Kind, len: usize) -> Self {
-        if kind.f16_scales() {
-            Scales::F16(vec![half::f16::ZERO; len])
-        } else {
-            Scales::F32(vec![0.0; len])
-        }
-    }
-
-    fn set(&mut self, i: usize, v: f32) {
-        match self {
-            Scales::F16(s) => s[i] = half::f16::from_f32(v),
-            Scales::F32(s) => s[i] = v,
-        }
-    }
-
-    fn read(&self, from: usize, out: &mut [f32]) {
-        match self {
-            Scales::F16(s) => {
-                use half::slice::HalfFloatSliceExt;
-                s[from..from + out.len()].convert_to_f32_slice(out)
-            }
-            Scales::F32(s) => out.copy_from_slice(&s[from..from + out.len()]),
-        }
-    }
-
-    fn bytes(&self) -> usize {
-        match self {
-            Scales::F16(s) => 2 * s.len(),
-            Scales::F32(s) => 4 * s.len(),
-        }
-    }
-}
-
 /// A `[n, k]` matrix of GGUF block weights, eight rows interleaved.
 pub struct BlockMatrix {
     kind: Kind,
     n: usize,
     k: usize,
     /// `[groups][k / 32][128]`: the low 4 bits of every value.
-    nib: Vec<u8>,
+    nib: Buf<u8>,
     /// `[groups][k / 32][extra_bytes]`: the bits above 4.
-    extra: Vec<u8>,
+    extra: Buf<u8>,
     /// `[groups][k / 32 * subs][8]`.
     d: Scales,
     /// Stored for the types with a min; otherwise `kind.offset() * d`.
@@ -224,22 +185,81 @@ impl BlockMatrix {
                     }
                 }
             });
-        let store = |v: &[f32]| {
-            let mut s = Scales::new(kind, v.len());
-            for (i, &x) in v.iter().enumerate() {
-                s.set(i, x);
-            }
-            s
-        };
         Ok(BlockMatrix {
             kind,
             n,
             k,
-            nib,
-            extra,
-            d: store(&d),
-            m: kind.has_min().then(|| store(&m)),
+            nib: Buf::Owned(nib),
+            extra: Buf::Owned(extra),
+            d: Scales::from_f32(kind, &d),
+            m: kind.has_min().then(|| Scales::from_f32(kind, &m)),
         })
+    }
+
+    /// Writes the store to `path` (through a temporary file renamed into place), for
+    /// [`Self::open`] to map in later runs.
+    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let parts = store::Parts {
+            n: self.n,
+            k: self.k,
+            nib: &self.nib,
+            extra: &self.extra,
+            d: &self.d,
+            m: self.m.as_ref(),
+        };
+        store::write(path, Self::code(self.kind), &parts)
+    }
+
+    /// The store [`Self::save`] wrote for a `[n, k]` tensor of `dtype`, mapped (shared with
+    /// every process that maps the same file); an error if the file is missing or was written
+    /// for another tensor, shape or layout version.
+    pub fn open(path: &std::path::Path, dtype: GgmlDType, n: usize, k: usize) -> Result<Self> {
+        let Some(kind) = Kind::of(dtype) else {
+            candle_core::bail!("BlockMatrix: {dtype:?} is not a block type this kernel runs")
+        };
+        if !k.is_multiple_of(kind.file_block().0) || n == 0 {
+            candle_core::bail!("BlockMatrix: shape [{n}, {k}] for {dtype:?}")
+        }
+        let map_err =
+            |e: candle_core::Error| candle_core::Error::Msg(format!("{}: {e}", path.display()));
+        let l = store::read(path, Self::code(kind), kind, n, k).map_err(map_err)?;
+        let (kb, groups, eb) = (k / BLOCK, n.div_ceil(GROUP), kind.extra_bytes());
+        let scales = groups * kb * kind.subs() * GROUP;
+        let want = [
+            groups * kb * NIBBLES,
+            groups * (kb * eb).max(1),
+            scales,
+            if kind.has_min() { scales } else { 0 },
+        ];
+        if l.lens != want {
+            candle_core::bail!(
+                "{}: sections of {:?} elements, expected {want:?}",
+                path.display(),
+                l.lens
+            )
+        }
+        Ok(BlockMatrix {
+            kind,
+            n,
+            k,
+            nib: l.nib,
+            extra: l.extra,
+            d: l.d,
+            m: l.m,
+        })
+    }
+
+    /// Whether the store is a mapped file (shared between processes) rather than memory.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.nib, Buf::Mapped { .. })
+    }
+
+    /// The block type's number in saved files.
+    fn code(kind: Kind) -> u32 {
+        Self::TYPES
+            .iter()
+            .position(|&t| Kind::of(t) == Some(kind))
+            .expect("every kind is one of TYPES") as u32
     }
 
     pub fn dims(&self) -> (usize, usize) {

@@ -1,5 +1,6 @@
 //! Reading GGUF files: metadata with errors that name the file and key, and decoder weights.
 
+use super::block_cache::BlockCache;
 use crate::architectures::decoder::{
     Decoder, DecoderConfig, DecoderWeights, Embedding, Layer, Linear, MatWeight, RopeScaling,
     RopeStyle,
@@ -197,6 +198,57 @@ impl GgufFile {
             .with_context(|| format!("{}: cannot read tensor '{name}'", self.path.display()))
     }
 
+    /// Whether tensor `name` is held by our block kernel under `format` on `device`.
+    fn takes_blocks(&self, name: &str, format: WeightFormat, device: &Device) -> bool {
+        format == WeightFormat::Quantized
+            && device.is_cpu()
+            && autolabel_kernels::BlockMatrix::simd_available()
+            && self
+                .content
+                .tensor_infos
+                .get(name)
+                .is_some_and(|i| autolabel_kernels::BlockMatrix::supports(i.ggml_dtype))
+    }
+
+    /// Tensor `name` for our block kernel, mapped from `cache` when it holds it.
+    fn blocks(
+        &mut self,
+        name: &str,
+        device: &Device,
+        cache: &BlockCache,
+    ) -> Result<Arc<autolabel_kernels::BlockMatrix>> {
+        let Some(info) = self.content.tensor_infos.get(name) else {
+            bail!("{}: tensor '{name}' is missing", self.path.display())
+        };
+        let dtype = info.ggml_dtype;
+        let Ok(shape) = info.shape.dims2() else {
+            bail!(
+                "{}: tensor '{name}' has shape {:?}, expected a matrix",
+                self.path.display(),
+                info.shape
+            )
+        };
+        let m = cache.load(name, dtype, shape, || {
+            let q = self.tensor(name, device)?;
+            Ok(autolabel_kernels::BlockMatrix::from_qtensor(&q)?)
+        })?;
+        Ok(Arc::new(m))
+    }
+
+    /// A matmul weight in `format`: block tensors through [`Self::blocks`], others as before.
+    fn matmul_weight(
+        &mut self,
+        name: &str,
+        format: WeightFormat,
+        device: &Device,
+        cache: &BlockCache,
+    ) -> Result<MatWeight> {
+        if self.takes_blocks(name, format, device) {
+            return Ok(MatWeight::Blocks(self.blocks(name, device, cache)?));
+        }
+        format.matmul(Arc::new(self.tensor(name, device)?), device)
+    }
+
     pub fn architecture(&self) -> Result<String> {
         self.metadata.string("general.architecture")
     }
@@ -265,30 +317,34 @@ impl GgufFile {
         if let Some(cap) = max_context {
             config.context_length = config.context_length.min(cap);
         }
-        let embd = Arc::new(self.tensor("token_embd.weight", device)?);
-        let tied = !self.has_tensor("output.weight");
-        let lm_head = if tied {
-            format.matmul(embd.clone(), device)?
+        let cache = if self.takes_blocks("token_embd.weight", format, device)
+            || self.takes_blocks("blk.0.ffn_up.weight", format, device)
+        {
+            BlockCache::for_model(&self.path)
         } else {
-            format.matmul(Arc::new(self.tensor("output.weight", device)?), device)?
+            BlockCache::off()
         };
-        // A tied output head held by our kernel serves the embedding lookups too (one copy; the
-        // file's tensor is dropped before the layers load, so its memory is reused).
-        let embedding = match &lm_head {
-            MatWeight::Blocks(b) if tied => {
-                drop(embd);
-                Embedding::Blocks(b.clone())
-            }
-            _ => Embedding::Quantized(embd),
+        let tied = !self.has_tensor("output.weight");
+        let (lm_head, embedding) = if tied && self.takes_blocks("token_embd.weight", format, device)
+        {
+            // A tied output head held by our kernel serves the embedding lookups too (one copy).
+            let head = self.blocks("token_embd.weight", device, &cache)?;
+            (MatWeight::Blocks(head.clone()), Embedding::Blocks(head))
+        } else {
+            let embd = Arc::new(self.tensor("token_embd.weight", device)?);
+            let head = if tied {
+                format.matmul(embd.clone(), device)?
+            } else {
+                self.matmul_weight("output.weight", format, device, &cache)?
+            };
+            (head, Embedding::Quantized(embd))
         };
         let mut layers = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {
             let p = format!("blk.{i}");
             let mut linear = |name: &str| -> Result<Linear> {
-                let weight = format.matmul(
-                    Arc::new(self.tensor(&format!("{p}.{name}.weight"), device)?),
-                    device,
-                )?;
+                let weight =
+                    self.matmul_weight(&format!("{p}.{name}.weight"), format, device, &cache)?;
                 let bias_name = format!("{p}.{name}.bias");
                 let bias = if self.has_tensor(&bias_name) {
                     Some(self.tensor(&bias_name, device)?.dequantize(device)?)

@@ -1,6 +1,7 @@
 //! Reading weights into the architectures: GGUF files and Hugging Face safetensors checkpoints
 //! with their config.json.
 
+pub mod block_cache;
 pub mod footprint;
 pub mod gguf;
 pub mod hf_config;
