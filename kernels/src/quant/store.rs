@@ -93,7 +93,7 @@ impl Scales {
         }
     }
 
-    fn raw(&self) -> &[u8] {
+    pub(super) fn raw(&self) -> &[u8] {
         match self {
             Scales::F16(s) => as_bytes(s),
             Scales::F32(s) => as_bytes(s),

@@ -204,6 +204,153 @@ pub unsafe fn tile_avx512<const T: usize, const SUBS: usize>(t: &Tile) {
     }
 }
 
+/// Two groups' planes and scales, as the store holds them, for [`tile_avx512_direct`].
+pub struct Planes<'a> {
+    pub extra_kind: Extra,
+    /// Each group's nibble plane (`kb * 128` bytes) and extra plane (`kb * extra_bytes`).
+    pub nib: [&'a [u8]; 2],
+    pub extra: [&'a [u8]; 2],
+    pub extra_bytes: usize,
+    /// Each group's scales (`kb * subs` vectors of 8, f16 or f32 as `f16` says) and mins (the
+    /// same; `None`: `m = offset * d`).
+    pub d: [&'a [u8]; 2],
+    pub m: Option<[&'a [u8]; 2]>,
+    pub f16: bool,
+    pub offset: f32,
+}
+
+/// Scale vector `i` of both groups as sixteen f32 lanes.
+#[inline]
+#[target_feature(enable = "avx512f,f16c,avx2")]
+unsafe fn scales_pair(p: [&[u8]; 2], i: usize, f16: bool) -> __m512 {
+    if f16 {
+        let lo = _mm_loadu_si128(p[0].as_ptr().add(16 * i) as *const __m128i);
+        let hi = _mm_loadu_si128(p[1].as_ptr().add(16 * i) as *const __m128i);
+        _mm512_cvtph_ps(_mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi))
+    } else {
+        let lo = _mm256_loadu_si256(p[0].as_ptr().add(32 * i) as *const __m256i);
+        let hi = _mm256_loadu_si256(p[1].as_ptr().add(32 * i) as *const __m256i);
+        _mm512_castsi512_ps(_mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi))
+    }
+}
+
+/// 32 bytes of each group side by side in one register.
+#[inline]
+#[target_feature(enable = "avx512f,avx2")]
+unsafe fn load_pair(a: *const u8, b: *const u8) -> __m512i {
+    let lo = _mm256_loadu_si256(a as *const __m256i);
+    let hi = _mm256_loadu_si256(b as *const __m256i);
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+}
+
+/// A block's eight 64-byte chunks for a pair of groups, unpacked in registers (what
+/// [`unpack`] with stride 64 stores, the same bits).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+unsafe fn unpack_pair(kind: Extra, nib: [*const u8; 2], extra: [*const u8; 2]) -> [__m512i; 8] {
+    let low = _mm512_set1_epi8(0x0F);
+    let bit4 = _mm512_set1_epi8(0x10);
+    let bits45 = _mm512_set1_epi8(0x30);
+    let high = _mm512_set1_epi8(0xF0u8 as i8);
+    let to4 = |v: __m512i, from: i32, mask: __m512i| {
+        let moved = if from <= 4 {
+            _mm512_sll_epi16(v, _mm_cvtsi32_si128(4 - from))
+        } else {
+            _mm512_srl_epi16(v, _mm_cvtsi32_si128(from - 4))
+        };
+        _mm512_and_si512(moved, mask)
+    };
+    let mut w = [_mm512_setzero_si512(); 8];
+    for j in 0..4 {
+        let p = load_pair(nib[0].add(32 * j), nib[1].add(32 * j));
+        let mut a = _mm512_and_si512(p, low);
+        let mut b = _mm512_and_si512(_mm512_srli_epi16::<4>(p), low);
+        match kind {
+            Extra::None => {}
+            Extra::Bit => {
+                let h = load_pair(extra[0], extra[1]);
+                a = _mm512_or_si512(a, to4(h, j as i32, bit4));
+                b = _mm512_or_si512(b, to4(h, j as i32 + 4, bit4));
+            }
+            Extra::TwoBits => {
+                let h0 = load_pair(extra[0], extra[1]);
+                let h1 = load_pair(extra[0].add(32), extra[1].add(32));
+                a = _mm512_or_si512(a, to4(h0, 2 * j as i32, bits45));
+                b = _mm512_or_si512(b, to4(h1, 2 * j as i32, bits45));
+            }
+            Extra::Nibble => {
+                let q = load_pair(extra[0].add(32 * j), extra[1].add(32 * j));
+                a = _mm512_or_si512(a, _mm512_and_si512(_mm512_slli_epi16::<4>(q), high));
+                b = _mm512_or_si512(b, _mm512_and_si512(q, high));
+            }
+        }
+        w[j] = a;
+        w[j + 4] = b;
+    }
+    w
+}
+
+/// [`tile_avx512`] reading the two groups' planes and scales straight from the store, values
+/// unpacked and scales converted in registers: for a few activation rows (a generation step),
+/// where unpacking to memory first is not repaid. `t.vals`, `t.d` and `t.m` are not read. The
+/// same arithmetic in the same order, so the same results.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // rows and chains index parallel arrays
+pub unsafe fn tile_avx512_direct<const T: usize, const SUBS: usize>(t: &Tile, planes: &Planes) {
+    let chains = match T {
+        1 => 4,
+        2 => 2,
+        _ => 1,
+    };
+    let mut acc = [_mm512_setzero_ps(); T];
+    let mut acc_m = [_mm512_setzero_ps(); T];
+    let per_sub = 8 / SUBS;
+    let eb = planes.extra_bytes;
+    for b in 0..t.kb {
+        let nib = planes.nib.map(|p| p.as_ptr().add(b * NIBBLES));
+        let extra = planes.extra.map(|p| p.as_ptr().add(b * eb));
+        let w = unpack_pair(planes.extra_kind, nib, extra);
+        for s in 0..SUBS {
+            let mut isum = [[_mm512_setzero_si512(); 4]; T];
+            for j in s * per_sub..(s + 1) * per_sub {
+                for r in 0..T {
+                    let x = (t.xq.as_ptr().add(r * t.k + b * BLOCK + 4 * j) as *const i32)
+                        .read_unaligned();
+                    let c = j % chains;
+                    isum[r][c] = _mm512_dpbusd_epi32(isum[r][c], w[j], _mm512_set1_epi32(x));
+                }
+            }
+            let i = b * SUBS + s;
+            let d = scales_pair(planes.d, i, planes.f16);
+            let m = match planes.m {
+                Some(mp) => scales_pair(mp, i, planes.f16),
+                None => _mm512_mul_ps(_mm512_set1_ps(planes.offset), d),
+            };
+            for r in 0..T {
+                let mut sum = isum[r][0];
+                for c in 1..chains {
+                    sum = _mm512_add_epi32(sum, isum[r][c]);
+                }
+                let scale = _mm512_mul_ps(d, _mm512_set1_ps(*t.xd.get_unchecked(r * t.kb + b)));
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc[r]);
+                let xs = _mm512_set1_ps(*t.xs.get_unchecked((r * t.kb + b) * SUBS + s));
+                acc_m[r] = _mm512_fmadd_ps(m, xs, acc_m[r]);
+            }
+        }
+    }
+    for r in 0..T {
+        _mm512_storeu_ps(t.out.add(r * t.ldo), _mm512_add_ps(acc[r], acc_m[r]));
+    }
+}
+
+/// The direct tile for `kind` (AVX-512 VNNI and BW present).
+pub unsafe fn tile_direct<const T: usize>(kind: Kind, t: &Tile, planes: &Planes) {
+    match kind.subs() {
+        2 => tile_avx512_direct::<T, 2>(t, planes),
+        _ => tile_avx512_direct::<T, 1>(t, planes),
+    }
+}
+
 /// Which instruction set runs the tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
@@ -227,7 +374,9 @@ impl Isa {
 
     /// Whether the AVX-512 VNNI kernel can run here.
     pub fn has_avx512() -> bool {
-        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni")
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
     }
 
     /// Groups of eight weight rows per tile.

@@ -265,8 +265,8 @@ impl Decoder {
             .forward(tokens)?
             .reshape((b * t, cfg.hidden_size))?;
         // Blocks for the candle-ops path only (the fused CPU kernel finds its own).
-        let fused = x.device().is_cpu() && x.dtype() == DType::F32 && mask.dtype() == DType::F32;
-        let chunks = if fused {
+        let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32 && mask.dtype() == DType::F32;
+        let chunks = if cpu_f32 {
             None
         } else {
             attention_chunks(mask, ATTENTION_CHUNK)?
