@@ -39,7 +39,7 @@ from generation_peers import llama_generate, run_peers, transformers_worker
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 DATA = os.path.join(ROOT, "..", "shared", "data")
-BIN = os.path.join(ROOT, "target", "release", "autolabel-local")
+BIN = os.environ.get("BIN") or os.path.join(ROOT, "target", "release", "autolabel-local")
 CONFIG = os.path.join(DATA, "autolabel_configs", "benchmark_configs_HEAD", "conll2003.json")
 ROWS = os.path.join(DATA, "autolabel_conll2003", "test_head_small.csv")
 
