@@ -174,16 +174,16 @@ pub fn relative_position_bucket(
     bucket as u32
 }
 
-struct Attention {
+pub(crate) struct Attention {
     q: Linear,
     k: Linear,
     v: Linear,
     o: Linear,
     /// `[num_buckets, heads]` where this layer carries a relative position bias.
-    relative_bias: Option<Tensor>,
+    pub(crate) relative_bias: Option<Tensor>,
 }
 
-enum FeedForward {
+pub(crate) enum FeedForward {
     Plain {
         wi: Linear,
         wo: Linear,
@@ -202,13 +202,13 @@ struct EncoderLayer {
     ff: FeedForward,
 }
 
-struct DecoderLayer {
-    self_norm: Tensor,
-    self_attn: Attention,
-    cross_norm: Tensor,
-    cross_attn: Attention,
-    ff_norm: Tensor,
-    ff: FeedForward,
+pub(crate) struct DecoderLayer {
+    pub(crate) self_norm: Tensor,
+    pub(crate) self_attn: Attention,
+    pub(crate) cross_norm: Tensor,
+    pub(crate) cross_attn: Attention,
+    pub(crate) ff_norm: Tensor,
+    pub(crate) ff: FeedForward,
 }
 
 pub struct T5Model {
@@ -216,8 +216,8 @@ pub struct T5Model {
     shared: Tensor,
     encoder: Vec<EncoderLayer>,
     encoder_norm: Tensor,
-    decoder: Vec<DecoderLayer>,
-    decoder_norm: Tensor,
+    pub(crate) decoder: Vec<DecoderLayer>,
+    pub(crate) decoder_norm: Tensor,
     pub(crate) lm_head: MatWeight,
     pub(crate) device: Device,
 }
@@ -315,17 +315,17 @@ impl T5Model {
         })
     }
 
-    fn rms(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    pub(crate) fn rms(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         candle_nn::ops::rms_norm(x, w, self.config.eps as f32)
     }
 
-    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+    pub(crate) fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let flat = ids.flatten_all()?;
         self.shared.index_select(&flat, 0)?.to_dtype(DType::F32)
     }
 
     /// Relative position bias `[b, heads, q, k]` from bucket ids `[b, q, k]`.
-    fn position_bias(&self, table: &Tensor, buckets: &Tensor) -> Result<Tensor> {
+    pub(crate) fn position_bias(&self, table: &Tensor, buckets: &Tensor) -> Result<Tensor> {
         let (b, q, k) = buckets.dims3()?;
         table
             .index_select(&buckets.flatten_all()?, 0)?
@@ -336,6 +336,7 @@ impl T5Model {
 
     /// Multi-head attention without score scaling (T5 folds it into the weights). `x` is
     /// `[b*tq, d]`, `kv` is `[b*tk, d]`, `bias` broadcasts to `[b, heads, tq, tk]`.
+    #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
         a: &Attention,
@@ -346,23 +347,55 @@ impl T5Model {
         tk: usize,
         bias: &Tensor,
     ) -> Result<Tensor> {
+        let (k, v) = self.keys_values(a, kv, b, tk)?;
+        self.attend_kv(a, x, &k, &v, b, tq, bias)
+    }
+
+    /// `[b*t, d]` as heads `[b, heads, t, d_kv]`.
+    fn heads(&self, t: Tensor, b: usize, len: usize) -> Result<Tensor> {
         let (h, dk) = (self.config.num_heads, self.config.d_kv);
-        let split = |t: Tensor, len: usize| -> Result<Tensor> {
-            t.reshape((b, len, h, dk))?.transpose(1, 2)?.contiguous()
-        };
-        let q = split(a.q.forward(x)?, tq)?;
-        let k = split(a.k.forward(kv)?, tk)?;
-        let v = split(a.v.forward(kv)?, tk)?;
+        t.reshape((b, len, h, dk))?.transpose(1, 2)?.contiguous()
+    }
+
+    /// An attention's keys and values `[b, heads, tk, d_kv]` of `kv` (`[b*tk, d]`), for
+    /// [`Self::attend_kv`] (kept across steps by incremental decoding).
+    pub(crate) fn keys_values(
+        &self,
+        a: &Attention,
+        kv: &Tensor,
+        b: usize,
+        tk: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        Ok((
+            self.heads(a.k.forward(kv)?, b, tk)?,
+            self.heads(a.v.forward(kv)?, b, tk)?,
+        ))
+    }
+
+    /// [`Self::attend`] with the keys and values given (`[b, heads, tk, d_kv]`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attend_kv(
+        &self,
+        a: &Attention,
+        x: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        b: usize,
+        tq: usize,
+        bias: &Tensor,
+    ) -> Result<Tensor> {
+        let (h, dk) = (self.config.num_heads, self.config.d_kv);
+        let q = self.heads(a.q.forward(x)?, b, tq)?;
         let scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let out = probs
-            .matmul(&v)?
+            .matmul(v)?
             .transpose(1, 2)?
             .reshape((b * tq, h * dk))?;
         a.o.forward(&out)
     }
 
-    fn feed_forward(&self, ff: &FeedForward, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn feed_forward(&self, ff: &FeedForward, x: &Tensor) -> Result<Tensor> {
         let act = self.config.activation;
         match ff {
             FeedForward::Plain { wi, wo } => wo.forward(&act.apply(&wi.forward(x)?)?),

@@ -1,9 +1,10 @@
-//! Incremental decoding for T5 / FLAN-T5 / umT5: the prompts are encoded once, then each step
-//! runs the decoder over the start token and the tokens generated so far (no self-attention
-//! cache yet: a step costs the whole answer so far, which stays short for labeling answers).
+//! Incremental decoding for T5 / FLAN-T5 / umT5: the prompts are encoded once and every decoder
+//! layer's cross-attention keys and values computed once from them; then each step feeds one
+//! token per row, its self-attention against the keys and values of the tokens before it (kept
+//! per layer, per row), with the relative position bias of the new position.
 
 use super::{DecodeState, IncrementalDecoder};
-use crate::architectures::decoder::{build_mask, gather_rows};
+use crate::architectures::decoder::build_mask;
 use crate::architectures::t5::{relative_position_bucket, T5Model};
 use candle_core::{Result, Tensor, D};
 
@@ -23,15 +24,21 @@ impl IncrementalDecoder for T5Model {
         let ids = Tensor::from_vec(ids, (b, s), dev)?;
         let encoded = self.encode(&ids, &lens)?;
         let enc_mask = build_mask(b, 1, s, dev, |bi, _, k| k < lens[bi])?.reshape((b, 1, 1, s))?;
+        let cross = self
+            .decoder
+            .iter()
+            .map(|l| self.keys_values(&l.cross_attn, &encoded, b, s))
+            .collect::<Result<Vec<_>>>()?;
         let mut state = T5State {
             model: self,
-            encoded,
             enc_mask,
-            s,
-            sequences: vec![vec![self.config.decoder_start_token_id]; b],
+            cross,
+            past: Vec::new(),
+            fed: 0,
+            rows: b,
             logits: Tensor::zeros((b, 1), candle_core::DType::F32, dev)?,
         };
-        state.run()?;
+        state.step(&vec![self.config.decoder_start_token_id; b])?;
         Ok(Box::new(state))
     }
 
@@ -42,50 +49,69 @@ impl IncrementalDecoder for T5Model {
 
 struct T5State<'a> {
     model: &'a T5Model,
-    encoded: Tensor,
     enc_mask: Tensor,
-    s: usize,
-    /// Each row's decoder input: the start token, then what it generated.
-    sequences: Vec<Vec<u32>>,
+    /// Per decoder layer: cross-attention keys and values of the encoded prompts
+    /// (`[rows, heads, s, d_kv]`).
+    cross: Vec<(Tensor, Tensor)>,
+    /// Per decoder layer: self-attention keys and values of the tokens fed so far
+    /// (`[rows, heads, fed, d_kv]`; empty before the first step).
+    past: Vec<(Tensor, Tensor)>,
+    fed: usize,
+    rows: usize,
     logits: Tensor,
 }
 
 impl T5State<'_> {
-    /// The decoder over every row's sequence (all the same length), logits of the last slot.
-    fn run(&mut self) -> Result<()> {
+    /// Feeds one token per row at position `fed`; keeps the next-token logits.
+    fn step(&mut self, tokens: &[u32]) -> Result<()> {
         let m = self.model;
+        let c = &m.config;
         let dev = &m.device;
-        let b = self.sequences.len();
-        let n = self.sequences[0].len();
-        let toks: Vec<u32> = self.sequences.iter().flatten().copied().collect();
-        let toks = Tensor::from_vec(toks, (b, n), dev)?;
-        let mask = build_mask(b, n, n, dev, |_, q, k| k <= q)?.reshape((b, 1, n, n))?;
-        let mut buckets = Vec::with_capacity(b * n * n);
-        for _ in 0..b {
-            for q in 0..n {
-                for k in 0..n {
-                    buckets.push(relative_position_bucket(
-                        k as i64 - q as i64,
-                        false,
-                        m.config.num_buckets,
-                        m.config.max_distance,
-                    ));
-                }
+        let b = self.rows;
+        let toks = Tensor::from_vec(tokens.to_vec(), (b, 1), dev)?;
+        // The new query (position `fed`) against keys 0..=fed: every one visible.
+        let buckets: Vec<u32> = (0..=self.fed)
+            .map(|k| {
+                relative_position_bucket(
+                    k as i64 - self.fed as i64,
+                    false,
+                    c.num_buckets,
+                    c.max_distance,
+                )
+            })
+            .collect();
+        let buckets = Tensor::from_vec(buckets, (1, 1, self.fed + 1), dev)?;
+        let mut x = m.embed(&toks)?;
+        let mut bias: Option<Tensor> = None;
+        let mut past = Vec::with_capacity(m.decoder.len());
+        for (i, layer) in m.decoder.iter().enumerate() {
+            if let Some(table) = &layer.self_attn.relative_bias {
+                bias = Some(m.position_bias(table, &buckets)?);
             }
+            let bias = bias.as_ref().expect("the first layer has a position bias");
+            let xn = m.rms(&x, &layer.self_norm)?;
+            let (k, v) = m.keys_values(&layer.self_attn, &xn, b, 1)?;
+            let (k, v) = match self.past.get(i) {
+                Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+                None => (k, v),
+            };
+            x = (&x + m.attend_kv(&layer.self_attn, &xn, &k, &v, b, 1, bias)?)?;
+            past.push((k, v));
+            let xn = m.rms(&x, &layer.cross_norm)?;
+            let (ck, cv) = &self.cross[i];
+            x = (&x + m.attend_kv(&layer.cross_attn, &xn, ck, cv, b, 1, &self.enc_mask)?)?;
+            let xn = m.rms(&x, &layer.ff_norm)?;
+            x = (&x + m.feed_forward(&layer.ff, &xn)?)?;
         }
-        let buckets = Tensor::from_vec(buckets, (b, n, n), dev)?;
-        let hidden = m
-            .decode(
-                &toks,
-                &buckets,
-                &mask,
-                &self.encoded,
-                &self.enc_mask,
-                self.s,
-            )?
-            .reshape((b, n, m.config.d_model))?;
-        let rows: Vec<(usize, usize)> = (0..b).map(|bi| (bi, n - 1)).collect();
-        self.logits = m.lm_head.forward(&gather_rows(&hidden, &rows)?)?;
+        let x = m.rms(&x, &m.decoder_norm)?;
+        let x = if c.scale_decoder_output {
+            (x * (c.d_model as f64).powf(-0.5))?
+        } else {
+            x
+        };
+        self.past = past;
+        self.fed += 1;
+        self.logits = m.lm_head.forward(&x)?;
         Ok(())
     }
 }
@@ -96,28 +122,23 @@ impl DecodeState for T5State<'_> {
     }
 
     fn keep(&mut self, rows: &[usize]) -> Result<()> {
-        let b = self.sequences.len();
         let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
         let idx = Tensor::from_vec(idx, rows.len(), &self.model.device)?;
-        let d = self.encoded.dim(1)?;
-        self.encoded = self
-            .encoded
-            .reshape((b, self.s, d))?
-            .index_select(&idx, 0)?
-            .reshape((rows.len() * self.s, d))?;
-        self.enc_mask = self.enc_mask.index_select(&idx, 0)?;
-        self.sequences = rows.iter().map(|&r| self.sequences[r].clone()).collect();
-        self.logits = self.logits.index_select(&idx, 0)?;
+        let pick = |t: &Tensor| t.index_select(&idx, 0);
+        self.enc_mask = pick(&self.enc_mask)?;
+        for (k, v) in self.cross.iter_mut().chain(self.past.iter_mut()) {
+            *k = pick(k)?;
+            *v = pick(v)?;
+        }
+        self.logits = pick(&self.logits)?;
+        self.rows = rows.len();
         Ok(())
     }
 
     fn advance(&mut self, tokens: &[u32]) -> Result<()> {
-        if tokens.len() != self.sequences.len() {
-            candle_core::bail!("{} tokens for {} rows", tokens.len(), self.sequences.len())
+        if tokens.len() != self.rows {
+            candle_core::bail!("{} tokens for {} rows", tokens.len(), self.rows)
         }
-        for (seq, &t) in self.sequences.iter_mut().zip(tokens) {
-            seq.push(t);
-        }
-        self.run()
+        self.step(tokens)
     }
 }
