@@ -6,6 +6,7 @@
 //! dispatch to the thread pool instead of a dozen.
 
 use crate::simd::masked_softmax_row;
+use crate::TaskPtr;
 use candle_core::{DType, Device, Result, Storage, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -48,19 +49,6 @@ impl View {
             .sum();
         // SAFETY: callers index inside the tensor's shape.
         unsafe { self.ptr.offset(off) }
-    }
-}
-
-/// Pointers shared by the tasks (all read-only but the output, whose rows are disjoint).
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: tasks write disjoint output rows; the inputs are only read.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 
@@ -133,8 +121,8 @@ pub fn attention_cpu(
     let group = h / kvh;
     let blocks = t.div_ceil(QUERY_BLOCK);
     let mut out = vec![0f32; b * t * h * hd];
-    let out_ptr = Shared(out.as_mut_ptr());
-    let m_ptr = Shared(mv.ptr as *mut f32);
+    let out_ptr = TaskPtr(out.as_mut_ptr());
+    let m_ptr = TaskPtr(mv.ptr as *mut f32);
     (0..b * h * blocks).into_par_iter().for_each(|task| {
         let (bi, rest) = (task / (h * blocks), task % (h * blocks));
         let (hh, blk) = (rest / blocks, rest % blocks);
@@ -159,53 +147,29 @@ pub fn attention_cpu(
         let mut scores = vec![0f32; ql * limit];
         let (qs_t, qs_d) = (qv.strides[2], qv.strides[3]);
         let qp = qv.at(&[bi, hh, q0, 0]);
-        // SAFETY (the gemm calls): every pointer and stride comes from a tensor's layout, the
+        // SAFETY (the products): every pointer and stride comes from a tensor's layout, the
         // index ranges lie inside its shape, and `scores` / the output rows are this task's.
+        let sp = scores.as_mut_ptr();
+        let srow = limit as isize;
         unsafe {
             if let (Some((pk, _)), true) = (&pviews, np > 0) {
-                gemm::gemm(
-                    ql,
-                    np,
-                    hd,
-                    scores.as_mut_ptr(),
-                    1,
-                    limit as isize,
+                let keys = Mat(pk.at(&[0, g, 0, 0]), pk.strides[3], pk.strides[2]);
+                product(
+                    (ql, np, hd),
+                    Mat(sp, srow, 1),
+                    Mat(qp, qs_t, qs_d),
+                    keys,
                     false,
-                    qp,
-                    qs_d,
-                    qs_t,
-                    pk.at(&[0, g, 0, 0]),
-                    pk.strides[2],
-                    pk.strides[3],
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
                 );
             }
             if no > 0 {
-                gemm::gemm(
-                    ql,
-                    no,
-                    hd,
-                    scores.as_mut_ptr().add(np),
-                    1,
-                    limit as isize,
+                let keys = Mat(kv.at(&[bi, g, 0, 0]), kv.strides[3], kv.strides[2]);
+                product(
+                    (ql, no, hd),
+                    Mat(sp.add(np), srow, 1),
+                    Mat(qp, qs_t, qs_d),
+                    keys,
                     false,
-                    qp,
-                    qs_d,
-                    qs_t,
-                    kv.at(&[bi, g, 0, 0]),
-                    kv.strides[2],
-                    kv.strides[3],
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
                 );
             }
         }
@@ -217,59 +181,60 @@ pub fn attention_cpu(
         {
             masked_softmax_row(s, &mask_row(q0 + r)[..limit], scale, pr);
         }
-        let (os_t, os_d) = ((h * hd) as isize, 1isize);
-        let op = out_row(q0);
+        let out = Mat(out_row(q0), (h * hd) as isize, 1);
+        let pp = probs.as_ptr();
         unsafe {
             if let (Some((_, pv)), true) = (&pviews, np > 0) {
-                gemm::gemm(
-                    ql,
-                    hd,
-                    np,
-                    op,
-                    os_d,
-                    os_t,
-                    false,
-                    probs.as_ptr(),
-                    1,
-                    limit as isize,
-                    pv.at(&[0, g, 0, 0]),
-                    pv.strides[3],
-                    pv.strides[2],
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                );
+                let vals = Mat(pv.at(&[0, g, 0, 0]), pv.strides[2], pv.strides[3]);
+                product((ql, hd, np), out, Mat(pp, srow, 1), vals, false);
             }
             if no > 0 {
-                gemm::gemm(
-                    ql,
-                    hd,
-                    no,
-                    op,
-                    os_d,
-                    os_t,
-                    np > 0,
-                    probs.as_ptr().add(np),
-                    1,
-                    limit as isize,
-                    vv.at(&[bi, g, 0, 0]),
-                    vv.strides[3],
-                    vv.strides[2],
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                );
+                let vals = Mat(vv.at(&[bi, g, 0, 0]), vv.strides[2], vv.strides[3]);
+                product((ql, hd, no), out, Mat(pp.add(np), srow, 1), vals, np > 0);
             }
         }
     });
     drop((qv, kv, vv, mv, pviews, guards, pguards));
     Ok(Some(Tensor::from_vec(out, (b, t, h, hd), &Device::Cpu)?))
+}
+
+/// A matrix in memory: its first element, then the distance between rows and between columns.
+#[derive(Clone, Copy)]
+struct Mat(*const f32, isize, isize);
+
+/// `dst (+)= lhs · rhs` for `(m, n, k)`: `dst` `m x n`, `lhs` `m x k`, `rhs` `k x n`, added to
+/// `dst` when `accumulate`, one thread.
+///
+/// SAFETY: every matrix lies in memory the caller may read (and write, for `dst`).
+unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    dst: Mat,
+    lhs: Mat,
+    rhs: Mat,
+    accumulate: bool,
+) {
+    let alpha = if accumulate { 1.0 } else { 0.0 };
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.0 as *mut f32,
+        dst.2,
+        dst.1,
+        accumulate,
+        lhs.0,
+        lhs.2,
+        lhs.1,
+        rhs.0,
+        rhs.2,
+        rhs.1,
+        alpha,
+        1.0,
+        false,
+        false,
+        false,
+        Parallelism::None,
+    )
 }
 
 #[cfg(test)]

@@ -32,6 +32,21 @@ pub use rms_norm::{rms_norm, rms_norm_unfused};
 pub use silu_mul::{silu_mul, silu_mul_unfused};
 pub use skinny_matmul::{skinny_matmul_t, MAX_ROWS as SKINNY_MAX_ROWS};
 
+/// A buffer's address handed to parallel tasks that write disjoint parts of it (or only read
+/// it); whoever builds one guarantees that and that the buffer outlives the tasks.
+#[derive(Clone, Copy)]
+pub(crate) struct TaskPtr(pub(crate) *mut f32);
+// SAFETY: see the type's contract: disjoint writes, a buffer that outlives the tasks.
+unsafe impl Send for TaskPtr {}
+unsafe impl Sync for TaskPtr {}
+
+impl TaskPtr {
+    /// The address (a method, so that closures capture the whole `Send` value).
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// The data of a contiguous CPU tensor as a slice, or an error naming the op.
 pub(crate) fn contiguous_slice<'a, T: candle_core::WithDType>(
     storage: &'a candle_core::CpuStorage,

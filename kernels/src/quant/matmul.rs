@@ -8,6 +8,7 @@ use super::store::Scales;
 #[cfg(target_arch = "x86_64")]
 use super::x86;
 use super::{BlockMatrix, Isa};
+use crate::TaskPtr;
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
@@ -165,7 +166,7 @@ impl BlockMatrix {
             .iter()
             .map(|m| Vec::with_capacity(rows * m.n))
             .collect();
-        let ptrs: Vec<OutPtr> = outs.iter_mut().map(|o| OutPtr(o.as_mut_ptr())).collect();
+        let ptrs: Vec<TaskPtr> = outs.iter_mut().map(|o| TaskPtr(o.as_mut_ptr())).collect();
         let tasks: Vec<(usize, usize)> = mats
             .iter()
             .enumerate()
@@ -338,18 +339,5 @@ impl BlockMatrix {
                 unsafe { *out.add(t * ldo + lane) = acc };
             }
         }
-    }
-}
-
-/// Where the tasks of one matmul write their outputs (disjoint columns of one buffer).
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: the tasks write disjoint elements, and the buffer outlives the parallel pass.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
