@@ -1,5 +1,7 @@
 //! Custom candle ops used by label scoring, each with the stock-candle expression it replaces
-//! (the path on devices without a fused kernel, and the reference in tests).
+//! (the path on devices without a fused kernel, and the reference in tests). The attention
+//! softmax, SwiGLU and log-softmax + gather also have CUDA kernels (`src/cuda/ops.cu`, built
+//! to PTX with `--features cuda`); RMS norm on a GPU is candle-nn's fused kernel.
 //!
 //! - [`log_softmax_gather`]: for a handful of (row, token) pairs, `log_softmax(logits[row])[token]`
 //!   from one log-sum-exp per row, without materialising a second `[rows, vocab]` tensor.
@@ -16,6 +18,8 @@
 //! scalar loops.
 
 mod attention;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod log_softmax_gather;
 mod masked_softmax;
 mod quant;
@@ -31,6 +35,17 @@ pub use quant::BlockMatrix;
 pub use rms_norm::{rms_norm, rms_norm_unfused};
 pub use silu_mul::{silu_mul, silu_mul_unfused};
 pub use skinny_matmul::{skinny_matmul_t, MAX_ROWS as SKINNY_MAX_ROWS};
+
+/// Whether the fused CUDA kernel takes `x` (and `others`, which must share its dtype): a
+/// build with `--features cuda`, a CUDA tensor of f32, f16 or bf16, not empty.
+pub(crate) fn fused_on_cuda(x: &candle_core::Tensor, others: &[&candle_core::Tensor]) -> bool {
+    use candle_core::DType;
+    cfg!(feature = "cuda")
+        && x.device().is_cuda()
+        && matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16)
+        && x.elem_count() > 0
+        && others.iter().all(|o| o.dtype() == x.dtype())
+}
 
 /// A buffer's address handed to parallel tasks that write disjoint parts of it (or only read
 /// it); whoever builds one guarantees that and that the buffer outlives the tasks.

@@ -55,15 +55,26 @@ impl CustomOp2 for LogSoftmaxGather {
         debug_assert_eq!(out.len(), n_pairs);
         Ok((CpuStorage::F32(out), Shape::from(n_pairs)))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        logits: &candle_core::CudaStorage,
+        logits_layout: &Layout,
+        pairs: &candle_core::CudaStorage,
+        pairs_layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::log_softmax_gather(logits, logits_layout, pairs, pairs_layout)
+    }
 }
 
 /// For logits `[rows, vocab]` (f32) and pairs `[n, 2]` (u32: row, token) returns `[n]` log
-/// probabilities. Runs the fused op on CPU; other devices use the unfused expression until their
-/// kernels land.
+/// probabilities. Runs the fused op on CPU (a pair out of range is an error) and on CUDA (where
+/// it gives NaN: check pairs where they are built); Metal uses the unfused expression.
 pub fn log_softmax_gather(logits: &Tensor, pairs: &Tensor) -> Result<Tensor> {
     let logits = logits.to_dtype(DType::F32)?.contiguous()?;
     let pairs = pairs.to_dtype(DType::U32)?.contiguous()?;
-    if logits.device().is_cpu() {
+    if logits.device().is_cpu() || (crate::fused_on_cuda(&logits, &[]) && pairs.elem_count() > 0) {
         logits.apply_op2_no_bwd(&pairs, &LogSoftmaxGather)
     } else {
         log_softmax_gather_unfused(&logits, &pairs)

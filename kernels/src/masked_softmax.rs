@@ -50,24 +50,40 @@ impl CustomOp2 for MaskedSoftmax {
         }
         Ok((CpuStorage::F32(out), scores_layout.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        scores: &candle_core::CudaStorage,
+        scores_layout: &Layout,
+        mask: &candle_core::CudaStorage,
+        mask_layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::masked_softmax(scores, scores_layout, mask, mask_layout, self.scale)
+    }
 }
 
 /// `softmax(scores * scale + mask)` over the last dimension, for scores `[b, heads, q, k]` and an
 /// additive mask `[b, q, k]` (0 or -inf) shared by every head. A row whose keys are all masked
-/// gives zeros. The fused kernel runs on CPU for f32; other devices and dtypes use the unfused
-/// expression.
+/// gives zeros. The fused kernel runs on CPU for f32 and on CUDA for f32, f16 and bf16 scores
+/// (the mask in f32, the sums in f32); other devices and dtypes use the unfused expression.
 pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f32) -> Result<Tensor> {
     if scores.device().is_cpu() && scores.dtype() == DType::F32 && mask.dtype() == DType::F32 {
         scores
             .contiguous()?
             .apply_op2_no_bwd(&mask.contiguous()?, &MaskedSoftmax { scale })
+    } else if crate::fused_on_cuda(scores, &[]) {
+        scores.contiguous()?.apply_op2_no_bwd(
+            &mask.to_dtype(DType::F32)?.contiguous()?,
+            &MaskedSoftmax { scale },
+        )
     } else {
         masked_softmax_unfused(scores, mask, scale)
     }
 }
 
-/// The same from stock candle ops (fully masked rows give NaN here): the path for GPUs, where
-/// candle's softmax is already one kernel.
+/// The same from stock candle ops (fully masked rows give NaN here): the reference in tests and
+/// the path on Metal.
 pub fn masked_softmax_unfused(scores: &Tensor, mask: &Tensor, scale: f32) -> Result<Tensor> {
     let (b, _, q, k) = scores.dims4()?;
     let mask = mask.reshape((b, 1, q, k))?.to_dtype(scores.dtype())?;

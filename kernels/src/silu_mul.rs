@@ -38,11 +38,24 @@ impl CustomOp2 for SiluMul {
             .for_each(|(o, (g, u))| silu_mul_slice(g, u, o));
         Ok((CpuStorage::F32(out), gate_layout.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        gate: &candle_core::CudaStorage,
+        gate_layout: &Layout,
+        up: &candle_core::CudaStorage,
+        up_layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::silu_mul(gate, gate_layout, up, up_layout)
+    }
 }
 
-/// `silu(gate) * up`; the fused kernel on CPU for f32, stock candle ops elsewhere.
+/// `silu(gate) * up`; the fused kernel on CPU for f32 and on CUDA for f32, f16 and bf16 (one
+/// rounding to the storage type, where stock ops round twice), stock candle ops elsewhere.
 pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    if gate.device().is_cpu() && gate.dtype() == DType::F32 && up.dtype() == DType::F32 {
+    let cpu = gate.device().is_cpu() && gate.dtype() == DType::F32 && up.dtype() == DType::F32;
+    if cpu || crate::fused_on_cuda(gate, &[up]) {
         gate.contiguous()?
             .apply_op2_no_bwd(&up.contiguous()?, &SiluMul)
     } else {

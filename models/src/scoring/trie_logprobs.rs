@@ -8,7 +8,7 @@
 
 use crate::scoring::trie::CandidateTrie;
 use crate::scoring::CandidateLogprobs;
-use candle_core::{Result, Tensor};
+use candle_core::{Result, Tensor, D};
 
 /// `(trie index, node)` of every node with children, in logit-row order (after the roots).
 pub fn inner_nodes(tries: &[CandidateTrie]) -> Vec<(usize, usize)> {
@@ -53,6 +53,18 @@ pub fn candidate_logprobs(
         }
     }
     let n_pairs = pairs.len() / 2;
+    // Checked here, where the pairs are built: on a GPU an out-of-range pair would read as NaN.
+    let vocab = logits.dim(D::Minus1)?;
+    if let Some(t) = pairs
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .find(|&&t| t as usize >= vocab)
+    {
+        candle_core::bail!(
+            "label token id {t} is outside the model's vocabulary of {vocab}: the tokenizer does not belong to this model"
+        )
+    }
     let pairs = Tensor::from_vec(pairs, (n_pairs, 2), logits.device())?;
     let node_lp = autolabel_kernels::log_softmax_gather(logits, &pairs)?.to_vec1::<f32>()?;
     let mut out = Vec::with_capacity(b);
@@ -68,4 +80,21 @@ pub fn candidate_logprobs(
         offset += trie.len();
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn a_label_token_outside_the_vocabulary_is_an_error() -> Result<()> {
+        let tries = [CandidateTrie::build(&[vec![1], vec![7]])];
+        let logits = Tensor::zeros((1, 4), DType::F32, &Device::Cpu)?;
+        let err = candidate_logprobs(&tries, &logits).unwrap_err().to_string();
+        assert!(err.contains("token id 7 is outside the model's vocabulary of 4"), "{err}");
+        let ok = candidate_logprobs(&[CandidateTrie::build(&[vec![1], vec![3]])], &logits)?;
+        assert_eq!(ok.len(), 1);
+        Ok(())
+    }
 }
