@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds, on this machine (no GPU needed), what scripts/gpu_check.sh needs on a GPU machine that
-# has no Rust toolchain and no network: the CUDA build of autolabel-local, stripped and
-# xz-compressed (about 15 MB; 70 MB unpacked, most of it candle's PTX), and 300 SMS rows, in
-# target/gpu-bundle/ (carry it with the checkout). The CUDA toolchain comes from PyPI as for
+# has no Rust toolchain and no network: the CUDA build of autolabel-local and the CUDA kernels'
+# test binary, stripped and xz-compressed (about 15 MB each; 70 MB unpacked, most of it candle's
+# PTX), and a few hundred rows of SMS, banking77 and movie reviews, in target/gpu-bundle/ (carry
+# it with the checkout). The CUDA toolchain comes from PyPI as for
 # scripts/cuda_check.sh; CUDA_COMPUTE_CAP (default 90) picks the GPU.
 #
 # Linking needs libcuda, libcudart, libcublas and libcurand, which no PyPI wheel ships as a
@@ -26,19 +27,28 @@ stub() { # stub libraries defining the symbols listed in $1 (empty: none)
   done
 }
 BIN=target/cuda-check/release/autolabel-local
-build() {
+build() { # the tool, and the CUDA kernels' tests (kernels/tests/cuda_ops.rs), whose path is kept
   cargo rustc --release --features cuda --target-dir target/cuda-check --bin autolabel-local -- \
     -L "native=$PWD/$STUBS" "$@"
+  cargo rustc --release --features cuda --target-dir target/cuda-check -p autolabel-kernels \
+    --test cuda_ops --message-format=json-render-diagnostics -- -L "native=$PWD/$STUBS" "$@" |
+    python3 -c 'import json, sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("executable"): print(m["executable"])' >"$STUBS/tests.txt"
 }
 : >"$STUBS/none.txt"
 stub "$STUBS/none.txt"
 build -C link-arg=-Wl,--warn-unresolved-symbols 2>/dev/null
-nm -u "$BIN" | awk '{print $2}' | grep -E '^(cu|nvrtc|__cuda)' | sort -u >"$STUBS/symbols.txt"
+TESTS=$(cat "$STUBS/tests.txt")
+nm -u "$BIN" "$TESTS" | awk '{print $2}' | grep -E '^(cu|nvrtc|__cuda)' | sort -u >"$STUBS/symbols.txt"
 stub "$STUBS/symbols.txt"
 build
+TESTS=$(cat "$STUBS/tests.txt")
 echo "gpu_bundle: linked against stubs for $(wc -l <"$STUBS/symbols.txt") CUDA symbols; needs: $(readelf -d "$BIN" | sed -n 's/.*NEEDED.*\[\(lib\(cu\|nvrtc\)[^]]*\)\]/\1/p' | tr '\n' ' ')" >&2
 strip -o target/gpu-bundle/autolabel-local "$BIN"
-xz -T0 -6 -f target/gpu-bundle/autolabel-local
+strip -o target/gpu-bundle/cuda-ops-tests "$TESTS"
+xz -T0 -6 -f target/gpu-bundle/autolabel-local target/gpu-bundle/cuda-ops-tests
 python3 - <<'PY'
 import csv
 src = "../shared/data/sms_spam/SMSSpamCollection.tsv"
@@ -48,6 +58,10 @@ with open("target/gpu-bundle/sms.csv", "w", newline="", encoding="utf-8") as f:
     w.writerow(["Label", "SMS"])
     for l in lines:
         w.writerow(l.split("\t", 1))
+# banking77 (77 labels) for the benchmark: every 15th test row, all intents represented.
+rows = list(csv.reader(open("../shared/data/banking77/test.csv", encoding="utf-8")))
+with open("target/gpu-bundle/banking77.csv", "w", newline="", encoding="utf-8") as f:
+    csv.writer(f).writerows([rows[0]] + rows[1::15])
 PY
 rm -rf "$STUBS"
 du -sh target/gpu-bundle

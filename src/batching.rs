@@ -4,6 +4,7 @@
 
 use crate::journal::RowKey;
 use crate::labeler::Prepared;
+use candle_core::Device;
 use std::sync::Arc;
 
 /// Tokens a batch may push through the model: rows x (the longest prompt beyond the shared
@@ -13,9 +14,56 @@ use std::sync::Arc;
 /// movie_reviews 1.68 rows/s one row at a time vs 0.99 in batches of 8; sms_spam 6.1 vs 12.7.
 pub const BATCH_WORK_TOKENS: usize = 512;
 
+/// Bytes one token of batch work may take on a GPU: the feed-forward activations, attention
+/// scores over a few thousand keys, its share of the KV cache and of the logits at the label
+/// trie's nodes; about 1.5 MiB for a Llama-2-7B shape, rounded up.
+const GPU_BYTES_PER_WORK_TOKEN: u64 = 2 << 20;
+
+/// Most rows a GPU batch holds by default (a CPU's default is 8).
+pub const GPU_BATCH_ROWS: usize = 64;
+
+/// Rows per batch: `--batch-size` when given, else 8 on a CPU (bigger batches of long rows are
+/// slower there, see [`BATCH_WORK_TOKENS`]) and [`GPU_BATCH_ROWS`] on a GPU, whose matmuls want
+/// many rows.
+pub fn batch_rows(given: Option<usize>, device: &str) -> usize {
+    given.unwrap_or(if device == "cpu" { 8 } else { GPU_BATCH_ROWS })
+}
+
+/// Tokens a batch may push through the model on `device`: [`BATCH_WORK_TOKENS`] on a CPU; on a
+/// GPU a quarter of its memory at [`GPU_BYTES_PER_WORK_TOKEN`] a token, between that and 64k
+/// (an 80 GB card: 10k tokens, e.g. 64 rows of 150). From the total, not the free memory, so a
+/// resumed run forms the same batches; a batch that still does not fit is split (see
+/// [`OomSplitter`]).
+pub fn work_tokens(device: &Device) -> usize {
+    match device {
+        Device::Cpu => BATCH_WORK_TOKENS,
+        _ => match device_memory(device) {
+            Some(total) => {
+                ((total / 4 / GPU_BYTES_PER_WORK_TOKEN) as usize).clamp(BATCH_WORK_TOKENS, 1 << 16)
+            }
+            None => 8 * BATCH_WORK_TOKENS,
+        },
+    }
+}
+
+/// Total memory of a CUDA device in bytes (None on other devices or when the driver cannot say).
+fn device_memory(device: &Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        return d.cuda_stream().context().total_mem().ok().map(|m| m as u64);
+    }
+    let _ = device;
+    None
+}
+
 /// Groups rows of similar length (indices into `prepared`, sorted by prompt length) so that each
-/// batch stays within `--batch-size` rows and [`BATCH_WORK_TOKENS`].
-pub fn batches(prepared: &[&Prepared], batch_size: usize, shared_prefix: usize) -> Vec<Vec<usize>> {
+/// batch stays within `batch_size` rows and `work_tokens` (see [`work_tokens`]).
+pub fn batches(
+    prepared: &[&Prepared],
+    batch_size: usize,
+    work_tokens: usize,
+    shared_prefix: usize,
+) -> Vec<Vec<usize>> {
     let mut trie_len: Vec<(*const Vec<Vec<u32>>, usize)> = Vec::new();
     let mut work = |p: &Prepared| -> usize {
         let key = Arc::as_ptr(&p.candidates);
@@ -39,8 +87,7 @@ pub fn batches(prepared: &[&Prepared], batch_size: usize, shared_prefix: usize) 
     for i in order {
         let w = work(prepared[i]);
         if !cur.is_empty()
-            && (cur.len() >= batch_size.max(1)
-                || (cur.len() + 1) * widest.max(w) > BATCH_WORK_TOKENS)
+            && (cur.len() >= batch_size.max(1) || (cur.len() + 1) * widest.max(w) > work_tokens)
         {
             out.push(std::mem::take(&mut cur));
             widest = 0;
@@ -62,6 +109,7 @@ pub(crate) fn explained_batches(
     explained: &[Vec<usize>],
     prepared: &[(usize, Prepared)],
     batch_size: usize,
+    work_tokens: usize,
     shared_prefix: usize,
 ) -> Vec<Vec<usize>> {
     let by_row: std::collections::HashMap<usize, usize> = prepared
@@ -80,7 +128,13 @@ pub(crate) fn explained_batches(
         })
         .collect();
     let rest: Vec<usize> = (0..prepared.len()).filter(|&j| !placed[j]).collect();
-    out.extend(batches_of(prepared, &rest, batch_size, shared_prefix));
+    out.extend(batches_of(
+        prepared,
+        &rest,
+        batch_size,
+        work_tokens,
+        shared_prefix,
+    ));
     out
 }
 
@@ -89,10 +143,11 @@ pub(crate) fn batches_of(
     prepared: &[(usize, Prepared)],
     subset: &[usize],
     batch_size: usize,
+    work_tokens: usize,
     shared_prefix: usize,
 ) -> Vec<Vec<usize>> {
     let items: Vec<&Prepared> = subset.iter().map(|&j| &prepared[j].1).collect();
-    batches(&items, batch_size, shared_prefix)
+    batches(&items, batch_size, work_tokens, shared_prefix)
         .into_iter()
         .map(|b| b.into_iter().map(|k| subset[k]).collect())
         .collect()
@@ -145,5 +200,113 @@ impl Repeats {
                 )),
             };
         }
+    }
+}
+
+/// Whether an error says the device ran out of memory (CUDA's driver, cuBLAS, Metal).
+pub fn is_out_of_memory(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("out_of_memory") || m.contains("out of memory") || m.contains("alloc_failed")
+}
+
+/// Runs batches so that one too big for the device is labeled in smaller pieces, never lost:
+/// when a batch fails with the device out of memory, it is run again in pieces of half the
+/// size (down to single rows), and later batches are cut to the size that last fitted. Results
+/// come back in the batch's order; any other error is returned as it is.
+#[derive(Debug)]
+pub struct OomSplitter {
+    /// The most rows a batch has run with since the last out-of-memory error (unbounded at first).
+    cap: usize,
+}
+
+impl Default for OomSplitter {
+    fn default() -> Self {
+        Self { cap: usize::MAX }
+    }
+}
+
+impl OomSplitter {
+    /// `work` on `items`, in pieces of at most the cap, which halves on out-of-memory.
+    pub fn run<T, R, E: std::fmt::Display>(
+        &mut self,
+        items: &[T],
+        mut work: impl FnMut(&[T]) -> Result<Vec<R>, E>,
+    ) -> Result<Vec<R>, E> {
+        let mut out = Vec::with_capacity(items.len());
+        let mut at = 0;
+        while at < items.len() {
+            let n = self.cap.min(items.len() - at);
+            match work(&items[at..at + n]) {
+                Ok(r) => {
+                    out.extend(r);
+                    at += n;
+                }
+                Err(e) if n > 1 && is_out_of_memory(&e.to_string()) => {
+                    self.cap = n.div_ceil(2);
+                    eprintln!(
+                        "warning: the device ran out of memory on a batch of {n} rows; running batches of at most {} rows from now on (--batch-size sets the most)",
+                        self.cap
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod oom_tests {
+    use super::*;
+
+    /// A device that fits `fits` rows: bigger batches fail as CUDA reports it.
+    fn device(
+        fits: usize,
+        calls: &mut Vec<usize>,
+    ) -> impl FnMut(&[u32]) -> Result<Vec<u32>, String> + '_ {
+        move |rows: &[u32]| {
+            calls.push(rows.len());
+            if rows.len() > fits {
+                Err("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into())
+            } else {
+                Ok(rows.iter().map(|r| r * 10).collect())
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_too_big_is_split_and_later_batches_cut() {
+        let mut calls = Vec::new();
+        let mut s = OomSplitter::default();
+        let rows: Vec<u32> = (0..10).collect();
+        let out = s.run(&rows, device(3, &mut calls)).unwrap();
+        assert_eq!(
+            out,
+            (0..10).map(|r| r * 10).collect::<Vec<_>>(),
+            "every row, in order"
+        );
+        assert_eq!(calls, [10, 5, 3, 3, 3, 1]);
+        assert_eq!(s.cap, 3);
+        // The next batch starts at the size that fitted: no failed attempt at 10.
+        let mut calls = Vec::new();
+        let out = s.run(&rows, device(3, &mut calls)).unwrap();
+        assert_eq!(out.len(), 10);
+        assert_eq!(calls, [3, 3, 3, 1]);
+    }
+
+    #[test]
+    fn other_errors_and_single_rows_are_not_retried() {
+        let mut s = OomSplitter::default();
+        let mut calls = 0;
+        let err = s
+            .run(&[1u32, 2, 3], |_: &[u32]| -> Result<Vec<u32>, String> {
+                calls += 1;
+                Err("shape mismatch".into())
+            })
+            .unwrap_err();
+        assert_eq!((err.as_str(), calls), ("shape mismatch", 1));
+        let mut calls = Vec::new();
+        let err = s.run(&[7u32], device(0, &mut calls)).unwrap_err();
+        assert!(is_out_of_memory(&err) && calls == [1]);
     }
 }

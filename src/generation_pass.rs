@@ -8,7 +8,7 @@ use crate::dataset::{Dataset, Row};
 use crate::journal::{row_key, RowKey};
 use crate::labeler::{AnswerBudget, Labeler};
 use crate::progress::Progress;
-use crate::scoring_pass::{PassOptions, Repeats, BATCH_WORK_TOKENS};
+use crate::scoring_pass::{PassOptions, Repeats};
 use crate::session::Session;
 use crate::tasks::open::{Answer, OpenTask};
 use anyhow::Result;
@@ -266,17 +266,14 @@ pub fn generate_rows(
     let shared = labeler.share_prefix(items.iter().map(|it| it.prompt.as_slice()))?;
     // Batches are formed over every row, journaled or not (a resumed run generates each row in
     // the same company and gets the same bits); a shard takes its share of the same batches.
+    let work = crate::batching::work_tokens(&labeler.model().device);
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_key(|&j| items[j].prompt.len());
     let mut batches: Vec<Vec<usize>> = Vec::new();
     for j in order {
         let w = items[j].prompt.len().saturating_sub(shared);
         match batches.last_mut() {
-            Some(b)
-                if b.len() < batch_size.max(1) && (b.len() + 1) * w <= BATCH_WORK_TOKENS.max(w) =>
-            {
-                b.push(j)
-            }
+            Some(b) if b.len() < batch_size.max(1) && (b.len() + 1) * w <= work.max(w) => b.push(j),
             _ => batches.push(vec![j]),
         }
     }
@@ -321,6 +318,7 @@ pub fn generate_rows(
     let bar = Progress::new(to_do, reused);
     let mut times = GenerationTimes::default();
     let (mut generated, mut tokens, mut interrupted) = (0, 0, false);
+    let mut oom = crate::batching::OomSplitter::default();
     for (k, batch) in batches.into_iter().enumerate() {
         if batch.iter().all(|&j| done[j]) || shard.is_some_and(|s| !s.owns_batch(k)) {
             continue;
@@ -352,18 +350,31 @@ pub fn generate_rows(
         if batch.is_empty() {
             continue;
         }
-        let requests: Vec<GenerationRequest> = batch
-            .iter()
-            .map(|&j| GenerationRequest {
-                prompt: items[j].prompt.clone(),
-                max_new_tokens: items[j].max_new,
-            })
-            .collect();
-        let outcome = generate_timed(model.scorer.as_ref(), &requests, matchers, &end[..1])
-            .map_err(|e| format!("{e:#}"));
+        // On out-of-memory the batch runs again in smaller pieces, each with fresh matchers.
+        let mut matchers = Some(matchers);
+        let outcome = oom.run(&batch, |piece| {
+            let requests: Vec<GenerationRequest> = piece
+                .iter()
+                .map(|&j| GenerationRequest {
+                    prompt: items[j].prompt.clone(),
+                    max_new_tokens: items[j].max_new,
+                })
+                .collect();
+            let fresh = match matchers.take().filter(|m| m.len() == piece.len()) {
+                Some(m) => m,
+                None => piece
+                    .iter()
+                    .map(|&j| compiler.matcher(&items[j].grammar).map(Some))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("{e:#}"))?,
+            };
+            let (out, t) = generate_timed(model.scorer.as_ref(), &requests, fresh, &end[..1])
+                .map_err(|e| format!("{e:#}"))?;
+            times.add(t);
+            Ok::<_, String>(out)
+        });
         match outcome {
-            Ok((out, t)) => {
-                times.add(t);
+            Ok(out) => {
                 if let Some((journal, _, _)) = journal.as_mut() {
                     let enc: Vec<(RowKey, Vec<Vec<f32>>)> = batch
                         .iter()

@@ -5,7 +5,7 @@
 //! after the current batch.
 
 pub use crate::batching::{batches, Repeats, BATCH_WORK_TOKENS};
-use crate::batching::{batches_of, explained_batches};
+use crate::batching::{batches_of, explained_batches, OomSplitter};
 use crate::confidence::LabelScores;
 use crate::dataset::Dataset;
 use crate::journal::{row_key, Journal, RowKey};
@@ -223,6 +223,7 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
         })
         .collect();
     let shared_prefix = prefixes[0].len();
+    let work = crate::batching::work_tokens(&labeler.model().device);
     // Batches are formed over every row, journaled or not, so a resumed run scores each row in
     // the same company as an uninterrupted one and gets the same bits; a shard takes its share
     // of the same batches.
@@ -234,13 +235,19 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
                 let subset: Vec<usize> = (0..prepared.len())
                     .filter(|&j| prepared[j].0 % orders == o)
                     .collect();
-                all.extend(batches_of(&prepared, &subset, batch_size, prefix.len()));
+                all.extend(batches_of(
+                    &prepared,
+                    &subset,
+                    batch_size,
+                    work,
+                    prefix.len(),
+                ));
             }
             all
         }
         // With chain of thought the rows explained together are scored together: the same
         // batches (and so the same bits and the same shard) whatever else runs.
-        Some(e) => explained_batches(&e.pass.batches, &prepared, batch_size, shared_prefix),
+        Some(e) => explained_batches(&e.pass.batches, &prepared, batch_size, work, shared_prefix),
     };
     // With chain of thought the explanation pass chose the shard's rows (a row it did not
     // explain has no scoring batch here, but is another shard's).
@@ -296,6 +303,7 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
     let mut scored = 0;
     let mut interrupted = false;
     let mut prefix_order: Option<usize> = None;
+    let mut oom = OomSplitter::default();
     for (k, batch) in all_batches.into_iter().enumerate() {
         let wanted = match shard {
             None => true,
@@ -315,7 +323,7 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
             prefix_order = Some(order);
         }
         let requests: Vec<&Prepared> = batch.iter().map(|&j| &prepared[j].1).collect();
-        match labeler.score_tokens(&requests) {
+        match oom.run(&requests, |r| labeler.score_tokens(r)) {
             Ok(token_logprobs) => {
                 if let Some((journal, _, _)) = journal.as_mut() {
                     let record: Vec<(RowKey, &[Vec<f32>])> = batch

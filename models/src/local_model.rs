@@ -35,6 +35,8 @@ pub struct LocalModel {
     pub kind: ModelKind,
     /// End-of-sequence token id (ends every prompt and label of an encoder-decoder).
     pub eos_token_id: Option<u32>,
+    /// Where the weights live and the model runs.
+    pub device: Device,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -105,6 +107,7 @@ impl LocalModel {
             )
         }
         Ok(LocalModel {
+            device: device.clone(),
             path: file,
             architecture,
             scorer: Box::new(decoder),

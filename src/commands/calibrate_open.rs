@@ -73,7 +73,10 @@ pub fn calibrate_open(
         session,
         &labeler,
         task,
-        PassOptions::new(args.batch_size, args.common.max_tokens),
+        PassOptions::new(
+            crate::batching::batch_rows(args.batch_size, &args.common.device),
+            args.common.max_tokens,
+        ),
     )?;
     let unit = task.unit();
     let units = plural(unit);

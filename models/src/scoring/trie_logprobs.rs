@@ -92,7 +92,10 @@ mod tests {
         let tries = [CandidateTrie::build(&[vec![1], vec![7]])];
         let logits = Tensor::zeros((1, 4), DType::F32, &Device::Cpu)?;
         let err = candidate_logprobs(&tries, &logits).unwrap_err().to_string();
-        assert!(err.contains("token id 7 is outside the model's vocabulary of 4"), "{err}");
+        assert!(
+            err.contains("token id 7 is outside the model's vocabulary of 4"),
+            "{err}"
+        );
         let ok = candidate_logprobs(&[CandidateTrie::build(&[vec![1], vec![3]])], &logits)?;
         assert_eq!(ok.len(), 1);
         Ok(())

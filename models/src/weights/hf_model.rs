@@ -82,6 +82,7 @@ impl LocalModel {
                 (None, None) => false,
             };
         Ok(LocalModel {
+            device: device.clone(),
             path: dir.to_path_buf(),
             architecture: model_type,
             scorer,
