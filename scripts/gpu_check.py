@@ -15,7 +15,10 @@ matching tiny test model, whose ids all fit the real vocabularies):
      within BF16_TOL of transformers f32 or no further from it than 1.5x transformers' own bf16
      (normalised over the label set, which is what decides the label), batch 8 within F32_TOL
      of batch 1; ours against transformers' bf16 is reported too.
-  6. the constrained decoder: `run` extracts attributes of product titles
+  6. (--bench-shapes) rows/s labeling SMS, banking77 and movie-review rows in f32 and bf16 at
+     batch 1, 16 and 64, next to transformers scoring the same label token ids on the same
+     device (`--dtype q` needs a GGUF file, and these checkpoints are safetensors: not run).
+  7. the constrained decoder: `run` extracts attributes of product titles
      (examples/product_attributes: one of eight categories, a subset of four tags, an integer
      under a JSON schema, all generated under one grammar) on the device, then `score`
      teacher-forces those answers on the device and on the CPU: every attribute's confidence
@@ -24,7 +27,7 @@ matching tiny test model, whose ids all fit the real vocabularies):
      information (a forced answer may be split into other tokens than the generated one).
 Writes results.json and results.md into --out and exits 1 if any comparison fails.
 """
-import argparse, csv, json, math, os, shutil, subprocess, sys, time
+import argparse, csv, json, math, os, re, shutil, subprocess, sys, time
 
 import torch
 import transformers
@@ -176,6 +179,86 @@ def constrained(bin_, folder, device, work, name, log):
     return worst, vs_run, n
 
 
+# The benchmark's data: name -> (config in the checkout or None for the SMS config above, CSV,
+# rows). banking77.csv comes with the bundle; movie reviews are in examples/.
+BENCH_SETS = {
+    "sms_spam": (None, "sms.csv", 64),
+    "banking77": ("examples/banking77/config.json", "banking77.csv", 32),
+    "movie_reviews": ("examples/movie_reviews/config.json", "movie_reviews.csv", 16),
+}
+BENCH_DTYPES = ["f32", "bf16"]
+BENCH_BATCHES = [1, 16, 64]
+HF_TOKENS = 32768  # most tokens per transformers forward
+
+
+@torch.no_grad()
+def hf_rows_per_s(model, requests, batch, device):
+    """transformers scoring every label of `batch` rows per step: each (row, label) sequence
+    right-padded, one forward of the base model over up to HF_TOKENS tokens, the LM head only at
+    the label positions (not the whole [tokens, vocab] logits), log-softmax, gather."""
+    dev = torch.device(device)
+    def step(chunk):
+        seqs = [(r["prompt_ids"] + c, len(r["prompt_ids"]), c) for r in chunk for c in r["candidate_ids"]]
+        longest = max(len(s) for s, _, _ in seqs)
+        per = max(1, HF_TOKENS // longest)
+        for j in range(0, len(seqs), per):
+            sub = seqs[j:j + per]
+            width = max(len(s) for s, _, _ in sub)
+            ids = torch.zeros((len(sub), width), dtype=torch.long)
+            mask = torch.zeros((len(sub), width), dtype=torch.long)
+            rows, pos, tok = [], [], []
+            for k, (s, n, c) in enumerate(sub):
+                ids[k, :len(s)] = torch.tensor(s)
+                mask[k, :len(s)] = 1
+                rows += [k] * len(c)
+                pos += list(range(n - 1, n - 1 + len(c)))
+                tok += c
+            hidden = model.model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
+            h = hidden[torch.tensor(rows, device=dev), torch.tensor(pos, device=dev)]
+            lp = torch.log_softmax(model.lm_head(h).float(), -1)
+            lp[torch.arange(len(tok), device=dev), torch.tensor(tok, device=dev)].cpu()
+    step(requests[:1])  # warm-up (kernels, cuBLAS handles)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t = time.time()
+    for i in range(0, len(requests), batch):
+        step(requests[i:i + batch])
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return len(requests) / (time.time() - t)
+
+
+def bench(a, name, folder, model, sms_config, torch_device, log):
+    """rows/s of ours (the tool's own figure: labeling only, model load excluded) and of
+    transformers on the same rows, per data set, dtype and batch size."""
+    out = []
+    for data_name, (cfg, csv_name, rows) in BENCH_SETS.items():
+        config = os.path.join(ROOT, cfg) if cfg else sms_config
+        data = os.path.join(a.bench_data, csv_name)
+        if not os.path.exists(data):
+            data = os.path.join(ROOT, "examples", data_name, csv_name)
+        common = ["--config", config, "--data", data, "--model", folder, "--device", a.device,
+                  "--max-items", str(rows)]
+        req = os.path.join(a.work, f"{name}.{data_name}.requests.jsonl")
+        run([a.bin, "plan", *common, "--dtype", "f32", "--dump-requests", req], log)
+        requests = [json.loads(l) for l in open(req)]
+        for dtype in BENCH_DTYPES:
+            m = model.to(torch.float32 if dtype == "f32" else torch.bfloat16)
+            for batch in BENCH_BATCHES:
+                o = os.path.join(a.work, f"{name}.{data_name}.{dtype}.{batch}.csv")
+                _, err = run([a.bin, "run", *common, "--dtype", dtype, "--batch-size", str(batch),
+                              "--out", o, "--fresh"], log)
+                got = re.search(r"labeled \d+/\d+ rows in [\d.]+ s \(([\d.]+) rows/s\)", err)
+                ours_rps = float(got.group(1)) if got else float("nan")
+                hf = hf_rows_per_s(m, requests, batch, torch_device)
+                r = {"shape": name, "data": data_name, "rows": len(requests), "labels": len(requests[0]["labels"]),
+                     "dtype": dtype, "batch": batch, "ours_rows_per_s": ours_rps,
+                     "transformers_rows_per_s": round(hf, 2), "ratio": round(ours_rps / hf, 2)}
+                print(f"bench {name} {data_name} {dtype} batch {batch}: ours {ours_rps:.2f} rows/s, transformers {hf:.2f} rows/s ({r['ratio']}x)", flush=True)
+                out.append(r)
+    return out
+
+
 def run(cmd, log):
     t = time.time()
     p = subprocess.run(cmd, capture_output=True, text=True)
@@ -194,6 +277,10 @@ def main():
     ap.add_argument("--rows", type=int, default=200)
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", default="/tmp/autolabel-gpu-check")
+    ap.add_argument("--bench-shapes", default="qwen2.5-0.5b",
+                    help="decoder shapes to benchmark against transformers (empty: none)")
+    ap.add_argument("--bench-data", default=os.path.join(ROOT, "target", "gpu-bundle"),
+                    help="folder with sms.csv and banking77.csv (from scripts/gpu_bundle.sh)")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     os.makedirs(a.work, exist_ok=True)
@@ -206,7 +293,7 @@ def main():
                    "labels": ["ham", "spam"], "example_template": "Message: {SMS}\nLabel: {Label}"}},
         open(config, "w"))
     torch_device = "cuda" if a.device == "cuda" else "cpu"
-    results, failed = [], []
+    results, failed, benchmarks = [], [], []
     for name in a.shapes.split(","):
         folder = os.path.join(a.work, name)
         t = time.time()
@@ -223,6 +310,8 @@ def main():
         ref_seconds = time.time() - t
         # bf16 weights and activations in transformers too (what our bf16 run is compared with).
         ref_bf16 = reference(model.to(torch.bfloat16), t5, requests, torch_device)
+        if name in a.bench_shapes.split(",") and not t5:
+            benchmarks.extend(bench(a, name, folder, model, config, torch_device, log))
         del model
         if torch_device == "cuda":
             torch.cuda.empty_cache()
@@ -264,7 +353,7 @@ def main():
             if not c["ok"]:
                 failed.append(f"{name}: {k}")
         shutil.rmtree(folder, ignore_errors=True)
-    json.dump(results, open(os.path.join(a.out, "results.json"), "w"), indent=1)
+    json.dump({"checks": results, "bench": benchmarks}, open(os.path.join(a.out, "results.json"), "w"), indent=1)
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write(f"GPU check on {a.device} ({torch.cuda.get_device_name() if torch_device == 'cuda' else 'CPU'})\n\n")
         f.write("| shape | rows | check | max difference | tolerance | ok | run s (f32 / batch 1 / bf16 / constrained) |\n|---|---:|---|---:|---:|---|---|\n")
@@ -272,6 +361,11 @@ def main():
             s = r["run_seconds"]
             for k, c in r["checks"].items():
                 f.write(f"| {r['shape']} | {r['rows']} | {k} | {c['max_diff']:.2e} | {c['tolerance']:g} | {c['ok']} | {s['f32']} / {s['f32-batch1']} / {s['bf16']} / {s.get('constrained', '-')} |\n")
+        if benchmarks:
+            f.write("\nrows/s labeling (model load excluded); transformers scores every label of a batch's rows in one forward (LM head at the label positions only)\n\n")
+            f.write("| shape | data | rows | labels | dtype | batch | ours rows/s | transformers rows/s | ours / transformers |\n|---|---|---:|---:|---|---:|---:|---:|---:|\n")
+            for b in benchmarks:
+                f.write(f"| {b['shape']} | {b['data']} | {b['rows']} | {b['labels']} | {b['dtype']} | {b['batch']} | {b['ours_rows_per_s']:.2f} | {b['transformers_rows_per_s']:.2f} | {b['ratio']:.2f} |\n")
     if failed:
         sys.exit("failed: " + "; ".join(failed))
     print("gpu check passed")

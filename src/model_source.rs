@@ -219,14 +219,22 @@ pub fn parse_device(name: &str) -> Result<Device> {
         "cpu" => Ok(Device::Cpu),
         "cuda" => {
             if cfg!(feature = "cuda") {
-                Ok(Device::new_cuda(0)?)
+                Device::new_cuda(0).map_err(|e| {
+                    anyhow::anyhow!(
+                        "--device cuda: no CUDA device could be opened ({e}); check that `nvidia-smi` lists a GPU and that CUDA_VISIBLE_DEVICES does not hide it, or run with --device cpu"
+                    )
+                })
             } else {
                 bail!("this build has no CUDA support; rebuild with `cargo build --release --features cuda`")
             }
         }
         "metal" => {
             if cfg!(feature = "metal") {
-                Ok(Device::new_metal(0)?)
+                Device::new_metal(0).map_err(|e| {
+                    anyhow::anyhow!(
+                        "--device metal: no Metal device could be opened ({e}); run with --device cpu"
+                    )
+                })
             } else {
                 bail!("this build has no Metal support; rebuild with `cargo build --release --features metal`")
             }
