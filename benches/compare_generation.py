@@ -15,6 +15,8 @@ request (`plan --dump-requests`: prompt ids, answer token budget, end tokens); t
     always parses, entities may be any string;
   * `substring`: a GBNF grammar whose entities are the alternation of every run of whole words
     of the row's text (the same language as ours, written for llama.cpp's grammar engine);
+  * `substring-b8`: the same grammar through llama.cpp's batch API, 8 rows decoding together
+    as parallel sequences (the common prompt prefix decoded once and copied to each sequence);
 - transformers (PyPI `transformers` + `torch` + `gguf`; the GGUF dequantized to float32) greedy
   `generate` with the same budget, the answer parsed as JSON afterwards (Autolabel's local way).
 Each engine's line is printed as soon as it is done (a peer that fails prints why). For every
@@ -35,7 +37,7 @@ import argparse, csv, json, os, re, subprocess, sys, tempfile
 from collections import Counter
 
 from compare_peers import model_path  # benches/compare_peers.py: the cached file of a model card
-from generation_peers import llama_generate, run_peers, transformers_worker
+from generation_peers import llama_generate, llama_generate_batched, run_peers, transformers_worker
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 DATA = os.path.join(ROOT, "..", "shared", "data")
@@ -146,6 +148,9 @@ def main():
         kind, spec = a.worker[0], json.load(open(a.worker[1]))
         if kind == "transformers":
             return transformers_worker(spec, a.threads)
+        if kind.startswith("llama.cpp-substring-b"):
+            grammars = lambda reqs: [substring_gbnf(spec["types"], t) for t in spec["texts"]]
+            return llama_generate_batched(spec, a.threads, grammars, int(kind.rsplit("-b", 1)[1]))
         return llama_worker(spec, kind.split("-", 1)[1], a.threads)
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     model = model_path(a.model)
@@ -185,6 +190,7 @@ def main():
             show(f"autolabel-local --dtype {dtype}, batch {b} (whole-word substring grammar)", r)
             overheads.append(f"autolabel-local --dtype {dtype} batch {b}: {r['overhead']}")
         labels = {"llama.cpp-json": "llama.cpp, JSON-schema grammar", "llama.cpp-substring": "llama.cpp, substring GBNF grammar",
+                  "llama.cpp-substring-b8": "llama.cpp batch API, 8 sequences, substring GBNF grammar",
                   "transformers": "transformers f32 generate + parse"}
         run_peers(__file__, a.peers, {"model": model, "requests": reqs, "types": types, "texts": texts}, labels, show, tmp, a.threads, a.hf_python)
         print()

@@ -77,3 +77,96 @@ def run_peers(script, peers, spec, names, show, tmp, threads, hf_python):
             print(f"| {names[peer]} | failed: {why} |", flush=True)
             continue
         show(names[peer], json.load(open(peer_spec["out"])))
+
+
+def llama_generate_batched(spec, threads, grammar_texts, batch):
+    """llama.cpp with its batch API (llama-cpp-python's low-level bindings): `batch` rows decode
+    together as parallel sequences, one token each per `llama_decode`, each under its own GBNF
+    grammar sampler followed by greedy choice. The prompts' common prefix is decoded once into
+    sequence 0 and copied to the others (`llama_memory_seq_cp`, a unified KV cache), each group
+    of rows prefills its own tails in one decode. Grammars are parsed and samplers built before
+    the clock starts. Writes the answers (and generated tokens) with `finish`."""
+    import ctypes
+    import llama_cpp as L
+
+    reqs = [json.loads(l) for l in open(spec["requests"])]
+    prompts = [r["prompt_ids"] for r in reqs]
+    common = 0
+    while all(len(p) > common + 1 and p[common] == prompts[0][common] for p in prompts):
+        common += 1
+    tails = max(len(p) - common for p in prompts)
+    per_row = tails + max(r["max_answer_tokens"] for r in reqs) + 8
+    L.llama_backend_init()
+    model = L.llama_model_load_from_file(spec["model"].encode(), L.llama_model_default_params())
+    vocab = L.llama_model_get_vocab(model)
+    cp = L.llama_context_default_params()
+    cp.n_ctx = common + batch * per_row + 64
+    cp.n_batch = max(512, batch * tails + 8)
+    cp.n_ubatch = 512
+    cp.n_seq_max = batch
+    cp.n_threads = cp.n_threads_batch = threads
+    cp.kv_unified = True
+    ctx = L.llama_init_from_model(model, cp)
+    mem = L.llama_get_memory(ctx)
+    samplers = []
+    for g in grammar_texts(reqs):
+        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_grammar(vocab, g.encode(), b"root"))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+        samplers.append(chain)
+    lb = L.llama_batch_init(cp.n_batch, 0, 1)
+
+    def decode(items):
+        """items: (token, position, sequence, wants logits); returns each wanted item's index."""
+        lb.n_tokens = len(items)
+        out = {}
+        for i, (tok, pos, seq, logits) in enumerate(items):
+            lb.token[i], lb.pos[i], lb.n_seq_id[i] = tok, pos, 1
+            lb.seq_id[i][0] = seq
+            lb.logits[i] = logits
+            if logits:
+                out[seq] = i
+        rc = L.llama_decode(ctx, lb)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+        return out
+
+    piece = ctypes.create_string_buffer(256)
+    answers, tokens = [""] * len(reqs), 0
+    start = time.perf_counter()
+    for at in range(0, common, cp.n_batch):
+        decode([(t, at + i, 0, False) for i, t in enumerate(prompts[0][at:min(common, at + cp.n_batch)])])
+    for g0 in range(0, len(reqs), batch):
+        group = list(range(g0, min(len(reqs), g0 + batch)))
+        for s in range(len(group)):
+            L.llama_memory_seq_rm(mem, s, common, -1)
+            if s:
+                L.llama_memory_seq_cp(mem, 0, s, 0, common)
+        items = []
+        for s, r in enumerate(group):
+            tail = prompts[r][common:]
+            items += [(t, common + i, s, i == len(tail) - 1) for i, t in enumerate(tail)]
+        where = decode(items)
+        pos = {s: len(prompts[r]) for s, r in enumerate(group)}
+        text = {s: b"" for s in range(len(group))}
+        left = {s: reqs[r]["max_answer_tokens"] for s, r in enumerate(group)}
+        while where:
+            step = []
+            for s, idx in where.items():
+                r = group[s]
+                tok = L.llama_sampler_sample(samplers[r], ctx, idx)
+                if L.llama_vocab_is_eog(vocab, tok):
+                    continue
+                n = L.llama_token_to_piece(vocab, tok, piece, len(piece), 0, False)
+                text[s] += piece.raw[:n]
+                tokens += 1
+                left[s] -= 1
+                if left[s] > 0:
+                    step.append((tok, pos[s], s, True))
+                    pos[s] += 1
+            where = decode(step) if step else {}
+        for s, r in enumerate(group):
+            answers[r] = text[s].decode("utf-8", errors="replace")
+    seconds = time.perf_counter() - start
+    L.llama_batch_free(lb)
+    finish(spec, answers, seconds, tokens)

@@ -44,7 +44,8 @@ pub struct CommonArgs {
     /// Longest prompt + answer in tokens; longer inputs are cut from the middle (with a warning).
     #[arg(long, default_value_t = 2048)]
     pub max_tokens: usize,
-    /// Weights in memory: q (keep a GGUF file's quantization), f32, f16 or bf16. Default: on the
+    /// Weights in memory: q (keep a GGUF file's quantization; safetensors decoders: Q8_0 at load),
+    /// f32, f16 or bf16. Default: on the
     /// CPU the fastest form that fits in available memory (q where the integer SIMD kernels run,
     /// x86-64 with AVX2; else f32), said in the run's first lines; bf16 on a GPU.
     #[arg(long)]

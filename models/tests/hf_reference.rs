@@ -192,8 +192,103 @@ fn umt5_matches_transformers() {
     check("tiny-umt5", ModelKind::EncoderDecoder, "umt5");
 }
 
+/// A random Qwen2 checkpoint whose matrices fill whole Q8_0 blocks (hidden 64, FFN 128; the
+/// fixtures' 48 do not), with tiny-qwen2's tokenizer.
+fn block_sized_qwen2() -> tempfile::TempDir {
+    use candle_core::{DType, Tensor};
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixture("tiny-qwen2").join(f), dir.path().join(f)).unwrap();
+    }
+    let mut cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("tiny-qwen2").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    cfg["hidden_size"] = 64.into();
+    cfg["intermediate_size"] = 128.into();
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    let (v, h, f, kv) = (432, 64, 128, 32);
+    let dev = Device::Cpu;
+    let rand = |shape: &[usize]| Tensor::randn(0f32, 0.15, shape, &dev).unwrap();
+    let mut t = std::collections::HashMap::new();
+    t.insert("model.embed_tokens.weight".to_string(), rand(&[v, h]));
+    t.insert("lm_head.weight".to_string(), rand(&[v, h]));
+    t.insert(
+        "model.norm.weight".to_string(),
+        Tensor::ones(h, DType::F32, &dev).unwrap(),
+    );
+    for i in 0..2 {
+        let p = format!("model.layers.{i}");
+        for (n, shape) in [
+            ("self_attn.q_proj.weight", vec![h, h]),
+            ("self_attn.q_proj.bias", vec![h]),
+            ("self_attn.k_proj.weight", vec![kv, h]),
+            ("self_attn.k_proj.bias", vec![kv]),
+            ("self_attn.v_proj.weight", vec![kv, h]),
+            ("self_attn.v_proj.bias", vec![kv]),
+            ("self_attn.o_proj.weight", vec![h, h]),
+            ("mlp.gate_proj.weight", vec![f, h]),
+            ("mlp.up_proj.weight", vec![f, h]),
+            ("mlp.down_proj.weight", vec![h, f]),
+        ] {
+            t.insert(format!("{p}.{n}"), rand(&shape));
+        }
+        for n in ["input_layernorm.weight", "post_attention_layernorm.weight"] {
+            t.insert(
+                format!("{p}.{n}"),
+                Tensor::ones(h, DType::F32, &dev).unwrap(),
+            );
+        }
+    }
+    candle_core::safetensors::save(&t, dir.path().join("model.safetensors")).unwrap();
+    dir
+}
+
 #[test]
-fn quantized_dtype_is_refused_for_safetensors() {
+fn safetensors_decoders_quantize_to_q8_0_with_dtype_q() {
+    let dir = block_sized_qwen2();
+    let requests = reference("tiny-qwen2").requests;
+    let score = |weights| {
+        let m = LocalModel::load(
+            dir.path(),
+            &Device::Cpu,
+            &LoadOptions {
+                max_context: None,
+                weights,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        m.scorer.score_batch(&requests).unwrap()
+    };
+    let exact = score(WeightFormat::F32);
+    let diff = |other: &[autolabel_models::CandidateLogprobs]| {
+        let (mut worst, mut changed) = (0f32, false);
+        for (a, b) in exact.iter().zip(other) {
+            let pairs = a
+                .token_logprobs
+                .iter()
+                .flatten()
+                .zip(b.token_logprobs.iter().flatten());
+            for (x, y) in pairs {
+                worst = worst.max((x - y).abs() / x.abs().max(1.0));
+                changed |= x != y;
+            }
+        }
+        (worst, changed)
+    };
+    let (q, changed) = diff(&score(WeightFormat::Quantized));
+    let (bf16, _) = diff(&score(WeightFormat::BF16));
+    eprintln!("largest relative log-prob difference from f32: Q8_0 {q:.1e}, bf16 {bf16:.1e}");
+    // Quantized (the numbers moved), and within the bound bf16 is held to above.
+    assert!(
+        changed,
+        "--dtype q gave the f32 numbers bit for bit: nothing was quantized"
+    );
+    assert!(q < 5e-2, "Q8_0 vs f32: {q} (bf16: {bf16})");
+}
+
+#[test]
+fn quantized_dtype_is_refused_for_t5() {
     let e = LocalModel::load(
         &fixture("tiny-t5"),
         &Device::Cpu,
@@ -204,7 +299,10 @@ fn quantized_dtype_is_refused_for_safetensors() {
     )
     .err()
     .unwrap();
-    assert!(e.to_string().contains("--dtype q"), "{e}");
+    assert!(
+        e.to_string().contains("--dtype q") && e.to_string().contains("t5 model"),
+        "{e}"
+    );
 }
 
 /// A copy of a fixture with `edit` applied to its config.json, and the load error.

@@ -36,12 +36,14 @@ impl WeightFormat {
             "f16" => Ok(WeightFormat::F16),
             "bf16" => Ok(WeightFormat::BF16),
             other => bail!(
-                "--dtype '{other}' is unknown; use q (keep a GGUF file's quantization), f32, f16 or bf16"
+                "--dtype '{other}' is unknown; use q (quantized: a GGUF file's blocks, or Q8_0 for safetensors), f32, f16 or bf16"
             ),
         }
     }
 
-    fn matmul(self, q: Arc<QTensor>, device: &Device) -> Result<MatWeight> {
+    /// A block tensor as a matmul weight held in this format on `device` (on an x86-64 CPU with
+    /// `q`: our integer kernels; elsewhere candle's quantized matmul).
+    pub(crate) fn matmul(self, q: Arc<QTensor>, device: &Device) -> Result<MatWeight> {
         Ok(match self {
             WeightFormat::Quantized
                 if device.is_cpu()

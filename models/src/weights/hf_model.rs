@@ -20,12 +20,15 @@ impl LocalModel {
     pub fn load_safetensors(dir: &Path, device: &Device, opts: &LoadOptions) -> Result<Self> {
         let cfg = HfConfig::read(&dir.join("config.json"))?;
         let model_type = cfg.model_type()?;
+        let t5 = model_type == "t5" || model_type == "umt5";
         let dtype = match opts.weights {
             WeightFormat::F32 => DType::F32,
             WeightFormat::F16 => DType::F16,
             WeightFormat::BF16 => DType::BF16,
+            // Read as f32 on the CPU and quantized to Q8_0 as each matrix is loaded.
+            WeightFormat::Quantized if !t5 => DType::F32,
             WeightFormat::Quantized => bail!(
-                "--dtype q keeps a GGUF file's quantization; {} holds safetensors weights: use f32, f16 or bf16",
+                "--dtype q: {} is a {model_type} model, which this tool does not quantize; use f32, f16 or bf16",
                 dir.display()
             ),
         };
@@ -43,34 +46,38 @@ impl LocalModel {
                 tokenizer.get_vocab_size(true)
             )
         }
-        let weights = Weights::open(dir, dtype, device)?;
-        let (scorer, kind, bos, eos): (Box<dyn IncrementalDecoder>, _, _, _) =
-            if model_type == "t5" || model_type == "umt5" {
-                let config = T5Config::from_hf(&cfg, opts.max_context)?;
-                let eos_id = config.eos_token_id;
-                let eos = token(tc.eos_token.clone())
-                    .filter(|(id, _)| *id == eos_id)
-                    .or_else(|| tokenizer.id_to_token(eos_id).map(|t| (eos_id, t)));
-                let model = T5Model::load_with(config, &weights, device)?;
-                (Box::new(model), ModelKind::EncoderDecoder, None, eos)
-            } else {
-                let decoder = crate::weights::safetensors_decoder::load_decoder(
-                    &cfg,
-                    &weights,
-                    device,
-                    opts.max_context,
-                )?;
-                let id_of = |key: &str| cfg.opt_token_id(key).ok().flatten();
-                let bos = token(tc.bos_token.clone()).or_else(|| {
-                    let id = id_of("bos_token_id")?;
-                    Some((id, tokenizer.id_to_token(id)?))
-                });
-                let eos = token(tc.eos_token.clone()).or_else(|| {
-                    let id = id_of("eos_token_id")?;
-                    Some((id, tokenizer.id_to_token(id)?))
-                });
-                (Box::new(decoder), ModelKind::Decoder, bos, eos)
-            };
+        let read_on = match opts.weights {
+            WeightFormat::Quantized => Device::Cpu,
+            _ => device.clone(),
+        };
+        let weights = Weights::open(dir, dtype, &read_on)?;
+        let (scorer, kind, bos, eos): (Box<dyn IncrementalDecoder>, _, _, _) = if t5 {
+            let config = T5Config::from_hf(&cfg, opts.max_context)?;
+            let eos_id = config.eos_token_id;
+            let eos = token(tc.eos_token.clone())
+                .filter(|(id, _)| *id == eos_id)
+                .or_else(|| tokenizer.id_to_token(eos_id).map(|t| (eos_id, t)));
+            let model = T5Model::load_with(config, &weights, device)?;
+            (Box::new(model), ModelKind::EncoderDecoder, None, eos)
+        } else {
+            let decoder = crate::weights::safetensors_decoder::load_decoder(
+                &cfg,
+                &weights,
+                device,
+                opts.max_context,
+                opts.weights,
+            )?;
+            let id_of = |key: &str| cfg.opt_token_id(key).ok().flatten();
+            let bos = token(tc.bos_token.clone()).or_else(|| {
+                let id = id_of("bos_token_id")?;
+                Some((id, tokenizer.id_to_token(id)?))
+            });
+            let eos = token(tc.eos_token.clone()).or_else(|| {
+                let id = id_of("eos_token_id")?;
+                Some((id, tokenizer.id_to_token(id)?))
+            });
+            (Box::new(decoder), ModelKind::Decoder, bos, eos)
+        };
         // Whether prompts start with BOS: tokenizer_config.json says so, else the tokenizer's
         // own post-processor does when it adds one.
         let add_bos = kind == ModelKind::Decoder
