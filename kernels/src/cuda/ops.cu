@@ -16,39 +16,29 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(flo
   return __float2bfloat16(x);
 }
 
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
+struct Max {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+struct Sum {
+  __device__ float operator()(float a, float b) const { return a + b; }
+};
 
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// Block-wide reductions (blockDim.x a multiple of 32, at most 1024); every thread gets the
-// result. `buf` is 32 floats of shared memory, free again when the function returns.
-__device__ float block_max(float v, float *buf) {
+// Block-wide reduction with `op` (blockDim.x a multiple of 32, at most 1024); every thread gets
+// the result. `buf` is 32 floats of shared memory, free again when the function returns.
+template <typename Op>
+__device__ float block_reduce(float v, float identity, float *buf, Op op) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  v = warp_max(v);
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
   if (lane == 0) buf[warp] = v;
   __syncthreads();
-  v = lane < warps ? buf[lane] : -INFINITY;
-  v = warp_max(v);
+  v = lane < warps ? buf[lane] : identity;
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
   __syncthreads();
   return v;
 }
 
-__device__ float block_sum(float v, float *buf) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  v = warp_sum(v);
-  if (lane == 0) buf[warp] = v;
-  __syncthreads();
-  v = lane < warps ? buf[lane] : 0.0f;
-  v = warp_sum(v);
-  __syncthreads();
-  return v;
-}
+__device__ float block_max(float v, float *buf) { return block_reduce(v, -INFINITY, buf, Max()); }
+__device__ float block_sum(float v, float *buf) { return block_reduce(v, 0.0f, buf, Sum()); }
 
 // softmax(scores * scale + mask) over rows of k keys. scores and out: [b, heads, q, k]; mask:
 // [b, q, k] f32 (0 or -inf), shared by the heads. One block per row. A row whose keys are all
