@@ -25,8 +25,13 @@ pub const GPU_BATCH_ROWS: usize = 64;
 /// Rows per batch: `--batch-size` when given, else 8 on a CPU (bigger batches of long rows are
 /// slower there, see [`BATCH_WORK_TOKENS`]) and [`GPU_BATCH_ROWS`] on a GPU, whose matmuls want
 /// many rows.
-pub fn batch_rows(given: Option<usize>, device: &str) -> usize {
-    given.unwrap_or(if device == "cpu" { 8 } else { GPU_BATCH_ROWS })
+pub fn batch_rows(given: Option<usize>, on_cpu: bool) -> usize {
+    given.unwrap_or(if on_cpu { 8 } else { GPU_BATCH_ROWS })
+}
+
+/// A pass's batch limits on `device`: rows ([`batch_rows`]) and tokens of work ([`work_tokens`]).
+pub fn limits(given_rows: Option<usize>, device: &Device) -> (usize, usize) {
+    (batch_rows(given_rows, device.is_cpu()), work_tokens(device))
 }
 
 /// Tokens a batch may push through the model on `device`: [`BATCH_WORK_TOKENS`] on a CPU; on a

@@ -55,7 +55,7 @@ pub fn content_free_prior(session: &Session, labeler: &Labeler) -> Result<(Vec<f
     let pass = crate::scoring_pass::score_data(
         &data,
         labeler,
-        crate::scoring_pass::PassOptions::new(CONTENT_FREE.len(), labeler.max_tokens()),
+        crate::scoring_pass::PassOptions::new(Some(CONTENT_FREE.len()), labeler.max_tokens()),
     )?;
     let mut scores = Vec::new();
     let mut used = Vec::new();

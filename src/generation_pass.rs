@@ -266,7 +266,7 @@ pub fn generate_rows(
     let shared = labeler.share_prefix(items.iter().map(|it| it.prompt.as_slice()))?;
     // Batches are formed over every row, journaled or not (a resumed run generates each row in
     // the same company and gets the same bits); a shard takes its share of the same batches.
-    let work = crate::batching::work_tokens(&labeler.model().device);
+    let (batch_size, work) = crate::batching::limits(batch_size, &labeler.model().device);
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_key(|&j| items[j].prompt.len());
     let mut batches: Vec<Vec<usize>> = Vec::new();

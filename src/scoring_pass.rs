@@ -79,7 +79,8 @@ impl ExplanationFigures {
 
 /// How a pass runs.
 pub struct PassOptions<'a> {
-    pub batch_size: usize,
+    /// `--batch-size` (None: the device's default, see [`crate::batching::batch_rows`]).
+    pub batch_size: Option<usize>,
     pub max_tokens: usize,
     /// Journal and the settings key of this model, weight format and device.
     pub journal: Option<(&'a mut Journal, RowKey, String)>,
@@ -90,7 +91,7 @@ pub struct PassOptions<'a> {
 }
 
 impl PassOptions<'_> {
-    pub fn new(batch_size: usize, max_tokens: usize) -> Self {
+    pub fn new(batch_size: Option<usize>, max_tokens: usize) -> Self {
         PassOptions {
             batch_size,
             max_tokens,
@@ -223,7 +224,7 @@ pub fn score_data(data: &Dataset, labeler: &Labeler, opts: PassOptions) -> Resul
         })
         .collect();
     let shared_prefix = prefixes[0].len();
-    let work = crate::batching::work_tokens(&labeler.model().device);
+    let (batch_size, work) = crate::batching::limits(batch_size, &labeler.model().device);
     // Batches are formed over every row, journaled or not, so a resumed run scores each row in
     // the same company as an uninterrupted one and gets the same bits; a shard takes its share
     // of the same batches.

@@ -202,10 +202,7 @@ fn calibrate_labels(
     let pass = score_all(
         session,
         &labeler,
-        PassOptions::new(
-            crate::batching::batch_rows(args.batch_size, &args.common.device),
-            args.common.max_tokens,
-        ),
+        PassOptions::new(args.batch_size, args.common.max_tokens),
     )?;
 
     let mut seeds = Vec::new();

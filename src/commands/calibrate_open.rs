@@ -73,10 +73,7 @@ pub fn calibrate_open(
         session,
         &labeler,
         task,
-        PassOptions::new(
-            crate::batching::batch_rows(args.batch_size, &args.common.device),
-            args.common.max_tokens,
-        ),
+        PassOptions::new(args.batch_size, args.common.max_tokens),
     )?;
     let unit = task.unit();
     let units = plural(unit);

@@ -271,10 +271,7 @@ pub fn explain(args: &ExplainArgs) -> Result<ExplainSummary> {
         data,
         &labeler,
         &spec,
-        PassOptions::new(
-            crate::batching::batch_rows(args.batch_size, &args.device),
-            args.max_tokens,
-        ),
+        PassOptions::new(args.batch_size, args.max_tokens),
         Some(&todo),
     )?;
     let mut columns = OutputColumns::new(vec![explanation_column.clone()], data.rows.len());

@@ -141,7 +141,7 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
         let pass = crate::scoring_pass::score_data(
             &part,
             &labeler,
-            crate::scoring_pass::PassOptions::new(8, args.common.max_tokens),
+            crate::scoring_pass::PassOptions::new(Some(8), args.common.max_tokens),
         )?;
         let per_row = t.elapsed().as_secs_f64() / part.rows.len().max(1) as f64;
         if let Some(x) = &pass.explanation_pass {
@@ -266,7 +266,7 @@ fn plan_open(
         &session.data,
         labeler,
         &OpenAnswers(task),
-        PassOptions::new(8, args.common.max_tokens),
+        PassOptions::new(Some(8), args.common.max_tokens),
         Some(&sample),
     )?;
     let seconds = t.elapsed().as_secs_f64();

@@ -66,7 +66,7 @@ impl RunArgs {
             ("revision", format!("{:?}", c.revision)),
             (
                 "batch_size",
-                crate::batching::batch_rows(self.batch_size, &c.device).to_string(),
+                crate::batching::batch_rows(self.batch_size, c.device == "cpu").to_string(),
             ),
             ("max_tokens", c.max_tokens.to_string()),
             ("max_items", format!("{:?}", c.max_items)),
@@ -429,7 +429,7 @@ pub(crate) fn journaled_pass<'a>(
 ) -> PassOptions<'a> {
     let command: Vec<String> = std::env::args().collect();
     PassOptions {
-        batch_size: crate::batching::batch_rows(args.batch_size, &args.common.device),
+        batch_size: args.batch_size,
         max_tokens: args.common.max_tokens,
         journal: Some((journal, settings, command.join(" "))),
         stop: Some(stop),

@@ -68,10 +68,7 @@ pub fn score(args: &ScoreArgs) -> Result<ScoreSummary> {
     let pass = score_all(
         &session,
         &labeler,
-        PassOptions::new(
-            crate::batching::batch_rows(args.batch_size, &args.common.device),
-            args.common.max_tokens,
-        ),
+        PassOptions::new(args.batch_size, args.common.max_tokens),
     )?;
     if let Some(line) = op.apply_debias(&session, &labeler)? {
         eprintln!("{line}");

@@ -79,10 +79,7 @@ pub fn score_open(
         task,
         column: &args.label_column,
     };
-    let opts = PassOptions::new(
-        crate::batching::batch_rows(args.batch_size, &args.common.device),
-        args.common.max_tokens,
-    );
+    let opts = PassOptions::new(args.batch_size, args.common.max_tokens);
     let (rows, seconds): (Vec<Result<Interpreted, String>>, f64) = if task.scores_candidates() {
         // Multi-label by membership: every label's judgment is scored, and the given labels
         // read their probabilities from it.

@@ -6,7 +6,7 @@ use crate::architectures::decoder::{
     RopeStyle,
 };
 use anyhow::{bail, Context, Result};
-use candle_core::quantized::{gguf_file, QMatMul, QTensor};
+use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::Device;
 use std::collections::HashMap;
 use std::fs::File;
@@ -41,15 +41,19 @@ impl WeightFormat {
         }
     }
 
+    /// Whether a block tensor of `dtype` is held by our integer kernel in this format on `device`.
+    fn takes_blocks(self, dtype: GgmlDType, device: &Device) -> bool {
+        self == WeightFormat::Quantized
+            && device.is_cpu()
+            && autolabel_kernels::BlockMatrix::supports(dtype)
+            && autolabel_kernels::BlockMatrix::simd_available()
+    }
+
     /// A block tensor as a matmul weight held in this format on `device` (on an x86-64 CPU with
     /// `q`: our integer kernels; elsewhere candle's quantized matmul).
     pub(crate) fn matmul(self, q: Arc<QTensor>, device: &Device) -> Result<MatWeight> {
         Ok(match self {
-            WeightFormat::Quantized
-                if device.is_cpu()
-                    && autolabel_kernels::BlockMatrix::supports(q.dtype())
-                    && autolabel_kernels::BlockMatrix::simd_available() =>
-            {
+            _ if self.takes_blocks(q.dtype(), device) => {
                 MatWeight::Blocks(Arc::new(autolabel_kernels::BlockMatrix::from_qtensor(&q)?))
             }
             WeightFormat::Quantized => MatWeight::Q(QMatMul::from_arc(q)?),
@@ -202,14 +206,10 @@ impl GgufFile {
 
     /// Whether tensor `name` is held by our block kernel under `format` on `device`.
     fn takes_blocks(&self, name: &str, format: WeightFormat, device: &Device) -> bool {
-        format == WeightFormat::Quantized
-            && device.is_cpu()
-            && autolabel_kernels::BlockMatrix::simd_available()
-            && self
-                .content
-                .tensor_infos
-                .get(name)
-                .is_some_and(|i| autolabel_kernels::BlockMatrix::supports(i.ggml_dtype))
+        self.content
+            .tensor_infos
+            .get(name)
+            .is_some_and(|i| format.takes_blocks(i.ggml_dtype, device))
     }
 
     /// Tensor `name` for our block kernel, mapped from `cache` when it holds it.
