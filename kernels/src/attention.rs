@@ -53,17 +53,20 @@ impl View {
 }
 
 /// `softmax(scale * q·kᵀ + mask) · v` for queries `q` `[b, h, t, hd]` over the keys and values
-/// of a batch-1 `prefix` (`[1, kvh, P, hd]`), if any, then `k`, `v` (`[b, kvh, n, hd]`), under
-/// `mask` `[b, t, P + n]` (0 or -inf, or any additive bias), `h` a multiple of `kvh`
-/// (grouped-query attention). Returns `[b, t, h, hd]` (the layout the output projection
-/// takes), or `None` off the CPU or for other dtypes, where the caller's candle ops run.
-/// Queries whose every key is masked get zeros, as [`crate::masked_softmax`] gives.
+/// of the segments in `before`, in order, then `k`, `v` (`[b, kvh, n, hd]`), under `mask`
+/// `[b, t, keys]` (0 or -inf, or any additive bias; `keys` the segments' lengths + `n`), `h` a
+/// multiple of `kvh` (grouped-query attention). A segment is a pair of keys and values
+/// `[1, kvh, len, hd]` (one run every row attends to: a shared prefix) or `[b, kvh, len, hd]`
+/// (each row's own cache): none is copied or concatenated. Returns `[b, t, h, hd]` (the layout
+/// the output projection takes), or `None` off the CPU or for other dtypes, where the caller's
+/// candle ops run. Queries whose every key is masked get zeros, as [`crate::masked_softmax`]
+/// gives.
 pub fn attention_cpu(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     mask: &Tensor,
-    prefix: Option<(&Tensor, &Tensor)>,
+    before: &[(&Tensor, &Tensor)],
     scale: f32,
 ) -> Result<Option<Tensor>> {
     let (b, h, t, hd) = q.dims4()?;
@@ -76,21 +79,21 @@ pub fn attention_cpu(
             v.dims()
         )
     }
-    let p = match prefix {
-        Some((pk, pv)) => {
-            let (one, pkvh, p, phd) = pk.dims4()?;
-            if one != 1 || pkvh != kvh || phd != hd || pv.dims4()? != (1, kvh, p, hd) {
-                candle_core::bail!(
-                    "attention: prefix keys {:?}, values {:?}",
-                    pk.dims(),
-                    pv.dims()
-                )
-            }
-            p
+    // Every segment, the queries' own keys last: (keys, values, shared by all rows, length).
+    let mut segments = Vec::with_capacity(before.len() + 1);
+    for &(pk, pv) in before {
+        let (sb, skvh, len, shd) = pk.dims4()?;
+        if (sb != 1 && sb != b) || skvh != kvh || shd != hd || pv.dims4()? != (sb, kvh, len, hd) {
+            candle_core::bail!(
+                "attention: earlier keys {:?}, values {:?} for {b} rows of {kvh} x {hd}",
+                pk.dims(),
+                pv.dims()
+            )
         }
-        None => 0,
-    };
-    let keys = p + n;
+        segments.push((pk, pv, sb == 1, len));
+    }
+    segments.push((k, v, false, n));
+    let keys: usize = segments.iter().map(|s| s.3).sum();
     if mask.dims3()? != (b, t, keys) {
         candle_core::bail!(
             "attention: mask {:?} for {b} x {t} queries, {keys} keys",
@@ -101,23 +104,25 @@ pub fn attention_cpu(
         return Ok(None);
     }
     let mask = mask.contiguous()?;
-    let guards = [q, k, v, &mask].map(|t| t.storage_and_layout());
-    let mut views = Vec::with_capacity(4);
+    let guards: Vec<_> = [q, &mask]
+        .into_iter()
+        .chain(segments.iter().flat_map(|s| [s.0, s.1]))
+        .map(|t| t.storage_and_layout())
+        .collect();
+    let mut views = Vec::with_capacity(guards.len());
     for (storage, layout) in &guards {
         match View::of(storage, layout)? {
             Some(view) => views.push(view),
             None => return Ok(None),
         }
     }
-    let [qv, kv, vv, mv]: [View; 4] = views.try_into().ok().expect("four views");
-    let pguards = prefix.map(|(pk, pv)| (pk.storage_and_layout(), pv.storage_and_layout()));
-    let pviews = match &pguards {
-        Some(((ks, kl), (vs, vl))) => match (View::of(ks, kl)?, View::of(vs, vl)?) {
-            (Some(a), Some(b)) => Some((a, b)),
-            _ => return Ok(None),
-        },
-        None => None,
-    };
+    let (qv, mv) = (&views[0], &views[1]);
+    // (keys, values, shared, length) of each segment, as views.
+    let segs: Vec<(&View, &View, bool, usize)> = segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (&views[2 + 2 * i], &views[3 + 2 * i], s.2, s.3))
+        .collect();
     let group = h / kvh;
     let blocks = t.div_ceil(QUERY_BLOCK);
     let mut out = vec![0f32; b * t * h * hd];
@@ -142,8 +147,16 @@ pub fn attention_cpu(
         if limit == 0 {
             return; // every key masked: zeros, as allocated
         }
-        let np = p.min(limit);
-        let no = limit - np;
+        // Each segment's first key, row and visible length.
+        let mut parts = Vec::with_capacity(segs.len());
+        let mut first = 0;
+        for &(sk, sv, shared, len) in &segs {
+            let seen = len.min(limit.saturating_sub(first));
+            if seen > 0 {
+                parts.push((sk, sv, if shared { 0 } else { bi }, first, seen));
+            }
+            first += len;
+        }
         let mut scores = vec![0f32; ql * limit];
         let (qs_t, qs_d) = (qv.strides[2], qv.strides[3]);
         let qp = qv.at(&[bi, hh, q0, 0]);
@@ -151,22 +164,12 @@ pub fn attention_cpu(
         // index ranges lie inside its shape, and `scores` / the output rows are this task's.
         let sp = scores.as_mut_ptr();
         let srow = limit as isize;
-        unsafe {
-            if let (Some((pk, _)), true) = (&pviews, np > 0) {
-                let keys = Mat(pk.at(&[0, g, 0, 0]), pk.strides[3], pk.strides[2]);
+        for &(sk, _, row, first, seen) in &parts {
+            let keys = Mat(sk.at(&[row, g, 0, 0]), sk.strides[3], sk.strides[2]);
+            unsafe {
                 product(
-                    (ql, np, hd),
-                    Mat(sp, srow, 1),
-                    Mat(qp, qs_t, qs_d),
-                    keys,
-                    false,
-                );
-            }
-            if no > 0 {
-                let keys = Mat(kv.at(&[bi, g, 0, 0]), kv.strides[3], kv.strides[2]);
-                product(
-                    (ql, no, hd),
-                    Mat(sp.add(np), srow, 1),
+                    (ql, seen, hd),
+                    Mat(sp.add(first), srow, 1),
                     Mat(qp, qs_t, qs_d),
                     keys,
                     false,
@@ -183,18 +186,22 @@ pub fn attention_cpu(
         }
         let out = Mat(out_row(q0), (h * hd) as isize, 1);
         let pp = probs.as_ptr();
-        unsafe {
-            if let (Some((_, pv)), true) = (&pviews, np > 0) {
-                let vals = Mat(pv.at(&[0, g, 0, 0]), pv.strides[2], pv.strides[3]);
-                product((ql, hd, np), out, Mat(pp, srow, 1), vals, false);
-            }
-            if no > 0 {
-                let vals = Mat(vv.at(&[bi, g, 0, 0]), vv.strides[2], vv.strides[3]);
-                product((ql, hd, no), out, Mat(pp.add(np), srow, 1), vals, np > 0);
-            }
+        for (i, &(_, sv, row, first, seen)) in parts.iter().enumerate() {
+            let vals = Mat(sv.at(&[row, g, 0, 0]), sv.strides[2], sv.strides[3]);
+            unsafe {
+                product(
+                    (ql, hd, seen),
+                    out,
+                    Mat(pp.add(first), srow, 1),
+                    vals,
+                    i > 0,
+                )
+            };
         }
     });
-    drop((qv, kv, vv, mv, pviews, guards, pguards));
+    drop(segs);
+    drop(views);
+    drop(guards);
     Ok(Some(Tensor::from_vec(out, (b, t, h, hd), &Device::Cpu)?))
 }
 
@@ -310,13 +317,23 @@ mod tests {
             let pv = Tensor::randn(0f32, 1.0, (1, kvh, p, hd), &dev)?;
             let prefix = (p > 0).then_some((&pk, &pv));
             let m = mask(b, t, p, n, &[0, t / 3])?;
-            let got = attention_cpu(&q, &k, &v, &m, prefix, 0.25)?.expect("CPU f32");
             let want = reference(&q, &k, &v, &m, prefix, 0.25)?;
-            let diff = (&got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(
-                diff < 1e-5,
-                "prefix {p}, {t} queries, {cached} cached: {diff}"
-            );
+            // The row's cached keys as their own segment (no concatenation) and inside `k`.
+            let (ck, cv) = (k.narrow(2, 0, cached)?, v.narrow(2, 0, cached)?);
+            let (nk, nv) = (k.narrow(2, cached, t)?, v.narrow(2, cached, t)?);
+            let mut split: Vec<(&Tensor, &Tensor)> = prefix.into_iter().collect();
+            let whole = split.clone();
+            split.push((&ck, &cv));
+            for (segments, k, v) in [(&whole, &k, &v), (&split, &nk, &nv)] {
+                let got = attention_cpu(&q, k, v, &m, segments, 0.25)?.expect("CPU f32");
+                let diff = (&got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(
+                    diff < 1e-5,
+                    "prefix {p}, {t} queries, {cached} cached, {} segments: {diff}",
+                    segments.len()
+                );
+            }
+            let got = attention_cpu(&q, &nk, &nv, &m, &split, 0.25)?.expect("CPU f32");
             // The padding queries see no key: zeros.
             if t > 1 {
                 let last = got.narrow(0, 1, 1)?.narrow(1, t - 1, 1)?;
@@ -332,12 +349,12 @@ mod tests {
         let q = Tensor::zeros((1, 4, 3, 8), DType::F32, &dev)?;
         let k = Tensor::zeros((1, 3, 3, 8), DType::F32, &dev)?;
         let m = Tensor::zeros((1, 3, 3), DType::F32, &dev)?;
-        let err = attention_cpu(&q, &k, &k, &m, None, 1.0).unwrap_err();
+        let err = attention_cpu(&q, &k, &k, &m, &[], 1.0).unwrap_err();
         assert!(err.to_string().contains("attention: queries"), "{err}");
         let k = Tensor::zeros((1, 2, 3, 8), DType::F32, &dev)?;
         let bad_mask = Tensor::zeros((1, 3, 4), DType::F32, &dev)?;
-        assert!(attention_cpu(&q, &k, &k, &bad_mask, None, 1.0).is_err());
-        assert!(attention_cpu(&q, &k, &k, &m, None, 1.0)?.is_some());
+        assert!(attention_cpu(&q, &k, &k, &bad_mask, &[], 1.0).is_err());
+        assert!(attention_cpu(&q, &k, &k, &m, &[], 1.0)?.is_some());
         Ok(())
     }
 }

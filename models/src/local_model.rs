@@ -86,17 +86,18 @@ impl LocalModel {
             tokenizer_from_gguf(&gguf.metadata)?
         };
         let meta = &gguf.metadata;
-        let tokens = meta
-            .string_array("tokenizer.ggml.tokens")
-            .unwrap_or_default();
         let token_of = |key: &str| -> Option<(u32, String)> {
             let id = meta.u32(key).ok()?;
-            Some((id, tokens.get(id as usize)?.clone()))
+            Some((
+                id,
+                meta.string_at("tokenizer.ggml.tokens", id as usize).ok()?,
+            ))
         };
         let bos = token_of("tokenizer.ggml.bos_token_id");
         let eos = token_of("tokenizer.ggml.eos_token_id");
         let add_bos = meta.bool("tokenizer.ggml.add_bos_token").unwrap_or(false);
         let chat_template = meta.string("tokenizer.chat_template").ok();
+        gguf.metadata.drop_tokenizer_arrays();
         let decoder = gguf.load_decoder(device, opts.max_context, opts.weights)?;
         if tokenizer.get_vocab_size(true) > decoder.config.vocab_size {
             bail!(

@@ -287,3 +287,45 @@ fn shared_prefix_gives_the_same_scores() {
         dec.set_shared_prefix(&[]).unwrap();
     }
 }
+
+/// Prompts longer than a prefill chunk (run in several passes, each attending to the earlier
+/// chunks' caches where they lie) score as from scratch, batched with short ones, with and
+/// without a shared prefix that is itself longer than a chunk.
+#[test]
+fn prompts_longer_than_a_prefill_chunk_score_as_from_scratch() {
+    use autolabel_models::architectures::decoder_prefill::PREFILL_CHUNK;
+    for base in [TinySpec::llama(), TinySpec::qwen2()] {
+        let spec = TinySpec {
+            context: 4 * PREFILL_CHUNK,
+            ..base
+        };
+        let (_dir, dec) = load(&spec, WeightFormat::F32);
+        let run = |n: usize, seed: usize| -> Vec<u32> {
+            (0..n).map(|i| ((i * 7 + seed) % 250) as u32).collect()
+        };
+        let prefix = run(PREFILL_CHUNK + 30, 1);
+        let reqs: Vec<ScoreRequest> = [2 * PREFILL_CHUNK + 5, 10, PREFILL_CHUNK - 31]
+            .iter()
+            .enumerate()
+            .map(|(j, &n)| ScoreRequest {
+                prompt: prefix.iter().copied().chain(run(n, j + 3)).collect(),
+                candidates: vec![vec![70, 80, 261], vec![70, 81, 261], vec![5, 261]],
+            })
+            .collect();
+        for shared in [false, true] {
+            if shared {
+                dec.set_shared_prefix(&prefix).unwrap();
+            }
+            let got = dec.score_batch(&reqs).unwrap();
+            for (r, g) in reqs.iter().zip(&got) {
+                assert_close(
+                    &g.token_logprobs,
+                    &all_from_scratch(&dec, r),
+                    1e-4,
+                    &format!("{}-token prompt, shared prefix {shared}", r.prompt.len()),
+                );
+            }
+        }
+        dec.set_shared_prefix(&[]).unwrap();
+    }
+}

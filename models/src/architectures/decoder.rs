@@ -166,7 +166,36 @@ pub struct KvCache {
     pub layers: Vec<(Tensor, Tensor)>,
 }
 
+/// The keys and values [`Decoder::run_layers`] returns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// None (tokens nothing is fed after).
+    Nothing,
+    /// The fed tokens' only.
+    Own,
+    /// The earlier caches' followed by the fed tokens'.
+    Joined,
+}
+
 impl KvCache {
+    /// The caches of consecutive runs of tokens joined into one, a layer at a time (each
+    /// layer's parts are freed as soon as it is joined, so the whole is never held twice).
+    pub fn concat(parts: Vec<KvCache>) -> Result<KvCache> {
+        if parts.len() == 1 {
+            return Ok(parts.into_iter().next().expect("one part"));
+        }
+        let mut layers: Vec<_> = parts.into_iter().map(|p| p.layers.into_iter()).collect();
+        let mut joined = Vec::new();
+        loop {
+            let parts: Vec<(Tensor, Tensor)> =
+                layers.iter_mut().filter_map(Iterator::next).collect();
+            if parts.is_empty() {
+                return Ok(KvCache { layers: joined });
+            }
+            let (ks, vs): (Vec<&Tensor>, Vec<&Tensor>) = parts.iter().map(|(k, v)| (k, v)).unzip();
+            joined.push((Tensor::cat(&ks, 2)?, Tensor::cat(&vs, 2)?));
+        }
+    }
     pub fn len(&self) -> usize {
         self.layers
             .first()
@@ -235,9 +264,8 @@ impl Decoder {
     }
 
     /// [`Self::forward`] with a batch-1 `prefix` cache that every row attends to before its own
-    /// `cache` (keys in the mask: prefix, then cache, then these tokens). The prefix is shared
-    /// by all rows through one matmul over the rows' queries stacked together, never repeated
-    /// per row; the returned cache holds only `cache` + these tokens.
+    /// `cache` (keys in the mask: prefix, then cache, then these tokens). The prefix is never
+    /// copied or repeated per row; the returned cache holds only `cache` + these tokens.
     pub fn forward_with_prefix(
         &self,
         tokens: &Tensor,
@@ -246,6 +274,25 @@ impl Decoder {
         prefix: Option<&KvCache>,
         cache: Option<&KvCache>,
     ) -> Result<(Tensor, KvCache)> {
+        let earlier: Vec<&KvCache> = cache.into_iter().collect();
+        let (hidden, kept) =
+            self.run_layers(tokens, positions, mask, prefix, &earlier, Keep::Joined)?;
+        Ok((hidden, kept.expect("kept cache")))
+    }
+
+    /// The layers over `tokens`, attending to the batch-1 `prefix`, then to each of `earlier`
+    /// (`[b, kvh, len, hd]` caches, in order), then to themselves under `mask`. Returns the
+    /// hidden states and the keys and values `keep` asks for. On the CPU no cache is copied to
+    /// attend to it: the fused kernel reads every segment where it lies.
+    pub(crate) fn run_layers(
+        &self,
+        tokens: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        prefix: Option<&KvCache>,
+        earlier: &[&KvCache],
+        keep: Keep,
+    ) -> Result<(Tensor, Option<KvCache>)> {
         let (b, t) = tokens.dims2()?;
         let cfg = &self.config;
         let (h, kvh, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
@@ -294,42 +341,54 @@ impl Decoder {
                     candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
                 ),
             };
-            let (k_all, v_all) = match cache {
-                Some(c) => {
-                    let (ck, cv) = &c.layers[i];
-                    (Tensor::cat(&[ck, &k], 2)?, Tensor::cat(&[cv, &v], 2)?)
-                }
-                None => (k, v),
-            };
             let prefix_kv = prefix.map(|p| &p.layers[i]);
-            // On the CPU one fused pass (no copies, causal blocks, the prefix shared); on
-            // other devices candle's ops.
-            let fused = autolabel_kernels::attention_cpu(
-                &q,
-                &k_all,
-                &v_all,
-                mask,
-                prefix_kv.map(|(pk, pv)| (pk, pv)),
-                scale,
-            )?;
-            let attn = match (fused, &chunks, prefix_kv) {
-                (Some(out), _, _) => out,
-                // A long causal prefill: each block of queries against the keys it can see.
-                (None, Some(chunks), None) => {
-                    chunked_attention(&q, &k_all, &v_all, mask, chunks, scale)?.transpose(1, 2)?
+            // The earlier caches with these tokens' keys appended (a copy), made only when needed.
+            let joined = || -> Result<(Tensor, Tensor)> {
+                if earlier.is_empty() {
+                    return Ok((k.clone(), v.clone()));
                 }
-                (None, _, _) => {
-                    attention(&q, &k_all, &v_all, mask, prefix_kv, scale)?.transpose(1, 2)?
-                }
+                let ks: Vec<&Tensor> = earlier.iter().map(|c| &c.layers[i].0).chain([&k]).collect();
+                let vs: Vec<&Tensor> = earlier.iter().map(|c| &c.layers[i].1).chain([&v]).collect();
+                Ok((Tensor::cat(&ks, 2)?, Tensor::cat(&vs, 2)?))
+            };
+            // On the CPU one fused pass over the prefix, the caches and these keys where they
+            // lie (no copies, causal blocks); on other devices candle's ops.
+            let before: Vec<(&Tensor, &Tensor)> = prefix_kv
+                .into_iter()
+                .chain(earlier.iter().map(|c| &c.layers[i]))
+                .map(|(k, v)| (k, v))
+                .collect();
+            let (attn, all) =
+                match autolabel_kernels::attention_cpu(&q, &k, &v, mask, &before, scale)? {
+                    Some(out) => (out, None),
+                    None => {
+                        let (k_all, v_all) = joined()?;
+                        let out = match (&chunks, prefix_kv) {
+                            // A long causal prefill: each block of queries against the keys
+                            // it can see.
+                            (Some(chunks), None) => {
+                                chunked_attention(&q, &k_all, &v_all, mask, chunks, scale)?
+                            }
+                            _ => attention(&q, &k_all, &v_all, mask, prefix_kv, scale)?,
+                        };
+                        (out.transpose(1, 2)?, Some((k_all, v_all)))
+                    }
+                };
+            match keep {
+                Keep::Nothing => {}
+                Keep::Own => new_cache.push((k, v)),
+                Keep::Joined => new_cache.push(match all {
+                    Some(all) => all,
+                    None => joined()?,
+                }),
             }
-            .reshape((b * t, h * hd))?;
+            let attn = attn.reshape((b * t, h * hd))?;
             let x1 = (residual + layer.o.forward(&attn)?)?;
             x = self.feed_forward(layer, &x1)?;
-            new_cache.push((k_all, v_all));
         }
         Ok((
             x.reshape((b, t, cfg.hidden_size))?,
-            KvCache { layers: new_cache },
+            (keep != Keep::Nothing).then_some(KvCache { layers: new_cache }),
         ))
     }
 

@@ -1,18 +1,24 @@
 //! The decoder's batched prompt prefill, shared by exact scoring and generation: right-padded
 //! prompts after the shared instruction prefix (whose KV cache is computed once per run and
-//! reused by every batch that starts with it).
+//! reused by every batch that starts with it), run in chunks of [`PREFILL_CHUNK`] positions so
+//! a long row's activations never exceed a chunk's.
 
-use super::decoder::{build_mask, Decoder, KvCache};
+use super::decoder::{build_mask, gather_rows, Decoder, Keep, KvCache};
 use candle_core::{Result, Tensor};
+
+/// Prompt positions per forward pass of a prefill (llama.cpp's micro-batch is 512). Each chunk
+/// attends to the earlier chunks' caches where they lie; the activations held at once are a
+/// chunk's, not the whole row's (SmolLM2 on a 730-token review: ~27 MB for the whole row at
+/// once).
+pub const PREFILL_CHUNK: usize = 256;
 
 /// The state after a batch's prompts were run.
 pub struct Prefill {
-    /// Hidden states `[b, padded, hidden]` of the prompt positions after the prefix.
-    pub hidden: Tensor,
-    /// Each row's own cache: the prefix (when it is not `shared`), then its padded prompt.
+    /// Hidden states `[b, hidden]` of each row's last prompt position.
+    pub last: Tensor,
+    /// Each row's own cache: its padded prompt after the prefix.
     pub cache: KvCache,
-    /// The prefix's batch-1 cache that every row attends to without a copy (batches of two or
-    /// more rows; one row keeps it inside `cache`, measured faster).
+    /// The prefix's batch-1 cache that every row attends to without a copy.
     pub shared: Option<KvCache>,
     /// Tokens covered by the prefix cache (0 without one).
     pub prefix_len: usize,
@@ -22,35 +28,22 @@ pub struct Prefill {
     pub lens: Vec<usize>,
 }
 
-impl Prefill {
-    /// `(row, position in hidden)` of each row's last prompt token.
-    pub fn last_rows(&self) -> Vec<(usize, usize)> {
-        self.lens
-            .iter()
-            .enumerate()
-            .map(|(bi, &l)| (bi, l - 1 - self.prefix_len))
-            .collect()
-    }
-}
-
 impl Decoder {
     /// Computes and keeps the cache of `prefix` (batch 1); an empty prefix clears it.
     pub fn set_prefix(&self, prefix: &[u32]) -> Result<()> {
-        let mut slot = self.prefix.lock().expect("prefix lock");
-        if prefix.is_empty() {
+        {
+            let mut slot = self.prefix.lock().expect("prefix lock");
+            if slot.as_ref().is_some_and(|(t, _)| t == prefix) {
+                return Ok(());
+            }
             *slot = None;
+        }
+        if prefix.is_empty() {
             return Ok(());
         }
-        if slot.as_ref().is_some_and(|(t, _)| t == prefix) {
-            return Ok(());
-        }
-        let dev = self.device().clone();
-        let n = prefix.len();
-        let toks = Tensor::from_vec(prefix.to_vec(), (1, n), &dev)?;
-        let pos = Tensor::arange(0u32, n as u32, &dev)?.reshape((1, n))?;
-        let mask = build_mask(1, n, n, &dev, |_, q, k| k <= q)?;
-        let (_, cache) = self.forward(&toks, &pos, &mask, None)?;
-        *slot = Some((prefix.to_vec(), cache));
+        // Prefilled in chunks like any prompt (no prefix is set while it runs).
+        let cache = self.prefill(&[prefix])?.cache;
+        *self.prefix.lock().expect("prefix lock") = Some((prefix.to_vec(), cache));
         Ok(())
     }
 
@@ -85,22 +78,56 @@ impl Decoder {
                 pos.push((p + t) as u32);
             }
         }
-        let toks = Tensor::from_vec(toks, (b, lp), &dev)?;
-        let pos = Tensor::from_vec(pos, (b, lp), &dev)?;
-        let mask = build_mask(b, lp, p + lp, &dev, |_, q, k| k < p || k - p <= q)?;
-        // One row attends to the prefix cache as its own (measured faster: no stacking copies);
-        // several rows share it without a copy per row (less memory: ~30 MB per row for
-        // SmolLM2's 640-token prefix).
-        let (shared, own) = if b == 1 {
-            (None, prefix.as_ref())
-        } else {
-            (prefix.as_ref(), None)
-        };
-        let (hidden, cache) = self.forward_with_prefix(&toks, &pos, &mask, shared, own)?;
+        // Every row attends to the prefix's cache in place, never copied into its own: the
+        // fused CPU attention reads it as a separate run of keys (copying SmolLM2's 112-token
+        // prefix into each row's cache cost 5 MB and a copy per layer).
+        let mut parts: Vec<KvCache> = Vec::new();
+        let mut last = Vec::with_capacity(b);
+        for c0 in (0..lp).step_by(PREFILL_CHUNK) {
+            let cl = PREFILL_CHUNK.min(lp - c0);
+            let slice = |v: &[u32]| -> Vec<u32> {
+                (0..b)
+                    .flat_map(|r| v[r * lp + c0..r * lp + c0 + cl].to_vec())
+                    .collect()
+            };
+            let ct = Tensor::from_vec(slice(&toks), (b, cl), &dev)?;
+            let cp = Tensor::from_vec(slice(&pos), (b, cl), &dev)?;
+            let mask = build_mask(b, cl, p + c0 + cl, &dev, |_, q, k| k < p || k - p <= c0 + q)?;
+            let earlier: Vec<&KvCache> = parts.iter().collect();
+            let (hidden, cache) =
+                self.run_layers(&ct, &cp, &mask, prefix.as_ref(), &earlier, Keep::Own)?;
+            parts.push(cache.expect("own cache"));
+            // The rows whose last prompt position is in this chunk.
+            let rows: Vec<(usize, usize)> = lens
+                .iter()
+                .enumerate()
+                .filter(|(_, &l)| (c0..c0 + cl).contains(&(l - 1 - p)))
+                .map(|(bi, &l)| (bi, l - 1 - p - c0))
+                .collect();
+            if !rows.is_empty() {
+                last.push((
+                    rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                    gather_rows(&hidden, &rows)?,
+                ));
+            }
+        }
+        // Each row's last hidden state, in row order.
+        let mut order = vec![0u32; b];
+        let mut n = 0;
+        for (rows, _) in &last {
+            for &r in rows {
+                order[r] = n;
+                n += 1;
+            }
+        }
+        let gathered: Vec<&Tensor> = last.iter().map(|(_, t)| t).collect();
+        let last =
+            Tensor::cat(&gathered, 0)?.index_select(&Tensor::from_vec(order, b, &dev)?, 0)?;
+        let cache = KvCache::concat(parts)?;
         Ok(Prefill {
-            hidden,
+            last,
             cache,
-            shared: shared.cloned(),
+            shared: prefix,
             prefix_len: p,
             keys: p + lp,
             lens,

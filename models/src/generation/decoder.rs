@@ -3,7 +3,7 @@
 //! against each row's KV cache.
 
 use super::{DecodeState, IncrementalDecoder};
-use crate::architectures::decoder::{build_mask, gather_rows, Decoder, KvCache};
+use crate::architectures::decoder::{build_mask, Decoder, KvCache};
 use candle_core::{Result, Tensor, D};
 
 impl IncrementalDecoder for Decoder {
@@ -14,8 +14,7 @@ impl IncrementalDecoder for Decoder {
             }
         }
         let pre = self.prefill(prompts)?;
-        let hidden = gather_rows(&pre.hidden, &pre.last_rows())?;
-        let logits = self.logits(&hidden)?;
+        let logits = self.logits(&pre.last)?;
         Ok(Box::new(DecoderState {
             model: self,
             shared: pre.shared,

@@ -5,7 +5,7 @@
 //! prefix (the task's instructions) is prefilled once per run and its cache reused by every
 //! batch whose prompts all start with it, so each row's prefill covers only its own tokens.
 
-use crate::architectures::decoder::{build_mask, gather_rows, Decoder};
+use crate::architectures::decoder::{build_mask, gather_rows, Decoder, Keep};
 use crate::scoring::trie::CandidateTrie;
 use crate::scoring::trie_logprobs::{candidate_logprobs, fed_slots};
 use crate::scoring::{CandidateLogprobs, ContinuationScorer, ScoreRequest};
@@ -56,7 +56,7 @@ impl ContinuationScorer for Decoder {
         let n = fed.iter().map(|f| f.len()).max().unwrap();
         // 3. Logits only where a candidate token is predicted: each prompt's last position and
         //    every fed node (in `inner_nodes` order).
-        let mut hidden = vec![gather_rows(&pre.hidden, &pre.last_rows())?];
+        let mut hidden = vec![pre.last.clone()];
         if n > 0 {
             let mut toks = Vec::with_capacity(b * n);
             let mut pos = Vec::with_capacity(b * n);
@@ -81,8 +81,10 @@ impl ContinuationScorer for Decoder {
                     j < nodes.len() && tries[bi].is_ancestor_or_self(nodes[j], nodes[q])
                 }
             })?;
+            // Nothing is fed after the candidates: their keys are not kept, and the row's cache is
+            // read where it lies.
             let (hidden_cand, _) =
-                self.forward_with_prefix(&toks, &pos, &mask, separate, Some(cache))?;
+                self.run_layers(&toks, &pos, &mask, separate, &[cache], Keep::Nothing)?;
             hidden.push(gather_rows(&hidden_cand, &fed_slots(&fed, 0))?);
         }
         let logits = self.logits(&Tensor::cat(&hidden, 0)?)?;

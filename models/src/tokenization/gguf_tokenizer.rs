@@ -40,13 +40,25 @@ pub fn tokenizer_from_gguf(meta: &Metadata) -> Result<Tokenizer> {
         .string("tokenizer.ggml.pre")
         .unwrap_or_else(|_| "default".to_string());
 
-    let vocab: tokenizers::models::bpe::Vocab = tokens
+    // Control and user-defined tokens are matched whole (taken before the vocabulary
+    // consumes the token strings).
+    let specials: Vec<AddedToken> = types
         .iter()
         .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
+        .filter(|(_, &t)| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED)
+        .filter_map(|(i, &t)| {
+            tokens
+                .get(i)
+                .map(|s| AddedToken::from(s.clone(), t == TOKEN_TYPE_CONTROL))
+        })
+        .collect();
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (t, i as u32))
         .collect();
     let merges: Vec<(String, String)> = merges
-        .iter()
+        .into_iter()
         .map(|m| {
             m.split_once(' ')
                 .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -92,16 +104,6 @@ pub fn tokenizer_from_gguf(meta: &Metadata) -> Result<Tokenizer> {
     tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
     tokenizer.with_decoder(Some(ByteLevel::default()));
 
-    let specials: Vec<AddedToken> = types
-        .iter()
-        .enumerate()
-        .filter(|(_, &t)| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED)
-        .filter_map(|(i, &t)| {
-            tokens
-                .get(i)
-                .map(|s| AddedToken::from(s.clone(), t == TOKEN_TYPE_CONTROL))
-        })
-        .collect();
     tokenizer
         .add_special_tokens(specials)
         .map_err(|e| anyhow::anyhow!("cannot add special tokens: {e}"))?;

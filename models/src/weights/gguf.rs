@@ -103,6 +103,33 @@ impl Metadata {
     pub fn bool(&self, key: &str) -> Result<bool> {
         self.get(key)?.to_bool().map_err(|e| self.bad(key, e))
     }
+    /// Element `index` of a string array.
+    pub fn string_at(&self, key: &str, index: usize) -> Result<String> {
+        let arr = self.get(key)?.to_vec().map_err(|e| self.bad(key, e))?;
+        let v = arr.get(index).with_context(|| {
+            format!(
+                "{}: GGUF metadata key '{key}' has {} entries, not {}",
+                self.source,
+                arr.len(),
+                index + 1
+            )
+        })?;
+        Ok(v.to_string().map_err(|e| self.bad(key, e))?.clone())
+    }
+    /// Removes the tokenizer's arrays (tokens, merges, types: megabytes for a large
+    /// vocabulary) once the tokenizer is built.
+    pub fn drop_tokenizer_arrays(&mut self) {
+        self.values.retain(|k, _| {
+            !matches!(
+                k.as_str(),
+                "tokenizer.ggml.tokens"
+                    | "tokenizer.ggml.merges"
+                    | "tokenizer.ggml.token_type"
+                    | "tokenizer.ggml.scores"
+            )
+        });
+        self.values.shrink_to_fit();
+    }
     pub fn string_array(&self, key: &str) -> Result<Vec<String>> {
         let arr = self.get(key)?.to_vec().map_err(|e| self.bad(key, e))?;
         arr.iter()
@@ -142,7 +169,7 @@ impl GgufFile {
             .with_context(|| format!("cannot open model file {}", path.display()))?;
         let file_len = file.metadata()?.len();
         let mut reader = BufReader::new(file);
-        let content = gguf_file::Content::read(&mut reader).map_err(|e| {
+        let mut content = gguf_file::Content::read(&mut reader).map_err(|e| {
             anyhow::anyhow!(
                 "{} is not a readable GGUF file ({e}); the file may be truncated or corrupted: delete it and fetch it again",
                 path.display()
@@ -150,7 +177,8 @@ impl GgufFile {
         })?;
         let metadata = Metadata {
             source: path.display().to_string(),
-            values: content.metadata.clone(),
+            // Taken, not copied: a vocabulary's token and merge arrays are megabytes.
+            values: std::mem::take(&mut content.metadata),
         };
         let gguf = GgufFile {
             path: path.to_path_buf(),
@@ -289,7 +317,14 @@ impl GgufFile {
         }
         let vocab_size = match m.u32(&key("vocab_size")) {
             Ok(v) => v as usize,
-            Err(_) => m.string_array("tokenizer.ggml.tokens")?.len(),
+            // Else the embedding table's rows (the tokenizer's arrays are dropped once read).
+            Err(_) => match self.content.tensor_infos.get("token_embd.weight") {
+                Some(info) => info.shape.dims()[0],
+                None => bail!(
+                    "{}: tensor 'token_embd.weight' is missing",
+                    self.path.display()
+                ),
+            },
         };
         Ok(DecoderConfig {
             n_layers: m.u32(&key("block_count"))? as usize,
