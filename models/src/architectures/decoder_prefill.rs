@@ -16,8 +16,9 @@ pub const PREFILL_CHUNK: usize = 256;
 pub struct Prefill {
     /// Hidden states `[b, hidden]` of each row's last prompt position.
     pub last: Tensor,
-    /// Each row's own cache: its padded prompt after the prefix.
-    pub cache: KvCache,
+    /// Each row's own cache (its padded prompt after the prefix), one part per chunk: attended
+    /// to where they lie; [`KvCache::concat`] joins them for a cache that grows.
+    pub parts: Vec<KvCache>,
     /// The prefix's batch-1 cache that every row attends to without a copy.
     pub shared: Option<KvCache>,
     /// Tokens covered by the prefix cache (0 without one).
@@ -42,7 +43,7 @@ impl Decoder {
             return Ok(());
         }
         // Prefilled in chunks like any prompt (no prefix is set while it runs).
-        let cache = self.prefill(&[prefix])?.cache;
+        let cache = KvCache::concat(self.prefill(&[prefix])?.parts)?;
         *self.prefix.lock().expect("prefix lock") = Some((prefix.to_vec(), cache));
         Ok(())
     }
@@ -123,10 +124,9 @@ impl Decoder {
         let gathered: Vec<&Tensor> = last.iter().map(|(_, t)| t).collect();
         let last =
             Tensor::cat(&gathered, 0)?.index_select(&Tensor::from_vec(order, b, &dev)?, 0)?;
-        let cache = KvCache::concat(parts)?;
         Ok(Prefill {
             last,
-            cache,
+            parts,
             shared: prefix,
             prefix_len: p,
             keys: p + lp,

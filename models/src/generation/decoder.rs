@@ -18,7 +18,7 @@ impl IncrementalDecoder for Decoder {
         Ok(Box::new(DecoderState {
             model: self,
             shared: pre.shared,
-            cache: pre.cache,
+            cache: KvCache::concat(pre.parts)?,
             keys: pre.keys,
             lens: pre.lens,
             step: 0,
