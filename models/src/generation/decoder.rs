@@ -1,9 +1,10 @@
 //! Incremental decoding for the Llama / Mistral / Qwen2 decoder (GGUF and safetensors): one
 //! batched prefill that reuses the shared instruction prefix, then one token per row per step
-//! against each row's KV cache.
+//! against each row's KV cache (the prompt's read where it lies; only the generated tokens' keys
+//! are copied to grow).
 
 use super::{DecodeState, IncrementalDecoder};
-use crate::architectures::decoder::{build_mask, Decoder, KvCache};
+use crate::architectures::decoder::{build_mask, Decoder, Keep, KvCache};
 use candle_core::{Result, Tensor, D};
 
 impl IncrementalDecoder for Decoder {
@@ -18,7 +19,8 @@ impl IncrementalDecoder for Decoder {
         Ok(Box::new(DecoderState {
             model: self,
             shared: pre.shared,
-            cache: KvCache::concat(pre.parts)?,
+            parts: pre.parts,
+            tail: None,
             keys: pre.keys,
             lens: pre.lens,
             step: 0,
@@ -34,7 +36,11 @@ impl IncrementalDecoder for Decoder {
 struct DecoderState<'a> {
     model: &'a Decoder,
     shared: Option<KvCache>,
-    cache: KvCache,
+    /// The prompts' caches, one part per prefill chunk: read where they lie, never copied.
+    parts: Vec<KvCache>,
+    /// The generated tokens' keys and values (the only cache that grows, so the only one copied
+    /// to append a step).
+    tail: Option<KvCache>,
     /// Keys before the first generated token (prefix + padded prompts).
     keys: usize,
     lens: Vec<usize>,
@@ -53,9 +59,11 @@ impl DecodeState for DecoderState<'_> {
         let dev = self.model.device().clone();
         let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
         let idx = Tensor::from_vec(idx, rows.len(), &dev)?;
-        for (k, v) in self.cache.layers.iter_mut() {
-            *k = k.index_select(&idx, 0)?;
-            *v = v.index_select(&idx, 0)?;
+        for cache in self.parts.iter_mut().chain(self.tail.iter_mut()) {
+            for (k, v) in cache.layers.iter_mut() {
+                *k = k.index_select(&idx, 0)?;
+                *v = v.index_select(&idx, 0)?;
+            }
         }
         self.lens = rows.iter().map(|&r| self.lens[r]).collect();
         self.logits = self.logits.index_select(&idx, 0)?;
@@ -76,14 +84,20 @@ impl DecodeState for DecoderState<'_> {
         let mask = build_mask(b, 1, keys + self.step + 1, &dev, |bi, _, k| {
             k < lens[bi] || k >= keys
         })?;
-        let (hidden, cache) = self.model.forward_with_prefix(
+        let earlier: Vec<&KvCache> = self.parts.iter().chain(self.tail.iter()).collect();
+        let (hidden, own) = self.model.run_layers(
             &toks,
             &pos,
             &mask,
             self.shared.as_ref(),
-            Some(&self.cache),
+            &earlier,
+            Keep::Own,
         )?;
-        self.cache = cache;
+        let own = own.expect("own cache");
+        self.tail = Some(match self.tail.take() {
+            Some(tail) => KvCache::concat(vec![tail, own])?,
+            None => own,
+        });
         self.step += 1;
         let (_, _, h) = hidden.dims3()?;
         self.logits = self.model.logits(&hidden.reshape((b, h))?)?;
