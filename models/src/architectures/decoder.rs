@@ -8,6 +8,8 @@
 //! - the KV cache of one call can be passed to the next without copying it per label;
 //! - the forward pass returns hidden states, and logits are computed only for chosen rows.
 
+pub(crate) use crate::architectures::kv_cache::Keep;
+pub use crate::architectures::kv_cache::KvCache;
 pub use crate::architectures::linear::{Linear, MatWeight, Projections};
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Result, Tensor};
@@ -160,53 +162,6 @@ pub struct DecoderWeights {
     pub lm_head: MatWeight,
 }
 
-/// Keys and values of every layer for a batch: `[batch, kv_heads, len, head_dim]` each.
-#[derive(Clone)]
-pub struct KvCache {
-    pub layers: Vec<(Tensor, Tensor)>,
-}
-
-/// The keys and values [`Decoder::run_layers`] returns.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Keep {
-    /// None (tokens nothing is fed after).
-    Nothing,
-    /// The fed tokens' only.
-    Own,
-    /// The earlier caches' followed by the fed tokens'.
-    Joined,
-}
-
-impl KvCache {
-    /// The caches of consecutive runs of tokens joined into one, a layer at a time (each
-    /// layer's parts are freed as soon as it is joined, so the whole is never held twice).
-    pub fn concat(parts: Vec<KvCache>) -> Result<KvCache> {
-        if parts.len() == 1 {
-            return Ok(parts.into_iter().next().expect("one part"));
-        }
-        let mut layers: Vec<_> = parts.into_iter().map(|p| p.layers.into_iter()).collect();
-        let mut joined = Vec::new();
-        loop {
-            let parts: Vec<(Tensor, Tensor)> =
-                layers.iter_mut().filter_map(Iterator::next).collect();
-            if parts.is_empty() {
-                return Ok(KvCache { layers: joined });
-            }
-            let (ks, vs): (Vec<&Tensor>, Vec<&Tensor>) = parts.iter().map(|(k, v)| (k, v)).unzip();
-            joined.push((Tensor::cat(&ks, 2)?, Tensor::cat(&vs, 2)?));
-        }
-    }
-    pub fn len(&self) -> usize {
-        self.layers
-            .first()
-            .map(|(k, _)| k.dim(2).unwrap_or(0))
-            .unwrap_or(0)
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 pub struct Decoder {
     pub config: DecoderConfig,
     weights: DecoderWeights,
@@ -291,7 +246,7 @@ impl Decoder {
         mask: &Tensor,
         prefix: Option<&KvCache>,
         earlier: &[&KvCache],
-        keep: Keep,
+        keep: Keep<'_>,
     ) -> Result<(Tensor, Option<KvCache>)> {
         let (b, t) = tokens.dims2()?;
         let cfg = &self.config;
@@ -376,6 +331,10 @@ impl Decoder {
                 };
             match keep {
                 Keep::Nothing => {}
+                Keep::Into(dst, at) => {
+                    dst.layers[i].0.slice_set(&k, 2, at)?;
+                    dst.layers[i].1.slice_set(&v, 2, at)?;
+                }
                 Keep::Own => new_cache.push((k, v)),
                 Keep::Joined => new_cache.push(match all {
                     Some(all) => all,
@@ -388,7 +347,7 @@ impl Decoder {
         }
         Ok((
             x.reshape((b, t, cfg.hidden_size))?,
-            (keep != Keep::Nothing).then_some(KvCache { layers: new_cache }),
+            matches!(keep, Keep::Own | Keep::Joined).then_some(KvCache { layers: new_cache }),
         ))
     }
 

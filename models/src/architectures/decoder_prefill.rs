@@ -4,7 +4,7 @@
 //! a long row's activations never exceed a chunk's.
 
 use super::decoder::{build_mask, gather_rows, Decoder, Keep, KvCache};
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
 /// Prompt positions per forward pass of a prefill (llama.cpp's micro-batch is 512). Each chunk
 /// attends to the earlier chunks' caches where they lie; the activations held at once are a
@@ -16,9 +16,8 @@ pub const PREFILL_CHUNK: usize = 256;
 pub struct Prefill {
     /// Hidden states `[b, hidden]` of each row's last prompt position.
     pub last: Tensor,
-    /// Each row's own cache (its padded prompt after the prefix), one part per chunk: attended
-    /// to where they lie; [`KvCache::concat`] joins them for a cache that grows.
-    pub parts: Vec<KvCache>,
+    /// Each row's own cache: its padded prompt after the prefix.
+    pub cache: KvCache,
     /// The prefix's batch-1 cache that every row attends to without a copy.
     pub shared: Option<KvCache>,
     /// Tokens covered by the prefix cache (0 without one).
@@ -43,7 +42,7 @@ impl Decoder {
             return Ok(());
         }
         // Prefilled in chunks like any prompt (no prefix is set while it runs).
-        let cache = KvCache::concat(self.prefill(&[prefix])?.parts)?;
+        let cache = self.prefill(&[prefix])?.cache;
         *self.prefix.lock().expect("prefix lock") = Some((prefix.to_vec(), cache));
         Ok(())
     }
@@ -82,7 +81,22 @@ impl Decoder {
         // Every row attends to the prefix's cache in place, never copied into its own: the
         // fused CPU attention reads it as a separate run of keys (copying SmolLM2's 112-token
         // prefix into each row's cache cost 5 MB and a copy per layer).
-        let mut parts: Vec<KvCache> = Vec::new();
+        // Prompts that fit in one chunk keep its keys as their cache; longer ones have every chunk
+        // write its keys into one cache of the whole length, allocated before the first
+        // (activations are f32 on every device), which later chunks attend to up to where they
+        // start.
+        let cfg = &self.config;
+        let whole = if lp > PREFILL_CHUNK {
+            let shape = (b, cfg.n_kv_heads, lp, cfg.head_dim);
+            let z = || Tensor::zeros(shape, DType::F32, &dev);
+            let layers = (0..cfg.n_layers)
+                .map(|_| Ok((z()?, z()?)))
+                .collect::<Result<_>>()?;
+            Some(KvCache { layers })
+        } else {
+            None
+        };
+        let mut cache: Option<KvCache> = None;
         let mut last = Vec::with_capacity(b);
         for c0 in (0..lp).step_by(PREFILL_CHUNK) {
             let cl = PREFILL_CHUNK.min(lp - c0);
@@ -94,10 +108,21 @@ impl Decoder {
             let ct = Tensor::from_vec(slice(&toks), (b, cl), &dev)?;
             let cp = Tensor::from_vec(slice(&pos), (b, cl), &dev)?;
             let mask = build_mask(b, cl, p + c0 + cl, &dev, |_, q, k| k < p || k - p <= c0 + q)?;
-            let earlier: Vec<&KvCache> = parts.iter().collect();
-            let (hidden, cache) =
-                self.run_layers(&ct, &cp, &mask, prefix.as_ref(), &earlier, Keep::Own)?;
-            parts.push(cache.expect("own cache"));
+            let hidden = match &whole {
+                None => {
+                    let (hidden, own) =
+                        self.run_layers(&ct, &cp, &mask, prefix.as_ref(), &[], Keep::Own)?;
+                    cache = own;
+                    hidden
+                }
+                Some(whole) => {
+                    let earlier = whole.narrow(c0)?;
+                    let earlier: Vec<&KvCache> = if c0 > 0 { vec![&earlier] } else { vec![] };
+                    let keep = Keep::Into(whole, c0);
+                    self.run_layers(&ct, &cp, &mask, prefix.as_ref(), &earlier, keep)?
+                        .0
+                }
+            };
             // The rows whose last prompt position is in this chunk.
             let rows: Vec<(usize, usize)> = lens
                 .iter()
@@ -126,7 +151,7 @@ impl Decoder {
             Tensor::cat(&gathered, 0)?.index_select(&Tensor::from_vec(order, b, &dev)?, 0)?;
         Ok(Prefill {
             last,
-            parts,
+            cache: whole.or(cache).expect("at least one chunk"),
             shared: prefix,
             prefix_len: p,
             keys: p + lp,

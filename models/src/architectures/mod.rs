@@ -4,5 +4,6 @@
 pub mod bert;
 pub mod decoder;
 pub mod decoder_prefill;
+pub mod kv_cache;
 pub mod linear;
 pub mod t5;

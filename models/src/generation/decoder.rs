@@ -19,7 +19,7 @@ impl IncrementalDecoder for Decoder {
         Ok(Box::new(DecoderState {
             model: self,
             shared: pre.shared,
-            parts: pre.parts,
+            prompt: pre.cache,
             tail: None,
             keys: pre.keys,
             lens: pre.lens,
@@ -36,8 +36,8 @@ impl IncrementalDecoder for Decoder {
 struct DecoderState<'a> {
     model: &'a Decoder,
     shared: Option<KvCache>,
-    /// The prompts' caches, one part per prefill chunk: read where they lie, never copied.
-    parts: Vec<KvCache>,
+    /// The prompts' cache: read where it lies, never copied.
+    prompt: KvCache,
     /// The generated tokens' keys and values (the only cache that grows, so the only one copied
     /// to append a step).
     tail: Option<KvCache>,
@@ -59,7 +59,7 @@ impl DecodeState for DecoderState<'_> {
         let dev = self.model.device().clone();
         let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
         let idx = Tensor::from_vec(idx, rows.len(), &dev)?;
-        for cache in self.parts.iter_mut().chain(self.tail.iter_mut()) {
+        for cache in std::iter::once(&mut self.prompt).chain(self.tail.iter_mut()) {
             for (k, v) in cache.layers.iter_mut() {
                 *k = k.index_select(&idx, 0)?;
                 *v = v.index_select(&idx, 0)?;
@@ -84,7 +84,9 @@ impl DecodeState for DecoderState<'_> {
         let mask = build_mask(b, 1, keys + self.step + 1, &dev, |bi, _, k| {
             k < lens[bi] || k >= keys
         })?;
-        let earlier: Vec<&KvCache> = self.parts.iter().chain(self.tail.iter()).collect();
+        let earlier: Vec<&KvCache> = std::iter::once(&self.prompt)
+            .chain(self.tail.iter())
+            .collect();
         let (hidden, own) = self.model.run_layers(
             &toks,
             &pos,

@@ -5,7 +5,7 @@
 //! prefix (the task's instructions) is prefilled once per run and its cache reused by every
 //! batch whose prompts all start with it, so each row's prefill covers only its own tokens.
 
-use crate::architectures::decoder::{build_mask, gather_rows, Decoder, Keep, KvCache};
+use crate::architectures::decoder::{build_mask, gather_rows, Decoder, Keep};
 use crate::scoring::trie::CandidateTrie;
 use crate::scoring::trie_logprobs::{candidate_logprobs, fed_slots};
 use crate::scoring::{CandidateLogprobs, ContinuationScorer, ScoreRequest};
@@ -46,8 +46,7 @@ impl ContinuationScorer for Decoder {
         // 1. Prefill (of what follows the shared prefix, whose cache is reused).
         let prompts: Vec<&[u32]> = requests.iter().map(|r| r.prompt.as_slice()).collect();
         let pre = self.prefill(&prompts)?;
-        let (lp, separate) = (pre.keys, pre.shared.as_ref());
-        let cache: Vec<&KvCache> = pre.parts.iter().collect();
+        let (lp, separate, cache) = (pre.keys, pre.shared.as_ref(), &pre.cache);
 
         // 2. Candidate pass over the trie nodes that have children: a node without children
         //    (every candidate's last token) predicts nothing, so it is never fed. All tries,
@@ -85,7 +84,7 @@ impl ContinuationScorer for Decoder {
             // Nothing is fed after the candidates: their keys are not kept, and the row's cache is
             // read where it lies.
             let (hidden_cand, _) =
-                self.run_layers(&toks, &pos, &mask, separate, &cache, Keep::Nothing)?;
+                self.run_layers(&toks, &pos, &mask, separate, &[cache], Keep::Nothing)?;
             hidden.push(gather_rows(&hidden_cand, &fed_slots(&fed, 0))?);
         }
         let logits = self.logits(&Tensor::cat(&hidden, 0)?)?;
