@@ -275,74 +275,85 @@ impl Decoder {
         };
         let mut new_cache = Vec::with_capacity(self.weights.layers.len());
         for (i, layer) in self.weights.layers.iter().enumerate() {
-            let residual = &x;
-            let xn = autolabel_kernels::rms_norm(&x, &layer.attn_norm, cfg.rms_norm_eps as f32)?;
-            let qkv = layer.qkv.forward(&xn)?;
-            let heads = |x: &Tensor, n: usize| -> Result<Tensor> {
-                x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
-            };
-            let (q, k, v) = (
-                heads(&qkv[0], h)?,
-                heads(&qkv[1], kvh)?,
-                heads(&qkv[2], kvh)?,
-            );
-            let (q, k) = match cfg.rope_style {
-                RopeStyle::Interleaved => (
-                    candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
-                    candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
-                ),
-                RopeStyle::Halves => (
-                    candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
-                    candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
-                ),
-            };
-            let prefix_kv = prefix.map(|p| &p.layers[i]);
-            // The earlier caches with these tokens' keys appended (a copy), made only when needed.
-            let joined = || -> Result<(Tensor, Tensor)> {
-                if earlier.is_empty() {
-                    return Ok((k.clone(), v.clone()));
-                }
-                let ks: Vec<&Tensor> = earlier.iter().map(|c| &c.layers[i].0).chain([&k]).collect();
-                let vs: Vec<&Tensor> = earlier.iter().map(|c| &c.layers[i].1).chain([&v]).collect();
-                Ok((Tensor::cat(&ks, 2)?, Tensor::cat(&vs, 2)?))
-            };
-            // On the CPU one fused pass over the prefix, the caches and these keys where they
-            // lie (no copies, causal blocks); on other devices candle's ops.
-            let before: Vec<(&Tensor, &Tensor)> = prefix_kv
-                .into_iter()
-                .chain(earlier.iter().map(|c| &c.layers[i]))
-                .map(|(k, v)| (k, v))
-                .collect();
-            let (attn, all) =
-                match autolabel_kernels::attention_cpu(&q, &k, &v, mask, &before, scale)? {
-                    Some(out) => (out, None),
-                    None => {
-                        let (k_all, v_all) = joined()?;
-                        let out = match (&chunks, prefix_kv) {
-                            // A long causal prefill: each block of queries against the keys
-                            // it can see.
-                            (Some(chunks), None) => {
-                                chunked_attention(&q, &k_all, &v_all, mask, chunks, scale)?
-                            }
-                            _ => attention(&q, &k_all, &v_all, mask, prefix_kv, scale)?,
-                        };
-                        (out.transpose(1, 2)?, Some((k_all, v_all)))
-                    }
+            // The attention half in a block of its own, so its temporaries (norm, projections,
+            // heads, rotated copies, attention output, the layer's input) are freed before the
+            // feed-forward's larger ones are made (SmolLM2: ~17 KiB a position).
+            let residual = x;
+            let x1 = {
+                let xn = autolabel_kernels::rms_norm(
+                    &residual,
+                    &layer.attn_norm,
+                    cfg.rms_norm_eps as f32,
+                )?;
+                let qkv = layer.qkv.forward(&xn)?;
+                let heads = |x: &Tensor, n: usize| -> Result<Tensor> {
+                    x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
                 };
-            match keep {
-                Keep::Nothing => {}
-                Keep::Into(dst, at) => {
-                    dst.layers[i].0.slice_set(&k, 2, at)?;
-                    dst.layers[i].1.slice_set(&v, 2, at)?;
+                let (q, k, v) = (
+                    heads(&qkv[0], h)?,
+                    heads(&qkv[1], kvh)?,
+                    heads(&qkv[2], kvh)?,
+                );
+                let (q, k) = match cfg.rope_style {
+                    RopeStyle::Interleaved => (
+                        candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
+                        candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
+                    ),
+                    RopeStyle::Halves => (
+                        candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
+                        candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
+                    ),
+                };
+                let prefix_kv = prefix.map(|p| &p.layers[i]);
+                // The earlier caches with these tokens' keys appended (a copy), made only when needed.
+                let joined = || -> Result<(Tensor, Tensor)> {
+                    if earlier.is_empty() {
+                        return Ok((k.clone(), v.clone()));
+                    }
+                    let ks: Vec<&Tensor> =
+                        earlier.iter().map(|c| &c.layers[i].0).chain([&k]).collect();
+                    let vs: Vec<&Tensor> =
+                        earlier.iter().map(|c| &c.layers[i].1).chain([&v]).collect();
+                    Ok((Tensor::cat(&ks, 2)?, Tensor::cat(&vs, 2)?))
+                };
+                // On the CPU one fused pass over the prefix, the caches and these keys where they
+                // lie (no copies, causal blocks); on other devices candle's ops.
+                let before: Vec<(&Tensor, &Tensor)> = prefix_kv
+                    .into_iter()
+                    .chain(earlier.iter().map(|c| &c.layers[i]))
+                    .map(|(k, v)| (k, v))
+                    .collect();
+                let (attn, all) =
+                    match autolabel_kernels::attention_cpu(&q, &k, &v, mask, &before, scale)? {
+                        Some(out) => (out, None),
+                        None => {
+                            let (k_all, v_all) = joined()?;
+                            let out = match (&chunks, prefix_kv) {
+                                // A long causal prefill: each block of queries against the keys
+                                // it can see.
+                                (Some(chunks), None) => {
+                                    chunked_attention(&q, &k_all, &v_all, mask, chunks, scale)?
+                                }
+                                _ => attention(&q, &k_all, &v_all, mask, prefix_kv, scale)?,
+                            };
+                            (out.transpose(1, 2)?, Some((k_all, v_all)))
+                        }
+                    };
+                match keep {
+                    Keep::Nothing => {}
+                    Keep::Into(dst, at) => {
+                        dst.layers[i].0.slice_set(&k, 2, at)?;
+                        dst.layers[i].1.slice_set(&v, 2, at)?;
+                    }
+                    Keep::Own => new_cache.push((k, v)),
+                    Keep::Joined => new_cache.push(match all {
+                        Some(all) => all,
+                        None => joined()?,
+                    }),
                 }
-                Keep::Own => new_cache.push((k, v)),
-                Keep::Joined => new_cache.push(match all {
-                    Some(all) => all,
-                    None => joined()?,
-                }),
-            }
-            let attn = attn.reshape((b * t, h * hd))?;
-            let x1 = (residual + layer.o.forward(&attn)?)?;
+                let attn = attn.reshape((b * t, h * hd))?;
+                (residual + layer.o.forward(&attn)?)?
+            };
             x = self.feed_forward(layer, &x1)?;
         }
         Ok((
@@ -355,7 +366,9 @@ impl Decoder {
     fn feed_forward(&self, layer: &Layer, x1: &Tensor) -> Result<Tensor> {
         let xn = autolabel_kernels::rms_norm(x1, &layer.ffn_norm, self.config.rms_norm_eps as f32)?;
         let gate_up = crate::architectures::linear::forward_shared(&[&layer.gate, &layer.up], &xn)?;
+        drop(xn);
         let ff = autolabel_kernels::silu_mul(&gate_up[0], &gate_up[1])?;
+        drop(gate_up); // freed before the down projection's output is made
         x1 + layer.down.forward(&ff)?
     }
 
