@@ -80,11 +80,10 @@ impl Decoder {
         }
         // Every row attends to the prefix's cache in place, never copied into its own: the
         // fused CPU attention reads it as a separate run of keys (copying SmolLM2's 112-token
-        // prefix into each row's cache cost 5 MB and a copy per layer).
-        // Prompts that fit in one chunk keep its keys as their cache; longer ones have every chunk
-        // write its keys into one cache of the whole length, allocated before the first
-        // (activations are f32 on every device), which later chunks attend to up to where they
-        // start.
+        // prefix into each row's cache cost 5 MB and a copy per layer). Prompts that fit in one
+        // chunk keep its keys as their cache; longer ones have every chunk write its keys into
+        // one cache of the whole length, allocated before the first (activations are f32 on
+        // every device), which later chunks attend to up to where they start.
         let cfg = &self.config;
         let whole = if lp > PREFILL_CHUNK {
             let shape = (b, cfg.n_kv_heads, lp, cfg.head_dim);
