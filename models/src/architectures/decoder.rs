@@ -215,23 +215,9 @@ impl Decoder {
         mask: &Tensor,
         cache: Option<&KvCache>,
     ) -> Result<(Tensor, KvCache)> {
-        self.forward_with_prefix(tokens, positions, mask, None, cache)
-    }
-
-    /// [`Self::forward`] with a batch-1 `prefix` cache that every row attends to before its own
-    /// `cache` (keys in the mask: prefix, then cache, then these tokens). The prefix is never
-    /// copied or repeated per row; the returned cache holds only `cache` + these tokens.
-    pub fn forward_with_prefix(
-        &self,
-        tokens: &Tensor,
-        positions: &Tensor,
-        mask: &Tensor,
-        prefix: Option<&KvCache>,
-        cache: Option<&KvCache>,
-    ) -> Result<(Tensor, KvCache)> {
         let earlier: Vec<&KvCache> = cache.into_iter().collect();
         let (hidden, kept) =
-            self.run_layers(tokens, positions, mask, prefix, &earlier, Keep::Joined)?;
+            self.run_layers(tokens, positions, mask, None, &earlier, Keep::Joined)?;
         Ok((hidden, kept.expect("kept cache")))
     }
 

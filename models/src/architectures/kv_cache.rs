@@ -33,24 +33,17 @@ impl KvCache {
         Ok(KvCache { layers })
     }
 
-    /// The caches of consecutive runs of tokens joined into one, a layer at a time (each
-    /// layer's parts are freed as soon as it is joined, so the whole is never held twice).
-    pub fn concat(parts: Vec<KvCache>) -> Result<KvCache> {
-        if parts.len() == 1 {
-            return Ok(parts.into_iter().next().expect("one part"));
-        }
-        let mut layers: Vec<_> = parts.into_iter().map(|p| p.layers.into_iter()).collect();
-        let mut joined = Vec::new();
-        loop {
-            let parts: Vec<(Tensor, Tensor)> =
-                layers.iter_mut().filter_map(Iterator::next).collect();
-            if parts.is_empty() {
-                return Ok(KvCache { layers: joined });
-            }
-            let (ks, vs): (Vec<&Tensor>, Vec<&Tensor>) = parts.iter().map(|(k, v)| (k, v)).unzip();
-            joined.push((Tensor::cat(&ks, 2)?, Tensor::cat(&vs, 2)?));
-        }
+    /// This cache followed by `more` (the same rows), a copy.
+    pub fn append(&self, more: &KvCache) -> Result<KvCache> {
+        let layers = self
+            .layers
+            .iter()
+            .zip(&more.layers)
+            .map(|((k, v), (mk, mv))| Ok((Tensor::cat(&[k, mk], 2)?, Tensor::cat(&[v, mv], 2)?)))
+            .collect::<Result<_>>()?;
+        Ok(KvCache { layers })
     }
+
     pub fn len(&self) -> usize {
         self.layers
             .first()

@@ -97,7 +97,7 @@ impl DecodeState for DecoderState<'_> {
         )?;
         let own = own.expect("own cache");
         self.tail = Some(match self.tail.take() {
-            Some(tail) => KvCache::concat(vec![tail, own])?,
+            Some(tail) => tail.append(&own)?,
             None => own,
         });
         self.step += 1;
