@@ -329,3 +329,30 @@ fn prompts_longer_than_a_prefill_chunk_score_as_from_scratch() {
         dec.set_shared_prefix(&[]).unwrap();
     }
 }
+
+/// A batch whose label pass predicts at more positions than one chunk of logits holds (three
+/// rows of 60 four-token labels: 384 logit rows, six chunks, a row's positions falling into
+/// more than one) scores as from scratch.
+#[test]
+fn label_passes_longer_than_a_logit_chunk_score_as_from_scratch() {
+    use autolabel_models::scoring::trie_logprobs::LOGIT_ROWS;
+    let (_dir, dec) = load(&TinySpec::llama(), WeightFormat::F32);
+    let labels: Vec<Vec<u32>> = (0..60u32)
+        .map(|i| vec![3 + i % 7, 20 + i, 90 + i % 3, 261])
+        .collect();
+    let reqs: Vec<ScoreRequest> = (0..3)
+        .map(|j| ScoreRequest {
+            prompt: (0..12 + 5 * j).map(|i| ((i * 11 + j) % 250) as u32).collect(),
+            candidates: labels.clone(),
+        })
+        .collect();
+    let fed: usize = reqs
+        .iter()
+        .map(|r| autolabel_models::scoring::trie::CandidateTrie::build(&r.candidates).fed_nodes().len())
+        .sum();
+    assert!(fed + reqs.len() > 4 * LOGIT_ROWS, "{fed} fed nodes");
+    let got = dec.score_batch(&reqs).unwrap();
+    for (r, g) in reqs.iter().zip(&got) {
+        assert_close(&g.token_logprobs, &all_from_scratch(&dec, r), 1e-4, "many labels");
+    }
+}

@@ -87,7 +87,6 @@ impl ContinuationScorer for Decoder {
                 self.run_layers(&toks, &pos, &mask, separate, &[cache], Keep::Nothing)?;
             hidden.push(gather_rows(&hidden_cand, &fed_slots(&fed, 0))?);
         }
-        let logits = self.logits(&Tensor::cat(&hidden, 0)?)?;
-        candidate_logprobs(&tries, &logits)
+        candidate_logprobs(&tries, &Tensor::cat(&hidden, 0)?, |h| self.logits(h))
     }
 }
