@@ -356,24 +356,3 @@ fn label_passes_longer_than_a_logit_chunk_score_as_from_scratch() {
         assert_close(&g.token_logprobs, &all_from_scratch(&dec, r), 1e-4, "many labels");
     }
 }
-
-/// A batch of many short rows is prefilled in several chunks (a chunk is
-/// `PREFILL_CHUNK` positions across the batch: 20 rows of ~40 tokens take three) and scores as
-/// from scratch.
-#[test]
-fn many_short_rows_prefilled_in_chunks_score_as_from_scratch() {
-    use autolabel_models::architectures::decoder_prefill::PREFILL_CHUNK;
-    let (_dir, dec) = load(&TinySpec::llama(), WeightFormat::F32);
-    let reqs: Vec<ScoreRequest> = (0..20)
-        .map(|j| ScoreRequest {
-            prompt: (0..36 + j % 5).map(|i| ((i * 13 + j) % 250) as u32).collect(),
-            candidates: vec![vec![70, 80, 261], vec![70, 81, 261], vec![5, 261]],
-        })
-        .collect();
-    let positions: usize = reqs.len() * reqs.iter().map(|r| r.prompt.len()).max().unwrap();
-    assert!(positions > 3 * PREFILL_CHUNK, "{positions} positions");
-    let got = dec.score_batch(&reqs).unwrap();
-    for (r, g) in reqs.iter().zip(&got) {
-        assert_close(&g.token_logprobs, &all_from_scratch(&dec, r), 1e-4, "20 short rows");
-    }
-}
