@@ -342,17 +342,28 @@ fn label_passes_longer_than_a_logit_chunk_score_as_from_scratch() {
         .collect();
     let reqs: Vec<ScoreRequest> = (0..3)
         .map(|j| ScoreRequest {
-            prompt: (0..12 + 5 * j).map(|i| ((i * 11 + j) % 250) as u32).collect(),
+            prompt: (0..12 + 5 * j)
+                .map(|i| ((i * 11 + j) % 250) as u32)
+                .collect(),
             candidates: labels.clone(),
         })
         .collect();
     let fed: usize = reqs
         .iter()
-        .map(|r| autolabel_models::scoring::trie::CandidateTrie::build(&r.candidates).fed_nodes().len())
+        .map(|r| {
+            autolabel_models::scoring::trie::CandidateTrie::build(&r.candidates)
+                .fed_nodes()
+                .len()
+        })
         .sum();
     assert!(fed + reqs.len() > 4 * LOGIT_ROWS, "{fed} fed nodes");
     let got = dec.score_batch(&reqs).unwrap();
     for (r, g) in reqs.iter().zip(&got) {
-        assert_close(&g.token_logprobs, &all_from_scratch(&dec, r), 1e-4, "many labels");
+        assert_close(
+            &g.token_logprobs,
+            &all_from_scratch(&dec, r),
+            1e-4,
+            "many labels",
+        );
     }
 }

@@ -569,7 +569,9 @@ impl ContinuationScorer for T5Model {
         //    `inner_nodes` order), fed node i at decoder slot i + 1.
         let rows: Vec<(usize, usize)> =
             (0..b).map(|bi| (bi, 0)).chain(fed_slots(&fed, 1)).collect();
-        candidate_logprobs(&tries, &gather_rows(&hidden, &rows)?, |h| self.lm_head.forward(h))
+        candidate_logprobs(&tries, &gather_rows(&hidden, &rows)?, |h| {
+            self.lm_head.forward(h)
+        })
     }
 }
 

@@ -121,7 +121,9 @@ mod tests {
         let tries = [CandidateTrie::build(&[vec![1], vec![7]])];
         let hidden = Tensor::zeros((1, 4), DType::F32, &Device::Cpu)?;
         let same = |h: &Tensor| Ok(h.clone());
-        let err = candidate_logprobs(&tries, &hidden, same).unwrap_err().to_string();
+        let err = candidate_logprobs(&tries, &hidden, same)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("token id 7 is outside the model's vocabulary of 4"),
             "{err}"
