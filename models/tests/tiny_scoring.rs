@@ -86,6 +86,18 @@ fn assert_close(a: &[Vec<f32>], b: &[Vec<f32>], tol: f32, what: &str) {
     }
 }
 
+/// `reqs` scored as one batch equal each row's candidates scored from scratch (to 1e-4).
+fn batch_scores_as_from_scratch(
+    dec: &Decoder,
+    reqs: &[ScoreRequest],
+    what: impl Fn(&ScoreRequest) -> String,
+) {
+    let got = dec.score_batch(reqs).unwrap();
+    for (r, g) in reqs.iter().zip(&got) {
+        assert_close(&g.token_logprobs, &all_from_scratch(dec, r), 1e-4, &what(r));
+    }
+}
+
 fn check_against_scratch(spec: &TinySpec, format: WeightFormat, tol: f32) {
     let (_dir, dec) = load(spec, format);
     let reqs = requests();
@@ -316,15 +328,9 @@ fn prompts_longer_than_a_prefill_chunk_score_as_from_scratch() {
             if shared {
                 dec.set_shared_prefix(&prefix).unwrap();
             }
-            let got = dec.score_batch(&reqs).unwrap();
-            for (r, g) in reqs.iter().zip(&got) {
-                assert_close(
-                    &g.token_logprobs,
-                    &all_from_scratch(&dec, r),
-                    1e-4,
-                    &format!("{}-token prompt, shared prefix {shared}", r.prompt.len()),
-                );
-            }
+            batch_scores_as_from_scratch(&dec, &reqs, |r| {
+                format!("{}-token prompt, shared prefix {shared}", r.prompt.len())
+            });
         }
         dec.set_shared_prefix(&[]).unwrap();
     }
@@ -357,13 +363,5 @@ fn label_passes_longer_than_a_logit_chunk_score_as_from_scratch() {
         })
         .sum();
     assert!(fed + reqs.len() > 4 * LOGIT_ROWS, "{fed} fed nodes");
-    let got = dec.score_batch(&reqs).unwrap();
-    for (r, g) in reqs.iter().zip(&got) {
-        assert_close(
-            &g.token_logprobs,
-            &all_from_scratch(&dec, r),
-            1e-4,
-            "many labels",
-        );
-    }
+    batch_scores_as_from_scratch(&dec, &reqs, |_| "many labels".into());
 }
