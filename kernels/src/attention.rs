@@ -1,17 +1,18 @@
 //! Attention on the CPU in one parallel pass: for each (row, head, block of queries), the
 //! scores against a shared prefix's keys and the row's own keys written side by side (no
-//! concatenation), the mask and softmax applied only up to the last key the block can see (a
-//! causal prefill skips the hidden half), and the weighted values summed by gemm straight from
-//! the strided inputs: no copies of the queries, keys, values or probabilities, and one
-//! dispatch to the thread pool instead of a dozen.
+//! concatenation of caches), the mask and softmax applied only up to the last key each query
+//! can see (a causal prefill skips the hidden half), and the weighted values summed straight
+//! from the strided values. The products ([`crate::attention_products`]) run every sum in one
+//! fixed order, so a row's result does not depend on its batch, padding or chunks. The keys
+//! are packed once per call (transposed, per row and key head) for the scores' SIMD lanes.
 
+use crate::attention_products::{self as products, pack_keys, Part, Width};
 use crate::simd::masked_softmax_row;
 use crate::TaskPtr;
 use candle_core::{DType, Device, Result, Storage, Tensor};
-use gemm::Parallelism;
 use rayon::prelude::*;
 
-/// Queries per task: enough rows for gemm to be efficient, few enough for every core to get
+/// Queries per task: enough rows to reuse the packed keys, few enough for every core to get
 /// work on short inputs.
 const QUERY_BLOCK: usize = 64;
 
@@ -80,8 +81,18 @@ pub fn attention_cpu(
         )
     }
     // Every segment, the queries' own keys last: (keys, values, shared by all rows, length).
+    // Values are read a head dimension at a time: any with another layout is copied.
+    let copies: Vec<Option<Tensor>> = before
+        .iter()
+        .map(|s| s.1)
+        .chain([v])
+        .map(|v| match v.stride().last() {
+            Some(1) => Ok(None),
+            _ => v.contiguous().map(Some),
+        })
+        .collect::<Result<_>>()?;
     let mut segments = Vec::with_capacity(before.len() + 1);
-    for &(pk, pv) in before {
+    for (i, &(pk, pv)) in before.iter().enumerate() {
         let (sb, skvh, len, shd) = pk.dims4()?;
         if (sb != 1 && sb != b) || skvh != kvh || shd != hd || pv.dims4()? != (sb, kvh, len, hd) {
             candle_core::bail!(
@@ -90,9 +101,9 @@ pub fn attention_cpu(
                 pv.dims()
             )
         }
-        segments.push((pk, pv, sb == 1, len));
+        segments.push((pk, copies[i].as_ref().unwrap_or(pv), sb == 1, len));
     }
-    segments.push((k, v, false, n));
+    segments.push((k, copies[before.len()].as_ref().unwrap_or(v), false, n));
     let keys: usize = segments.iter().map(|s| s.3).sum();
     if mask.dims3()? != (b, t, keys) {
         candle_core::bail!(
@@ -123,6 +134,51 @@ pub fn attention_cpu(
         .enumerate()
         .map(|(i, s)| (&views[2 + 2 * i], &views[3 + 2 * i], s.2, s.3))
         .collect();
+    let width = Width::detect();
+    let lanes = width.lanes();
+    // Every segment's keys packed once, per row (once for a shared one) and key head, as
+    // panels of `lanes` keys: offsets of each (segment, row, key head)'s panels.
+    let mut units = Vec::new();
+    let mut total = 0;
+    for (si, &(_, _, shared, len)) in segs.iter().enumerate() {
+        let size = hd * len.div_ceil(lanes) * lanes;
+        for r in 0..if shared { 1 } else { b } {
+            for g in 0..kvh {
+                units.push((si, r, g, total, size));
+                total += size;
+            }
+        }
+    }
+    // Not zeroed first: `pack_keys` writes every value, and the length is set after.
+    let mut packed: Vec<f32> = Vec::with_capacity(total);
+    let packed_ptr = TaskPtr(packed.as_mut_ptr());
+    units.par_iter().for_each(|&(si, r, g, off, size)| {
+        let (sk, _, _, len) = segs[si];
+        // SAFETY: each unit writes its own `size` values of the buffer's capacity; the keys are
+        // read inside their tensor's shape.
+        unsafe {
+            let out = std::slice::from_raw_parts_mut(packed_ptr.get().add(off), size);
+            let ldk = len.div_ceil(lanes) * lanes;
+            pack_keys(
+                width,
+                sk.at(&[r, g, 0, 0]),
+                (sk.strides[2], sk.strides[3]),
+                len,
+                hd,
+                ldk,
+                out,
+            );
+        }
+    });
+    // SAFETY: the units cover all `total` values, each written above.
+    unsafe { packed.set_len(total) };
+    let unit_of = |si: usize, r: usize, g: usize| -> *const f32 {
+        let (s0, r0) = (
+            units.iter().position(|u| u.0 == si).expect("segment"),
+            r * kvh + g,
+        );
+        packed.as_ptr().wrapping_add(units[s0 + r0].3)
+    };
     let group = h / kvh;
     let blocks = t.div_ceil(QUERY_BLOCK);
     let mut out = vec![0f32; b * t * h * hd];
@@ -138,110 +194,75 @@ pub fn attention_cpu(
         let mask_row = |i: usize| unsafe {
             std::slice::from_raw_parts(m_ptr.get().add((bi * t + i) * keys), keys)
         };
-        // The keys this block can see: up to the last one any of its queries may attend to.
-        let limit = (q0..q0 + ql)
-            .filter_map(|i| mask_row(i).iter().rposition(|&m| m != f32::NEG_INFINITY))
-            .max()
-            .map_or(0, |last| last + 1);
-        let out_row = |i: usize| out_ptr.get().wrapping_add(((bi * t + i) * h + hh) * hd);
+        // The keys each query may see (up to its last unmasked one) and the block's furthest.
+        let sees: Vec<usize> = (q0..q0 + ql)
+            .map(|i| {
+                mask_row(i)
+                    .iter()
+                    .rposition(|&m| m != f32::NEG_INFINITY)
+                    .map_or(0, |last| last + 1)
+            })
+            .collect();
+        let limit = sees.iter().copied().max().unwrap_or(0);
         if limit == 0 {
             return; // every key masked: zeros, as allocated
         }
-        // Each segment's first key, row and visible length.
+        // Each segment's packed keys, values, first key and visible length.
         let mut parts = Vec::with_capacity(segs.len());
         let mut first = 0;
-        for &(sk, sv, shared, len) in &segs {
+        for (si, &(_, sv, shared, len)) in segs.iter().enumerate() {
             let seen = len.min(limit.saturating_sub(first));
             if seen > 0 {
-                parts.push((sk, sv, if shared { 0 } else { bi }, first, seen));
+                let row = if shared { 0 } else { bi };
+                parts.push(Part {
+                    packed: unit_of(si, row, g),
+                    ldk: len.div_ceil(lanes) * lanes,
+                    v: sv.at(&[row, g, 0, 0]),
+                    vj: sv.strides[2],
+                    first,
+                    seen,
+                });
             }
             first += len;
         }
-        let mut scores = vec![0f32; ql * limit];
+        // The block's queries, contiguous.
+        let mut qs = Vec::with_capacity(ql * hd);
         let (qs_t, qs_d) = (qv.strides[2], qv.strides[3]);
         let qp = qv.at(&[bi, hh, q0, 0]);
-        // SAFETY (the products): every pointer and stride comes from a tensor's layout, the
-        // index ranges lie inside its shape, and `scores` / the output rows are this task's.
-        let sp = scores.as_mut_ptr();
-        let srow = limit as isize;
-        for &(sk, _, row, first, seen) in &parts {
-            let keys = Mat(sk.at(&[row, g, 0, 0]), sk.strides[3], sk.strides[2]);
+        for i in 0..ql as isize {
+            // SAFETY: inside the queries' shape.
             unsafe {
-                product(
-                    (ql, seen, hd),
-                    Mat(sp.add(first), srow, 1),
-                    Mat(qp, qs_t, qs_d),
-                    keys,
-                    false,
-                );
+                let row = qp.offset(i * qs_t);
+                if qs_d == 1 {
+                    qs.extend_from_slice(std::slice::from_raw_parts(row, hd));
+                } else {
+                    qs.extend((0..hd as isize).map(|d| *row.offset(d * qs_d)));
+                }
             }
         }
+        let mut scores = vec![0f32; ql * limit];
+        // SAFETY: the parts lie inside their tensors and cover keys `..limit` of the rows.
+        unsafe { products::scores(width, &qs, &sees, hd, &parts, &mut scores, limit) };
+        // Each row's softmax over the keys it sees; past them its probabilities stay 0.
         let mut probs = vec![0f32; ql * limit];
         for (r, (s, pr)) in scores
             .chunks(limit)
             .zip(probs.chunks_mut(limit))
             .enumerate()
         {
-            masked_softmax_row(s, &mask_row(q0 + r)[..limit], scale, pr);
+            let n = sees[r];
+            masked_softmax_row(&s[..n], &mask_row(q0 + r)[..n], scale, &mut pr[..n]);
         }
-        let out = Mat(out_row(q0), (h * hd) as isize, 1);
-        let pp = probs.as_ptr();
-        for (i, &(_, sv, row, first, seen)) in parts.iter().enumerate() {
-            let vals = Mat(sv.at(&[row, g, 0, 0]), sv.strides[2], sv.strides[3]);
-            unsafe {
-                product(
-                    (ql, hd, seen),
-                    out,
-                    Mat(pp.add(first), srow, 1),
-                    vals,
-                    i > 0,
-                )
-            };
-        }
+        let out_row = out_ptr.get().wrapping_add(((bi * t + q0) * h + hh) * hd);
+        // SAFETY: as above; the output rows of these queries and this head are this task's.
+        unsafe {
+            products::weighted_values(width, &probs, limit, &sees, hd, &parts, out_row, h * hd)
+        };
     });
     drop(segs);
     drop(views);
     drop(guards);
     Ok(Some(Tensor::from_vec(out, (b, t, h, hd), &Device::Cpu)?))
-}
-
-/// A matrix in memory: its first element, then the distance between rows and between columns.
-#[derive(Clone, Copy)]
-struct Mat(*const f32, isize, isize);
-
-/// `dst (+)= lhs · rhs` for `(m, n, k)`: `dst` `m x n`, `lhs` `m x k`, `rhs` `k x n`, added to
-/// `dst` when `accumulate`, one thread.
-///
-/// SAFETY: every matrix lies in memory the caller may read (and write, for `dst`).
-unsafe fn product(
-    (m, n, k): (usize, usize, usize),
-    dst: Mat,
-    lhs: Mat,
-    rhs: Mat,
-    accumulate: bool,
-) {
-    let alpha = if accumulate { 1.0 } else { 0.0 };
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst.0 as *mut f32,
-        dst.2,
-        dst.1,
-        accumulate,
-        lhs.0,
-        lhs.2,
-        lhs.1,
-        rhs.0,
-        rhs.2,
-        rhs.1,
-        alpha,
-        1.0,
-        false,
-        false,
-        false,
-        Parallelism::None,
-    )
 }
 
 #[cfg(test)]
@@ -339,6 +360,86 @@ mod tests {
                 let last = got.narrow(0, 1, 1)?.narrow(1, t - 1, 1)?;
                 assert_eq!(last.abs()?.max_all()?.to_scalar::<f32>()?, 0.0);
             }
+        }
+        Ok(())
+    }
+
+    /// A row's attention is the same bit for bit alone, padded in a batch beside a longer row,
+    /// and with its keys split into an earlier segment (a chunked prefill): every sum runs in
+    /// one order whatever the shapes, on every SIMD width.
+    #[test]
+    fn a_rows_result_does_not_depend_on_batch_padding_or_chunks() -> Result<()> {
+        let dev = Device::Cpu;
+        let (h, kvh, hd, p) = (6, 2, 64, 21);
+        let (short, long) = (37, 90);
+        let pk = Tensor::randn(0f32, 1.0, (1, kvh, p, hd), &dev)?;
+        let pv = Tensor::randn(0f32, 1.0, (1, kvh, p, hd), &dev)?;
+        let q = Tensor::randn(0f32, 1.0, (2, h, long, hd), &dev)?;
+        let k = Tensor::randn(0f32, 1.0, (2, kvh, long, hd), &dev)?;
+        let v = Tensor::randn(0f32, 1.0, (2, kvh, long, hd), &dev)?;
+        let row = |x: &Tensor, n: usize| x.narrow(0, 1, 1).and_then(|x| x.narrow(2, 0, n));
+        // Row 1 alone (its own length), and in a batch padded to row 0's length.
+        let (q1, k1, v1) = (
+            row(&q, short)?.contiguous()?,
+            row(&k, short)?,
+            row(&v, short)?,
+        );
+        let alone = attention_cpu(
+            &q1,
+            &k1,
+            &v1,
+            &mask(1, short, p, short, &[0])?,
+            &[(&pk, &pv)],
+            0.125,
+        )?
+        .expect("CPU f32");
+        let m = mask(2, long, p, long, &[0, long - short])?;
+        let batch = attention_cpu(&q, &k, &v, &m, &[(&pk, &pv)], 0.125)?.expect("CPU f32");
+        let got = batch.narrow(0, 1, 1)?.narrow(1, 0, short)?;
+        // Row 1 in two chunks: positions ..20 as an earlier segment, then 20..short.
+        let c = 20;
+        let m2 = mask(1, short - c, p, short, &[0])?;
+        let (ek, ev) = (k1.narrow(2, 0, c)?, v1.narrow(2, 0, c)?);
+        let second = attention_cpu(
+            &q1.narrow(2, c, short - c)?.contiguous()?,
+            &k1.narrow(2, c, short - c)?,
+            &v1.narrow(2, c, short - c)?,
+            &m2,
+            &[(&pk, &pv), (&ek, &ev)],
+            0.125,
+        )?
+        .expect("CPU f32");
+        let alone_v = alone.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(
+            alone_v,
+            got.flatten_all()?.to_vec1::<f32>()?,
+            "padded in a batch"
+        );
+        let tail = alone
+            .narrow(1, c, short - c)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        assert_eq!(tail, second.flatten_all()?.to_vec1::<f32>()?, "chunked");
+        // Every SIMD width gives the same values.
+        for width in [Width::Scalar, Width::detect()] {
+            let probs = [0.25f32, 0.0, 0.5, 0.25, 0.0];
+            let vals: Vec<f32> = (0..5 * 20).map(|i| (i as f32 * 0.37).sin()).collect();
+            let part = Part {
+                packed: std::ptr::null(),
+                ldk: 0,
+                v: vals.as_ptr(),
+                vj: 20,
+                first: 0,
+                seen: 5,
+            };
+            let mut out = vec![0f32; 20];
+            unsafe {
+                products::weighted_values(width, &probs, 5, &[5], 20, &[part], out.as_mut_ptr(), 20)
+            };
+            let want: Vec<f32> = (0..20)
+                .map(|d| (0..5).fold(0f32, |acc, j| probs[j].mul_add(vals[j * 20 + d], acc)))
+                .collect();
+            assert_eq!(out, want, "{width:?}");
         }
         Ok(())
     }

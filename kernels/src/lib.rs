@@ -18,6 +18,7 @@
 //! scalar loops.
 
 mod attention;
+mod attention_products;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod log_softmax_gather;

@@ -68,30 +68,41 @@ fn max_of(xs: &[f32]) -> f32 {
     m
 }
 
+/// Values in `[0, 1]` are summed as multiples of 2^-40 in integers, rounded to nearest (even):
+/// the same sum whatever the order, the lanes or the zeros around them, so a softmax row's sum
+/// does not depend on how long the row is padded or where its tail falls (the rounding is
+/// 1e-12 of the largest value; f32 keeps 6e-8). At most 2^23 values; outside `[0, 1]` (NaN)
+/// the result is meaningless. The callers' values are `exp(x - max)`.
+const UNIT: f64 = (1u64 << 40) as f64;
+
+/// The portable build: adding 2^52 rounds to an integer, which then sits in the low mantissa
+/// bits.
 #[inline(always)]
-fn sum_of(xs: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let chunks = xs.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for i in 0..LANES {
-            acc[i] += c[i];
-        }
-    }
-    let mut s = 0f32;
-    for a in acc {
-        s += a;
-    }
-    for t in tail {
-        s += t;
-    }
-    s
+fn sum_of_unit(xs: &[f32]) -> f32 {
+    const MAGIC: f64 = (1u64 << 52) as f64;
+    let total = xs.iter().fold(0u64, |acc, &x| {
+        let v = x as f64 * UNIT + MAGIC;
+        acc.wrapping_add(v.to_bits().wrapping_sub(MAGIC.to_bits()))
+    });
+    (total as f64 / UNIT) as f32
 }
 
 /// `out = softmax(x * scale + mask)` over one row. A row with every entry masked (-inf) comes
 /// out as zeros rather than NaN.
 #[inline(always)]
 fn masked_softmax_row_impl(x: &[f32], mask: &[f32], scale: f32, out: &mut [f32]) {
+    masked_softmax_row_with(x, mask, scale, out, sum_of_unit)
+}
+
+/// [`masked_softmax_row_impl`] with the sum of `[0, 1]` values given (every build's is exact).
+#[inline(always)]
+fn masked_softmax_row_with(
+    x: &[f32],
+    mask: &[f32],
+    scale: f32,
+    out: &mut [f32],
+    sum_of_unit: impl Fn(&[f32]) -> f32,
+) {
     for ((o, &v), &m) in out.iter_mut().zip(x).zip(mask) {
         *o = v * scale + m;
     }
@@ -103,7 +114,7 @@ fn masked_softmax_row_impl(x: &[f32], mask: &[f32], scale: f32, out: &mut [f32])
     for o in out.iter_mut() {
         *o = exp(*o - max);
     }
-    let inv = 1.0 / sum_of(out);
+    let inv = 1.0 / sum_of_unit(out);
     for o in out.iter_mut() {
         *o *= inv;
     }
@@ -148,6 +159,37 @@ mod avx2 {
         super::masked_softmax_row_impl(x, mask, scale, out)
     }
 
+    /// The same loop with 512-bit registers (the sum's 64-bit integer lanes halve the work).
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub unsafe fn masked_softmax_row_avx512(x: &[f32], mask: &[f32], scale: f32, out: &mut [f32]) {
+        super::masked_softmax_row_with(x, mask, scale, out, |xs| sum_of_unit_avx512(xs))
+    }
+
+    /// [`super::sum_of_unit`] with AVX-512 DQ's rounding conversion of f32 to 64-bit integers
+    /// (`x * 2^40` is exact in f32; the same integers, so the same sum).
+    #[target_feature(enable = "avx512f,avx512dq")]
+    unsafe fn sum_of_unit_avx512(xs: &[f32]) -> f32 {
+        use std::arch::x86_64::*;
+        let unit = _mm512_set1_ps(super::UNIT as f32);
+        let (mut lo, mut hi) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+        let chunks = xs.chunks_exact(16);
+        let tail = chunks.remainder();
+        for c in chunks {
+            let v = _mm512_mul_ps(_mm512_loadu_ps(c.as_ptr()), unit);
+            let (a, b) = (
+                _mm512_castps512_ps256(v),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+            );
+            lo = _mm512_add_epi64(lo, _mm512_cvtps_epi64(a));
+            hi = _mm512_add_epi64(hi, _mm512_cvtps_epi64(b));
+        }
+        let mut total = _mm512_reduce_add_epi64(_mm512_add_epi64(lo, hi)) as u64;
+        for &t in tail {
+            total = total.wrapping_add((t * super::UNIT as f32).round_ties_even() as u64);
+        }
+        (total as f64 / super::UNIT) as f32
+    }
+
     #[target_feature(enable = "avx2")]
     pub unsafe fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
         super::rms_norm_row_impl(x, w, eps, out)
@@ -157,6 +199,13 @@ mod avx2 {
     pub unsafe fn silu_mul(a: &[f32], b: &[f32], out: &mut [f32]) {
         super::silu_mul_impl(a, b, out)
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVX512
+        .get_or_init(|| is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512dq"))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -175,6 +224,11 @@ pub(crate) fn has_avx2_fma() -> bool {
 /// `out = softmax(x * scale + mask)` for one row (all slices the same length).
 pub fn masked_softmax_row(x: &[f32], mask: &[f32], scale: f32, out: &mut [f32]) {
     assert!(x.len() == mask.len() && x.len() == out.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512 F and DQ are present (checked at run time).
+        return unsafe { avx2::masked_softmax_row_avx512(x, mask, scale, out) };
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: AVX2 is present (checked at run time).

@@ -1,0 +1,530 @@
+//! The two products of the fused CPU attention in one fixed order of operations: every score is
+//! one FMA chain over the head dimension (`d = 0, 1, ...`), every output value one FMA chain
+//! over the keys in key order, across the segments they lie in. No sum depends on how many
+//! queries or keys a call has, how a row is padded or chunked, or which SIMD width runs it, so
+//! a row's attention is the same bit for bit whatever it is batched with. (gemm picks its
+//! kernels by shape: between batch 4 and batch 1 the last bits moved, and `--dtype q`'s 8-bit
+//! activations turned them into roundings that moved SmolLM2 label log-probs by up to 0.37
+//! nats.) With masked keys at probability 0, `fma(0, v, acc) = acc` keeps padding out too.
+//!
+//! The scores' lanes are keys: each segment's keys are packed once per call as panels of `L`
+//! keys transposed (`[d][L]`), shared by every head of the group and every query block. The
+//! outputs' lanes are head dimensions, read straight from the values.
+
+/// SIMD lanes of the scores (keys per panel): 16 with AVX-512, 8 with AVX2, 1 without.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Width {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Width {
+    pub(crate) fn detect() -> Width {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+                return Width::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Width::Avx2;
+            }
+        }
+        Width::Scalar
+    }
+
+    pub(crate) fn lanes(self) -> usize {
+        match self {
+            Width::Scalar => 1,
+            #[cfg(target_arch = "x86_64")]
+            Width::Avx2 => 8,
+            #[cfg(target_arch = "x86_64")]
+            Width::Avx512 => 16,
+        }
+    }
+}
+
+/// Packs `n` keys (key `j`, dimension `d` at `k + j * kj + d * kd`) into `out` transposed:
+/// `out[d * ldk + j]`, `ldk` = `n` rounded up to whole panels (zeros past `n`). Every value
+/// of `out` is written.
+///
+/// SAFETY: the keys lie in memory the caller may read; `out` holds `hd * ldk` values.
+pub(crate) unsafe fn pack_keys(
+    width: Width,
+    k: *const f32,
+    (kj, kd): (isize, isize),
+    n: usize,
+    hd: usize,
+    ldk: usize,
+    out: &mut [f32],
+) {
+    const KEYS: usize = 16;
+    let mut j0 = 0;
+    #[cfg(target_arch = "x86_64")]
+    if width == Width::Avx512 && (KEYS as isize - 1) * kj.abs() < i32::MAX as isize {
+        // Sixteen keys' dimension `d` in one gather, stored as one vector.
+        while j0 + KEYS <= n {
+            x86::gather_keys(
+                k.offset(j0 as isize * kj),
+                kj,
+                kd,
+                hd,
+                out[j0..].as_mut_ptr(),
+                ldk,
+            );
+            j0 += KEYS;
+        }
+    }
+    let _ = width;
+    while j0 < ldk {
+        let m = KEYS.min(ldk - j0);
+        for d in 0..hd {
+            let row = &mut out[d * ldk + j0..][..m];
+            for (l, o) in row.iter_mut().enumerate() {
+                let j = j0 + l;
+                *o = if j < n {
+                    *k.offset(j as isize * kj + d as isize * kd)
+                } else {
+                    0.0
+                };
+            }
+        }
+        j0 += m;
+    }
+}
+
+/// One segment's share of a query block: its packed keys (this row's, this key head's), its
+/// values (`v + j * vj + d`, the head dimension contiguous), where its keys start among the
+/// block's and how many of them the block sees.
+pub(crate) struct Part {
+    /// Keys transposed: dimension `d` of key `j` at `packed[d * ldk + j]`.
+    pub packed: *const f32,
+    pub ldk: usize,
+    pub v: *const f32,
+    pub vj: isize,
+    pub first: usize,
+    pub seen: usize,
+}
+
+/// A SIMD vector of f32 lanes with the operations the products use; `fma` is one rounding,
+/// so every width gives the same values.
+trait Lanes: Copy {
+    const N: usize;
+    unsafe fn zero() -> Self;
+    unsafe fn load(p: *const f32) -> Self;
+    unsafe fn splat(x: f32) -> Self;
+    /// `a * b + c`.
+    unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
+    unsafe fn store(self, p: *mut f32);
+    /// The first `n` lanes only.
+    unsafe fn store_first(self, p: *mut f32, n: usize) {
+        let mut all = [0f32; 16];
+        self.store(all.as_mut_ptr());
+        std::ptr::copy_nonoverlapping(all.as_ptr(), p, n);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct One(f32);
+
+impl Lanes for One {
+    const N: usize = 1;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        One(0.0)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        One(*p)
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        One(x)
+    }
+    #[inline(always)]
+    unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+        One(a.0.mul_add(b.0, c.0))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        *p = self.0
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Lanes;
+    use std::arch::x86_64::*;
+
+    /// Sixteen keys from `k` (`kj` apart) into `out[d * ldk..][..16]` for every `d`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gather_keys(
+        k: *const f32,
+        kj: isize,
+        kd: isize,
+        hd: usize,
+        out: *mut f32,
+        ldk: usize,
+    ) {
+        let idx = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(kj as i32),
+        );
+        for d in 0..hd {
+            let v = _mm512_i32gather_ps::<4>(idx, k.offset(d as isize * kd));
+            _mm512_storeu_ps(out.add(d * ldk), v);
+        }
+    }
+
+    impl Lanes for __m256 {
+        const N: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            _mm256_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            _mm256_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+            _mm256_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm256_storeu_ps(p, self)
+        }
+    }
+
+    impl Lanes for __m512 {
+        const N: usize = 16;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            _mm512_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            _mm512_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+            _mm512_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm512_storeu_ps(p, self)
+        }
+        #[inline(always)]
+        unsafe fn store_first(self, p: *mut f32, n: usize) {
+            _mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as u16, self)
+        }
+    }
+}
+
+/// `scores[i * ld + part.first + j] = q_i · key_j` for the queries (`q` contiguous, `hd` per
+/// query) and every part's keys that query `i` sees (its first `sees[i]` keys; a tile of
+/// queries computes up to the furthest of its own, the rest of a row is left as is).
+///
+/// SAFETY: every part's pointers are readable for its `seen` keys; `scores` holds `sees.len()`
+/// rows of `ld` values, `ld >= first + seen` for every part.
+pub(crate) unsafe fn scores(
+    width: Width,
+    q: &[f32],
+    sees: &[usize],
+    hd: usize,
+    parts: &[Part],
+    scores: &mut [f32],
+    ld: usize,
+) {
+    match width {
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx512 => scores_avx512(q, sees, hd, parts, scores, ld),
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx2 => scores_avx2(q, sees, hd, parts, scores, ld),
+        Width::Scalar => scores_impl::<One>(q, sees, hd, parts, scores, ld),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn scores_avx512(
+    q: &[f32],
+    sees: &[usize],
+    hd: usize,
+    p: &[Part],
+    s: &mut [f32],
+    ld: usize,
+) {
+    scores_impl::<std::arch::x86_64::__m512>(q, sees, hd, p, s, ld)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scores_avx2(q: &[f32], sees: &[usize], hd: usize, p: &[Part], s: &mut [f32], ld: usize) {
+    scores_impl::<std::arch::x86_64::__m256>(q, sees, hd, p, s, ld)
+}
+
+#[inline(always)]
+unsafe fn scores_impl<V: Lanes>(
+    q: &[f32],
+    sees: &[usize],
+    hd: usize,
+    parts: &[Part],
+    s: &mut [f32],
+    ld: usize,
+) {
+    let ql = sees.len();
+    let mut i = 0;
+    // Sixteen chains in flight for a full tile (8 queries x 2 panels), eight for the rest.
+    while i < ql {
+        let t = match ql - i {
+            8.. => 8,
+            4..=7 => 4,
+            2..=3 => 2,
+            _ => 1,
+        };
+        let upto = sees[i..i + t].iter().copied().max().unwrap_or(0);
+        for part in parts {
+            let n = part.seen.min(upto.saturating_sub(part.first));
+            if n == 0 {
+                continue;
+            }
+            match t {
+                8 => tile::<V, 8, 2>(q, i, hd, part, n, s, ld),
+                4 => tile::<V, 4, 2>(q, i, hd, part, n, s, ld),
+                2 => tile::<V, 2, 4>(q, i, hd, part, n, s, ld),
+                _ => tile::<V, 1, 8>(q, i, hd, part, n, s, ld),
+            }
+        }
+        i += t;
+    }
+}
+
+/// Queries `i0..i0 + T` against every panel of `part`: `P` panels at a time, then fewer.
+#[inline(always)]
+unsafe fn tile<V: Lanes, const T: usize, const P: usize>(
+    q: &[f32],
+    i0: usize,
+    hd: usize,
+    part: &Part,
+    n: usize,
+    s: &mut [f32],
+    ld: usize,
+) {
+    let panels = n.div_ceil(V::N);
+    let mut p0 = 0;
+    while p0 + P <= panels {
+        panels_of::<V, T, P>(q, i0, hd, part, n, p0, s, ld);
+        p0 += P;
+    }
+    // The rest in fewer panels at a time, so a single query keeps several chains in flight.
+    if P > 4 && p0 + 4 <= panels {
+        panels_of::<V, T, 4>(q, i0, hd, part, n, p0, s, ld);
+        p0 += 4;
+    }
+    if P > 2 && p0 + 2 <= panels {
+        panels_of::<V, T, 2>(q, i0, hd, part, n, p0, s, ld);
+        p0 += 2;
+    }
+    while p0 < panels {
+        panels_of::<V, T, 1>(q, i0, hd, part, n, p0, s, ld);
+        p0 += 1;
+    }
+}
+
+/// Queries `i0..i0 + T` against panels `p0..p0 + P` (of the part's first `n` keys).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn panels_of<V: Lanes, const T: usize, const P: usize>(
+    q: &[f32],
+    i0: usize,
+    hd: usize,
+    part: &Part,
+    n: usize,
+    p0: usize,
+    s: &mut [f32],
+    ld: usize,
+) {
+    let mut acc = [[V::zero(); P]; T];
+    let qp = q.as_ptr().add(i0 * hd);
+    for d in 0..hd {
+        let base = part.packed.add(d * part.ldk + p0 * V::N);
+        let mut kv = [V::zero(); P];
+        for (pp, kv) in kv.iter_mut().enumerate() {
+            *kv = V::load(base.add(pp * V::N));
+        }
+        for (t, acc) in acc.iter_mut().enumerate() {
+            let x = V::splat(*qp.add(t * hd + d));
+            for (acc, kv) in acc.iter_mut().zip(&kv) {
+                *acc = V::fma(x, *kv, *acc);
+            }
+        }
+    }
+    let sp = s.as_mut_ptr();
+    for (t, acc) in acc.iter().enumerate() {
+        let row = sp.add((i0 + t) * ld + part.first);
+        for (pp, acc) in acc.iter().enumerate() {
+            let j0 = (p0 + pp) * V::N;
+            let m = V::N.min(n - j0);
+            if m == V::N {
+                acc.store(row.add(j0));
+            } else {
+                acc.store_first(row.add(j0), m);
+            }
+        }
+    }
+}
+
+/// `out[i * ldo + d] = sum_j probs[i * ld + j] * v_j[d]` for the queries, over every part's
+/// keys in order (part `j` is key `part.first + j` of `probs`' rows) up to the furthest key a
+/// tile's queries see (`sees`, as for [`scores`]; the probabilities past a query's own are 0).
+///
+/// SAFETY: as [`scores`]; `out` is writable for `sees.len()` rows of `hd` values, `ldo` apart.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn weighted_values(
+    width: Width,
+    probs: &[f32],
+    ld: usize,
+    sees: &[usize],
+    hd: usize,
+    parts: &[Part],
+    out: *mut f32,
+    ldo: usize,
+) {
+    match width {
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx512 => values_avx512(probs, ld, sees, hd, parts, out, ldo),
+        #[cfg(target_arch = "x86_64")]
+        Width::Avx2 => values_avx2(probs, ld, sees, hd, parts, out, ldo),
+        Width::Scalar => values_impl::<One, 4, 4>(probs, ld, sees, hd, parts, out, ldo),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn values_avx512(
+    probs: &[f32],
+    ld: usize,
+    sees: &[usize],
+    hd: usize,
+    parts: &[Part],
+    out: *mut f32,
+    ldo: usize,
+) {
+    // 6 queries x 4 vectors (64 dimensions): 24 of the 32 registers.
+    values_impl::<std::arch::x86_64::__m512, 6, 4>(probs, ld, sees, hd, parts, out, ldo)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn values_avx2(
+    probs: &[f32],
+    ld: usize,
+    sees: &[usize],
+    hd: usize,
+    parts: &[Part],
+    out: *mut f32,
+    ldo: usize,
+) {
+    // 3 queries x 4 vectors (32 dimensions): 12 of the 16 registers.
+    values_impl::<std::arch::x86_64::__m256, 3, 4>(probs, ld, sees, hd, parts, out, ldo)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn values_impl<V: Lanes, const T: usize, const DV: usize>(
+    probs: &[f32],
+    ld: usize,
+    sees: &[usize],
+    hd: usize,
+    parts: &[Part],
+    out: *mut f32,
+    ldo: usize,
+) {
+    // Tiles of T queries x DV vectors of dimensions, then what is left one query, one vector
+    // or one dimension at a time (the same chain per value).
+    let ql = sees.len();
+    let mut i0 = 0;
+    while i0 < ql {
+        let full = ql - i0 >= T;
+        let t = if full { T } else { 1 };
+        let upto = sees[i0..i0 + t].iter().copied().max().unwrap_or(0);
+        let mut d0 = 0;
+        while d0 < hd {
+            let args = (probs, ld, i0, d0, upto, parts, out, ldo);
+            d0 += if hd - d0 >= DV * V::N {
+                match full {
+                    true => values_tile::<V, T, DV>(args),
+                    false => values_tile::<V, 1, DV>(args),
+                }
+                DV * V::N
+            } else if hd - d0 >= V::N {
+                match full {
+                    true => values_tile::<V, T, 1>(args),
+                    false => values_tile::<V, 1, 1>(args),
+                }
+                V::N
+            } else {
+                values_tile::<One, 1, 1>(args);
+                if full {
+                    for t in 1..T {
+                        let a = (probs, ld, i0 + t, d0, upto, parts, out, ldo);
+                        values_tile::<One, 1, 1>(a);
+                    }
+                }
+                1
+            };
+        }
+        i0 += t;
+    }
+}
+
+type ValuesArgs<'a> = (
+    &'a [f32],
+    usize,
+    usize,
+    usize,
+    usize,
+    &'a [Part],
+    *mut f32,
+    usize,
+);
+
+/// Queries `i0..i0 + T`, dimensions `d0..d0 + DV * V::N`, keys up to `upto`.
+#[inline(always)]
+unsafe fn values_tile<V: Lanes, const T: usize, const DV: usize>(
+    (probs, ld, i0, d0, upto, parts, out, ldo): ValuesArgs,
+) {
+    let mut acc = [[V::zero(); DV]; T];
+    for part in parts {
+        let pp = probs.as_ptr().add(i0 * ld + part.first);
+        for j in 0..part.seen.min(upto.saturating_sub(part.first)) {
+            let vp = part.v.offset(j as isize * part.vj).add(d0);
+            let mut v = [V::zero(); DV];
+            for (c, v) in v.iter_mut().enumerate() {
+                *v = V::load(vp.add(c * V::N));
+            }
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let p = V::splat(*pp.add(t * ld + j));
+                for (acc, v) in acc.iter_mut().zip(&v) {
+                    *acc = V::fma(p, *v, *acc);
+                }
+            }
+        }
+    }
+    for (t, acc) in acc.iter().enumerate() {
+        for (c, acc) in acc.iter().enumerate() {
+            acc.store(out.add((i0 + t) * ldo + d0 + c * V::N));
+        }
+    }
+}
