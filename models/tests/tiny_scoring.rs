@@ -365,3 +365,22 @@ fn label_passes_longer_than_a_logit_chunk_score_as_from_scratch() {
     assert!(fed + reqs.len() > 4 * LOGIT_ROWS, "{fed} fed nodes");
     batch_scores_as_from_scratch(&dec, &reqs, |_| "many labels".into());
 }
+
+/// A batch of many short rows is prefilled in several chunks (a chunk is `PREFILL_CHUNK`
+/// positions across the batch: 20 rows of ~40 tokens take three) and scores as from scratch.
+#[test]
+fn many_short_rows_prefilled_in_chunks_score_as_from_scratch() {
+    use autolabel_models::architectures::decoder_prefill::PREFILL_CHUNK;
+    let (_dir, dec) = load(&TinySpec::llama(), WeightFormat::F32);
+    let reqs: Vec<ScoreRequest> = (0..20)
+        .map(|j| ScoreRequest {
+            prompt: (0..36 + j % 5)
+                .map(|i| ((i * 13 + j) % 250) as u32)
+                .collect(),
+            candidates: vec![vec![70, 80, 261], vec![70, 81, 261], vec![5, 261]],
+        })
+        .collect();
+    let positions: usize = reqs.len() * reqs.iter().map(|r| r.prompt.len()).max().unwrap();
+    assert!(positions > 3 * PREFILL_CHUNK, "{positions} positions");
+    batch_scores_as_from_scratch(&dec, &reqs, |_| "20 short rows".into());
+}

@@ -85,7 +85,10 @@ impl Decoder {
         // one cache of the whole length, allocated before the first (activations are f32 on
         // every device), which later chunks attend to up to where they start.
         let cfg = &self.config;
-        let whole = if lp > PREFILL_CHUNK {
+        // A chunk is PREFILL_CHUNK positions of work across the batch's rows (at least 16 per
+        // row): a batch of short rows holds one chunk's activations like one long row does.
+        let chunk = (PREFILL_CHUNK / b).max(16);
+        let whole = if lp > chunk {
             let shape = (b, cfg.n_kv_heads, lp, cfg.head_dim);
             let z = || Tensor::zeros(shape, DType::F32, &dev);
             let layers = (0..cfg.n_layers)
@@ -97,8 +100,8 @@ impl Decoder {
         };
         let mut cache: Option<KvCache> = None;
         let mut last = Vec::with_capacity(b);
-        for c0 in (0..lp).step_by(PREFILL_CHUNK) {
-            let cl = PREFILL_CHUNK.min(lp - c0);
+        for c0 in (0..lp).step_by(chunk) {
+            let cl = chunk.min(lp - c0);
             let slice = |v: &[u32]| -> Vec<u32> {
                 (0..b)
                     .flat_map(|r| v[r * lp + c0..r * lp + c0 + cl].to_vec())
