@@ -4,7 +4,7 @@
 For each model, batch size and row length it writes rows of about that many tokens (movie
 reviews joined or cut), reads the prompt token counts from `plan`, runs `run --dtype q` and
 takes the process's peak RSS. It prints, per run, the KV cache the context needs (the shared
-prefix once, plus each row of the batch: f32 keys and values of every layer) and what is left
+prefix once, plus each row of the batch: f16 keys and values of every layer, the `q` cache on a CPU) and what is left
 of the peak beside it, as a multiple of the model file.
 
     python3 benches/memory_rows.py [--models smollm2-135m-instruct,qwen2.5-coder-0.5b-instruct]
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "target" / "release" / "autolabel-local"
 REVIEWS = ROOT.parent / "shared" / "data" / "autolabel_movie_reviews" / "movie_reviews.csv"
 CONFIG = ROOT / "examples" / "movie_reviews" / "config.json"
-# (layers, KV heads, head dim) of the built-in cards: f32 K and V per token per layer.
+# (layers, KV heads, head dim) of the built-in cards: f16 K and V per token per layer.
 DIMS = {
     "smollm2-135m-instruct": (30, 3, 64),
     "qwen2.5-coder-0.5b-instruct": (24, 2, 64),
@@ -32,7 +32,7 @@ DIMS = {
 
 def kv_per_token(model):
     layers, kvh, hd = DIMS[model]
-    return 2 * layers * kvh * hd * 4
+    return 2 * layers * kvh * hd * 2
 
 
 def model_file(model):
@@ -110,7 +110,7 @@ def main():
                     rest = rss - kv
                     print(f"| {model} | {batch} | {in_batch} x {tokens} | {prefix} | {rss / mb:.1f} | "
                           f"{kv / mb:.1f} | {rest / mb:.1f} | {rest / file_bytes:.2f}x |", flush=True)
-            print(f"\n{model}: file {file_bytes / mb:.1f} MB, KV cache {kv_per_token(model) / 1024:.1f} KiB per token (f32)\n")
+            print(f"\n{model}: file {file_bytes / mb:.1f} MB, KV cache {kv_per_token(model) / 1024:.1f} KiB per token (f16)\n")
 
 
 if __name__ == "__main__":

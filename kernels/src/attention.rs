@@ -6,52 +6,16 @@
 //! fixed order, so a row's result does not depend on its batch, padding or chunks. The keys
 //! are packed once per call (transposed, per row and key head) for the scores' SIMD lanes.
 
-use crate::attention_products::{self as products, pack_keys, Part, Width};
+use crate::attention_pack::{Packed, Segment, View};
+use crate::attention_products::{self as products, Width};
 use crate::simd::masked_softmax_row;
 use crate::TaskPtr;
-use candle_core::{DType, Device, Result, Storage, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
 /// Queries per task: enough rows to reuse the packed keys, few enough for every core to get
 /// work on short inputs.
 const QUERY_BLOCK: usize = 64;
-
-/// A CPU f32 tensor's data (its storage guard held by the caller) with its element strides.
-struct View {
-    ptr: *const f32,
-    strides: Vec<isize>,
-}
-
-// SAFETY: the data is only read, while the caller holds the storage's read guard.
-unsafe impl Send for View {}
-unsafe impl Sync for View {}
-
-impl View {
-    fn of(storage: &Storage, layout: &candle_core::Layout) -> Result<Option<Self>> {
-        let Storage::Cpu(cpu) = storage else {
-            return Ok(None);
-        };
-        if !matches!(cpu, candle_core::CpuStorage::F32(_)) {
-            return Ok(None);
-        }
-        let data = cpu.as_slice::<f32>()?;
-        // SAFETY: the layout's offset lies inside its storage.
-        let ptr = unsafe { data.as_ptr().add(layout.start_offset()) };
-        let strides = layout.stride().iter().map(|&s| s as isize).collect();
-        Ok(Some(View { ptr, strides }))
-    }
-
-    /// Element `idx`'s address (`idx` one index per dimension).
-    fn at(&self, idx: &[usize]) -> *const f32 {
-        let off: isize = idx
-            .iter()
-            .zip(&self.strides)
-            .map(|(&i, &s)| i as isize * s)
-            .sum();
-        // SAFETY: callers index inside the tensor's shape.
-        unsafe { self.ptr.offset(off) }
-    }
-}
 
 /// `softmax(scale * q·kᵀ + mask) · v` for queries `q` `[b, h, t, hd]` over the keys and values
 /// of the segments in `before`, in order, then `k`, `v` (`[b, kvh, n, hd]`), under `mask`
@@ -121,69 +85,33 @@ pub fn attention_cpu(
         .map(|t| t.storage_and_layout())
         .collect();
     let mut views = Vec::with_capacity(guards.len());
-    for (storage, layout) in &guards {
-        match View::of(storage, layout)? {
+    for (i, (storage, layout)) in guards.iter().enumerate() {
+        // Queries and mask in f32; keys and values in f32 or f16 (a `--dtype q` CPU cache).
+        match View::of(storage, layout, i >= 2)? {
             Some(view) => views.push(view),
             None => return Ok(None),
         }
     }
     let (qv, mv) = (&views[0], &views[1]);
-    // (keys, values, shared, length) of each segment, as views.
-    let segs: Vec<(&View, &View, bool, usize)> = segments
+    let segs: Vec<Segment> = segments
         .iter()
         .enumerate()
-        .map(|(i, s)| (&views[2 + 2 * i], &views[3 + 2 * i], s.2, s.3))
+        .map(|(i, s)| Segment {
+            k: &views[2 + 2 * i],
+            v: &views[3 + 2 * i],
+            shared: s.2,
+            len: s.3,
+        })
         .collect();
     let width = Width::detect();
-    let lanes = width.lanes();
     // Every segment's keys packed once, per row (once for a shared one) and key head, as
-    // panels of `lanes` keys: offsets of each (segment, row, key head)'s panels.
-    let mut units = Vec::new();
-    let mut total = 0;
-    for (si, &(_, _, shared, len)) in segs.iter().enumerate() {
-        let size = hd * len.div_ceil(lanes) * lanes;
-        for r in 0..if shared { 1 } else { b } {
-            for g in 0..kvh {
-                units.push((si, r, g, total, size));
-                total += size;
-            }
-        }
-    }
-    // Not zeroed first: `pack_keys` writes every value, and the length is set after.
-    let mut packed: Vec<f32> = Vec::with_capacity(total);
-    let packed_ptr = TaskPtr(packed.as_mut_ptr());
-    units.par_iter().for_each(|&(si, r, g, off, size)| {
-        let (sk, _, _, len) = segs[si];
-        // SAFETY: each unit writes its own `size` values of the buffer's capacity; the keys are
-        // read inside their tensor's shape.
-        unsafe {
-            let out = std::slice::from_raw_parts_mut(packed_ptr.get().add(off), size);
-            let ldk = len.div_ceil(lanes) * lanes;
-            pack_keys(
-                width,
-                sk.at(&[r, g, 0, 0]),
-                (sk.strides[2], sk.strides[3]),
-                len,
-                hd,
-                ldk,
-                out,
-            );
-        }
-    });
-    // SAFETY: the units cover all `total` values, each written above.
-    unsafe { packed.set_len(total) };
-    let unit_of = |si: usize, r: usize, g: usize| -> *const f32 {
-        let (s0, r0) = (
-            units.iter().position(|u| u.0 == si).expect("segment"),
-            r * kvh + g,
-        );
-        packed.as_ptr().wrapping_add(units[s0 + r0].3)
-    };
+    // panels of SIMD lanes; f16 values converted.
+    let packed = Packed::new(&segs, b, kvh, hd, width);
     let group = h / kvh;
     let blocks = t.div_ceil(QUERY_BLOCK);
     let mut out = vec![0f32; b * t * h * hd];
     let out_ptr = TaskPtr(out.as_mut_ptr());
-    let m_ptr = TaskPtr(mv.ptr as *mut f32);
+    let m_ptr = TaskPtr(mv.at(&[0, 0, 0]) as *mut f32);
     (0..b * h * blocks).into_par_iter().for_each(|task| {
         let (bi, rest) = (task / (h * blocks), task % (h * blocks));
         let (hh, blk) = (rest / blocks, rest % blocks);
@@ -210,20 +138,13 @@ pub fn attention_cpu(
         // Each segment's packed keys, values, first key and visible length.
         let mut parts = Vec::with_capacity(segs.len());
         let mut first = 0;
-        for (si, &(_, sv, shared, len)) in segs.iter().enumerate() {
-            let seen = len.min(limit.saturating_sub(first));
+        for (si, sg) in segs.iter().enumerate() {
+            let seen = sg.len.min(limit.saturating_sub(first));
             if seen > 0 {
-                let row = if shared { 0 } else { bi };
-                parts.push(Part {
-                    packed: unit_of(si, row, g),
-                    ldk: len.div_ceil(lanes) * lanes,
-                    v: sv.at(&[row, g, 0, 0]),
-                    vj: sv.strides[2],
-                    first,
-                    seen,
-                });
+                let row = if sg.shared { 0 } else { bi };
+                parts.push(packed.part(&segs, si, (row, g), first, seen));
             }
-            first += len;
+            first += sg.len;
         }
         // The block's queries, contiguous.
         let mut qs = Vec::with_capacity(ql * hd);
@@ -259,6 +180,7 @@ pub fn attention_cpu(
             products::weighted_values(width, &probs, limit, &sees, hd, &parts, out_row, h * hd)
         };
     });
+    drop(packed);
     drop(segs);
     drop(views);
     drop(guards);
@@ -268,6 +190,7 @@ pub fn attention_cpu(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attention_products::Part;
 
     /// The candle-ops reference: prefix keys repeated per row, concatenated, per-head softmax.
     fn reference(
@@ -428,6 +351,7 @@ mod tests {
                 packed: std::ptr::null(),
                 ldk: 0,
                 v: vals.as_ptr(),
+                v16: std::ptr::null(),
                 vj: 20,
                 first: 0,
                 seen: 5,

@@ -13,7 +13,7 @@
 
 /// SIMD lanes of the scores (keys per panel): 16 with AVX-512, 8 with AVX2, 1 without.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Width {
+pub enum Width {
     Scalar,
     #[cfg(target_arch = "x86_64")]
     Avx2,
@@ -28,7 +28,10 @@ impl Width {
             if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
                 return Width::Avx512;
             }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            if is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+            {
                 return Width::Avx2;
             }
         }
@@ -46,55 +49,6 @@ impl Width {
     }
 }
 
-/// Packs `n` keys (key `j`, dimension `d` at `k + j * kj + d * kd`) into `out` transposed:
-/// `out[d * ldk + j]`, `ldk` = `n` rounded up to whole panels (zeros past `n`). Every value
-/// of `out` is written.
-///
-/// SAFETY: the keys lie in memory the caller may read; `out` holds `hd * ldk` values.
-pub(crate) unsafe fn pack_keys(
-    width: Width,
-    k: *const f32,
-    (kj, kd): (isize, isize),
-    n: usize,
-    hd: usize,
-    ldk: usize,
-    out: &mut [f32],
-) {
-    const KEYS: usize = 16;
-    let mut j0 = 0;
-    #[cfg(target_arch = "x86_64")]
-    if width == Width::Avx512 && (KEYS as isize - 1) * kj.abs() < i32::MAX as isize {
-        // Sixteen keys' dimension `d` in one gather, stored as one vector.
-        while j0 + KEYS <= n {
-            x86::gather_keys(
-                k.offset(j0 as isize * kj),
-                kj,
-                kd,
-                hd,
-                out[j0..].as_mut_ptr(),
-                ldk,
-            );
-            j0 += KEYS;
-        }
-    }
-    let _ = width;
-    while j0 < ldk {
-        let m = KEYS.min(ldk - j0);
-        for d in 0..hd {
-            let row = &mut out[d * ldk + j0..][..m];
-            for (l, o) in row.iter_mut().enumerate() {
-                let j = j0 + l;
-                *o = if j < n {
-                    *k.offset(j as isize * kj + d as isize * kd)
-                } else {
-                    0.0
-                };
-            }
-        }
-        j0 += m;
-    }
-}
-
 /// One segment's share of a query block: its packed keys (this row's, this key head's), its
 /// values (`v + j * vj + d`, the head dimension contiguous), where its keys start among the
 /// block's and how many of them the block sees.
@@ -102,134 +56,15 @@ pub(crate) struct Part {
     /// Keys transposed: dimension `d` of key `j` at `packed[d * ldk + j]`.
     pub packed: *const f32,
     pub ldk: usize,
+    /// Values: f32, or f16 (read converted, exactly) where `v16` is set.
     pub v: *const f32,
+    pub v16: *const half::f16,
     pub vj: isize,
     pub first: usize,
     pub seen: usize,
 }
 
-/// A SIMD vector of f32 lanes with the operations the products use; `fma` is one rounding,
-/// so every width gives the same values.
-trait Lanes: Copy {
-    const N: usize;
-    unsafe fn zero() -> Self;
-    unsafe fn load(p: *const f32) -> Self;
-    unsafe fn splat(x: f32) -> Self;
-    /// `a * b + c`.
-    unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
-    unsafe fn store(self, p: *mut f32);
-    /// The first `n` lanes only.
-    unsafe fn store_first(self, p: *mut f32, n: usize) {
-        let mut all = [0f32; 16];
-        self.store(all.as_mut_ptr());
-        std::ptr::copy_nonoverlapping(all.as_ptr(), p, n);
-    }
-}
-
-#[derive(Clone, Copy)]
-struct One(f32);
-
-impl Lanes for One {
-    const N: usize = 1;
-    #[inline(always)]
-    unsafe fn zero() -> Self {
-        One(0.0)
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self {
-        One(*p)
-    }
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> Self {
-        One(x)
-    }
-    #[inline(always)]
-    unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
-        One(a.0.mul_add(b.0, c.0))
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f32) {
-        *p = self.0
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::Lanes;
-    use std::arch::x86_64::*;
-
-    /// Sixteen keys from `k` (`kj` apart) into `out[d * ldk..][..16]` for every `d`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn gather_keys(
-        k: *const f32,
-        kj: isize,
-        kd: isize,
-        hd: usize,
-        out: *mut f32,
-        ldk: usize,
-    ) {
-        let idx = _mm512_mullo_epi32(
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            _mm512_set1_epi32(kj as i32),
-        );
-        for d in 0..hd {
-            let v = _mm512_i32gather_ps::<4>(idx, k.offset(d as isize * kd));
-            _mm512_storeu_ps(out.add(d * ldk), v);
-        }
-    }
-
-    impl Lanes for __m256 {
-        const N: usize = 8;
-        #[inline(always)]
-        unsafe fn zero() -> Self {
-            _mm256_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            _mm256_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> Self {
-            _mm256_set1_ps(x)
-        }
-        #[inline(always)]
-        unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
-            _mm256_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            _mm256_storeu_ps(p, self)
-        }
-    }
-
-    impl Lanes for __m512 {
-        const N: usize = 16;
-        #[inline(always)]
-        unsafe fn zero() -> Self {
-            _mm512_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            _mm512_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> Self {
-            _mm512_set1_ps(x)
-        }
-        #[inline(always)]
-        unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
-            _mm512_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            _mm512_storeu_ps(p, self)
-        }
-        #[inline(always)]
-        unsafe fn store_first(self, p: *mut f32, n: usize) {
-            _mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as u16, self)
-        }
-    }
-}
+use crate::lanes::{Lanes, One};
 
 /// `scores[i * ld + part.first + j] = q_i · key_j` for the queries (`q` contiguous, `hd` per
 /// query) and every part's keys that query `i` sees (its first `sees[i]` keys; a tile of
@@ -426,7 +261,7 @@ unsafe fn values_avx512(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn values_avx2(
     probs: &[f32],
     ld: usize,
@@ -508,18 +343,11 @@ unsafe fn values_tile<V: Lanes, const T: usize, const DV: usize>(
     let mut acc = [[V::zero(); DV]; T];
     for part in parts {
         let pp = probs.as_ptr().add(i0 * ld + part.first);
-        for j in 0..part.seen.min(upto.saturating_sub(part.first)) {
-            let vp = part.v.offset(j as isize * part.vj).add(d0);
-            let mut v = [V::zero(); DV];
-            for (c, v) in v.iter_mut().enumerate() {
-                *v = V::load(vp.add(c * V::N));
-            }
-            for (t, acc) in acc.iter_mut().enumerate() {
-                let p = V::splat(*pp.add(t * ld + j));
-                for (acc, v) in acc.iter_mut().zip(&v) {
-                    *acc = V::fma(p, *v, *acc);
-                }
-            }
+        let n = part.seen.min(upto.saturating_sub(part.first));
+        if part.v16.is_null() {
+            values_run::<V, T, DV, false>(&mut acc, pp, ld, n, part, d0);
+        } else {
+            values_run::<V, T, DV, true>(&mut acc, pp, ld, n, part, d0);
         }
     }
     for (t, acc) in acc.iter().enumerate() {
@@ -529,141 +357,36 @@ unsafe fn values_tile<V: Lanes, const T: usize, const DV: usize>(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn seeded(n: usize, seed: u32) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(2654435761) | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                (x % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
-
-    fn widths() -> Vec<Width> {
-        let mut w = vec![Width::Scalar];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                w.push(Width::Avx2);
-            }
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-                w.push(Width::Avx512);
-            }
-        }
-        w
-    }
-
-    /// Every SIMD width packs, scores and sums to the same bits as the scalar build, for tile
-    /// shapes with remainders (13 queries, 37 + 20 keys, head dimensions with a scalar tail).
-    #[test]
-    fn every_width_gives_the_scalar_bits() {
-        for hd in [64usize, 72, 20] {
-            let (ql, lens) = (13usize, [37usize, 20]);
-            let q = seeded(ql * hd, 1);
-            // Keys and values of two segments, keys `hd + 3` apart (not contiguous rows).
-            let kj = hd + 3;
-            let keys: Vec<Vec<f32>> = lens.iter().map(|&n| seeded(n * kj, n as u32)).collect();
-            let vals: Vec<Vec<f32>> = lens.iter().map(|&n| seeded(n * hd, 7 * n as u32)).collect();
-            let total: usize = lens.iter().sum();
-            // Query i sees keys up to 30 + 2i (some see all of both segments).
-            let sees: Vec<usize> = (0..ql).map(|i| (30 + 2 * i).min(total)).collect();
-            let run = |width: Width| -> (Vec<f32>, Vec<f32>) {
-                let lanes = width.lanes();
-                let mut packed = Vec::new();
-                let mut parts = Vec::new();
-                let mut first = 0;
-                for (s, &n) in lens.iter().enumerate() {
-                    let ldk = n.div_ceil(lanes) * lanes;
-                    let mut p = vec![f32::NAN; hd * ldk];
-                    unsafe {
-                        pack_keys(
-                            width,
-                            keys[s].as_ptr(),
-                            (kj as isize, 1),
-                            n,
-                            hd,
-                            ldk,
-                            &mut p,
-                        )
-                    };
-                    assert!(p.iter().all(|x| !x.is_nan()), "every packed value written");
-                    packed.push(p);
-                    parts.push((ldk, first, n));
-                    first += n;
-                }
-                let parts: Vec<Part> = parts
-                    .iter()
-                    .enumerate()
-                    .map(|(s, &(ldk, first, seen))| Part {
-                        packed: packed[s].as_ptr(),
-                        ldk,
-                        v: vals[s].as_ptr(),
-                        vj: hd as isize,
-                        first,
-                        seen,
-                    })
-                    .collect();
-                let mut sc = vec![0f32; ql * total];
-                unsafe { scores(width, &q, &sees, hd, &parts, &mut sc, total) };
-                // Probabilities: the scores masked past each query's keys.
-                let probs: Vec<f32> = sc
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &x)| {
-                        if i % total < sees[i / total] {
-                            x.abs()
-                        } else {
-                            0.0
-                        }
-                    })
-                    .collect();
-                let mut out = vec![0f32; ql * hd];
-                unsafe {
-                    weighted_values(
-                        width,
-                        &probs,
-                        total,
-                        &sees,
-                        hd,
-                        &parts,
-                        out.as_mut_ptr(),
-                        hd,
-                    )
-                };
-                (sc, out)
+/// Keys `0..n` of one part into the accumulators (`probs` the tile's first row at this
+/// part's first key; its values from dimension `d0` on, f16 when `F16`).
+#[inline(always)]
+unsafe fn values_run<V: Lanes, const T: usize, const DV: usize, const F16: bool>(
+    acc: &mut [[V; DV]; T],
+    probs: *const f32,
+    ld: usize,
+    n: usize,
+    part: &Part,
+    d0: usize,
+) {
+    for j in 0..n {
+        let mut v = [V::zero(); DV];
+        let row = j as isize * part.vj;
+        for (c, v) in v.iter_mut().enumerate() {
+            *v = if F16 {
+                V::load_f16(part.v16.offset(row).add(d0 + c * V::N))
+            } else {
+                V::load(part.v.offset(row).add(d0 + c * V::N))
             };
-            let (want_s, want_o) = run(Width::Scalar);
-            // The scalar build is the plain definition: one FMA chain per value.
-            for i in 0..ql {
-                for j in 0..sees[i] {
-                    let (s, jj) = if j < lens[0] {
-                        (0, j)
-                    } else {
-                        (1, j - lens[0])
-                    };
-                    let key = &keys[s][jj * kj..];
-                    let dot = (0..hd).fold(0f32, |acc, d| q[i * hd + d].mul_add(key[d], acc));
-                    assert_eq!(want_s[i * total + j], dot, "hd {hd} score ({i}, {j})");
-                }
-            }
-            for w in widths() {
-                let (s, o) = run(w);
-                for i in 0..ql {
-                    let n = sees[i];
-                    assert_eq!(
-                        s[i * total..][..n],
-                        want_s[i * total..][..n],
-                        "{w:?} hd {hd} row {i}"
-                    );
-                }
-                assert_eq!(o, want_o, "{w:?} hd {hd} values");
+        }
+        for (t, acc) in acc.iter_mut().enumerate() {
+            let p = V::splat(*probs.add(t * ld + j));
+            for (acc, v) in acc.iter_mut().zip(&v) {
+                *acc = V::fma(p, *v, *acc);
             }
         }
     }
 }
+
+#[cfg(test)]
+#[path = "attention_products_tests.rs"]
+mod tests;

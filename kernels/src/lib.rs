@@ -18,9 +18,11 @@
 //! scalar loops.
 
 mod attention;
+mod attention_pack;
 mod attention_products;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod lanes;
 mod log_softmax_gather;
 mod masked_softmax;
 mod quant;
@@ -30,6 +32,7 @@ pub mod simd;
 mod skinny_matmul;
 
 pub use attention::attention_cpu;
+pub use attention_pack::to_f16;
 pub use log_softmax_gather::{log_softmax_gather, log_softmax_gather_unfused};
 pub use masked_softmax::{masked_softmax, masked_softmax_unfused};
 pub use quant::BlockMatrix;

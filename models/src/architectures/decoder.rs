@@ -169,6 +169,9 @@ pub struct Decoder {
     cos: Tensor,
     sin: Tensor,
     device: Device,
+    /// The KV cache's dtype: f16 for quantized weights on the CPU (`--dtype q`, as llama.cpp's
+    /// cache), else f32.
+    pub(crate) kv_dtype: DType,
     /// The shared prompt prefix and its KV cache (batch 1), if one was declared.
     pub(crate) prefix: std::sync::Mutex<Option<(Vec<u32>, KvCache)>>,
 }
@@ -191,7 +194,19 @@ impl Decoder {
             .to_dtype(DType::F32)?
             .reshape((max_pos, 1))?;
         let freqs = pos.broadcast_mul(&inv_freq)?;
+        let quantized = weights.layers.first().is_some_and(|l| {
+            matches!(
+                l.down.weight,
+                MatWeight::Blocks(_) | MatWeight::Q(candle_core::quantized::QMatMul::QTensor(_))
+            )
+        });
+        let kv_dtype = if device.is_cpu() && quantized {
+            DType::F16
+        } else {
+            DType::F32
+        };
         Ok(Self {
+            kv_dtype,
             cos: freqs.cos()?,
             sin: freqs.sin()?,
             config,
@@ -289,6 +304,14 @@ impl Decoder {
                         candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
                         candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
                     ),
+                };
+                // An f16 cache holds every key and value rounded alike, cached or not.
+                let (k, v) = match self.kv_dtype {
+                    DType::F16 => (
+                        autolabel_kernels::to_f16(&k)?,
+                        autolabel_kernels::to_f16(&v)?,
+                    ),
+                    _ => (k, v),
                 };
                 let prefix_kv = prefix.map(|p| &p.layers[i]);
                 // The earlier caches with these tokens' keys appended (a copy), made only when needed.

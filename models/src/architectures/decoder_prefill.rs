@@ -4,7 +4,7 @@
 //! a long row's activations never exceed a chunk's.
 
 use super::decoder::{build_mask, gather_rows, Decoder, Keep, KvCache};
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 
 /// Prompt positions per forward pass of a prefill (llama.cpp's micro-batch is 512). Each chunk
 /// attends to the earlier chunks' caches where they lie; the activations held at once are a
@@ -82,15 +82,15 @@ impl Decoder {
         // fused CPU attention reads it as a separate run of keys (copying SmolLM2's 112-token
         // prefix into each row's cache cost 5 MB and a copy per layer). Prompts that fit in one
         // chunk keep its keys as their cache; longer ones have every chunk write its keys into
-        // one cache of the whole length, allocated before the first (activations are f32 on
-        // every device), which later chunks attend to up to where they start.
+        // one cache of the whole length (in the cache's dtype), allocated before the first,
+        // which later chunks attend to up to where they start.
         let cfg = &self.config;
         // A chunk is PREFILL_CHUNK positions of work across the batch's rows (at least 16 per
         // row): a batch of short rows holds one chunk's activations like one long row does.
         let chunk = (PREFILL_CHUNK / b).max(16);
         let whole = if lp > chunk {
             let shape = (b, cfg.n_kv_heads, lp, cfg.head_dim);
-            let z = || Tensor::zeros(shape, DType::F32, &dev);
+            let z = || Tensor::zeros(shape, self.kv_dtype, &dev);
             let layers = (0..cfg.n_layers)
                 .map(|_| Ok((z()?, z()?)))
                 .collect::<Result<_>>()?;

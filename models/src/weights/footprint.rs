@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use candle_core::quantized::GgmlDType;
 use std::path::Path;
 
-/// Tokens of KV cache (f32) counted as room for the batch beside the weights.
+/// Tokens of KV cache (at f32; `q`'s CPU cache is f16, half of it: the room stays
+/// conservative) counted as room for the batch beside the weights.
 pub const ROOM_TOKENS: u64 = 4096;
 /// Activations, tokenizer and the rest, counted as room beside the KV cache.
 pub const ROOM_FIXED: u64 = 256 << 20;
