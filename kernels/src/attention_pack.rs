@@ -84,6 +84,8 @@ pub(crate) struct Packed {
     keys: Vec<f32>,
     /// Per (segment, row, key head): where its packed keys start.
     units: Vec<(usize, usize, usize, usize)>,
+    /// Each segment's first unit.
+    first_unit: Vec<usize>,
     kvh: usize,
     lanes: usize,
 }
@@ -93,7 +95,9 @@ impl Packed {
         let lanes = width.lanes();
         let mut total = 0;
         let mut units = Vec::new();
+        let mut first_unit = Vec::with_capacity(segs.len());
         for (si, s) in segs.iter().enumerate() {
+            first_unit.push(units.len());
             let ldk = s.len.div_ceil(lanes) * lanes;
             for r in 0..if s.shared { 1 } else { b } {
                 for g in 0..kvh {
@@ -124,7 +128,16 @@ impl Packed {
                         out,
                     );
                 } else {
-                    pack_keys(width, s.k.at(&[r, g, 0, 0]), (kj, kd), s.len, hd, ldk, out);
+                    pack_keys(
+                        width,
+                        s.k.at(&[r, g, 0, 0]),
+                        (kj, kd),
+                        s.len,
+                        hd,
+                        ldk,
+                        ldk,
+                        out,
+                    );
                 }
             }
         });
@@ -133,6 +146,7 @@ impl Packed {
         Packed {
             keys,
             units,
+            first_unit,
             kvh,
             lanes,
         }
@@ -149,8 +163,7 @@ impl Packed {
         seen: usize,
     ) -> Part {
         let s = &segs[si];
-        let unit = self.units.iter().position(|u| u.0 == si).expect("segment");
-        let at = self.units[unit + row * self.kvh + g].3;
+        let at = self.units[self.first_unit[si] + row * self.kvh + g].3;
         let (v, v16) = if s.v.f16 {
             (std::ptr::null(), s.v.at16(&[row, g, 0, 0]))
         } else {
@@ -169,7 +182,7 @@ impl Packed {
 }
 
 /// [`pack_keys`] from f16 keys: sixteen at a time converted into a small buffer (F16C where the
-/// CPU has it), then packed from there.
+/// CPU has it), then packed from there into their place.
 ///
 /// SAFETY: as [`pack_keys`].
 unsafe fn pack_keys_f16(
@@ -183,29 +196,13 @@ unsafe fn pack_keys_f16(
 ) {
     const KEYS: usize = 16;
     let mut rows = vec![0f32; KEYS * hd];
-    let mut panel = vec![0f32; hd * KEYS];
     for j0 in (0..ldk).step_by(KEYS) {
         let m = KEYS.min(n.saturating_sub(j0));
-        to_f32_rows(
-            k.wrapping_offset(j0 as isize * kj),
-            (kj, kd),
-            m,
-            hd,
-            &mut rows,
-        );
+        let src = k.wrapping_offset(j0 as isize * kj);
+        to_f32_rows(src, (kj, kd), m, hd, &mut rows);
         let w = KEYS.min(ldk - j0);
-        pack_keys(
-            width,
-            rows.as_ptr(),
-            (hd as isize, 1),
-            m,
-            hd,
-            w,
-            &mut panel[..hd * w],
-        );
-        for d in 0..hd {
-            out[d * ldk + j0..][..w].copy_from_slice(&panel[d * w..][..w]);
-        }
+        let rows_kd = (hd as isize, 1);
+        pack_keys(width, rows.as_ptr(), rows_kd, m, hd, w, ldk, &mut out[j0..]);
     }
 }
 
@@ -233,10 +230,12 @@ unsafe fn to_f32_rows(
 }
 
 /// Packs `n` keys (key `j`, dimension `d` at `k + j * kj + d * kd`) into `out` transposed:
-/// `out[d * ldk + j]`, `ldk` = `n` rounded up to whole panels (zeros past `n`). Every value
-/// of `out` is written.
+/// `out[d * ld + j]` for `j < ldk`, `ldk` = `n` rounded up to whole panels (zeros past `n`).
+/// Every one of those values is written.
 ///
-/// SAFETY: the keys lie in memory the caller may read; `out` holds `hd * ldk` values.
+/// SAFETY: the keys lie in memory the caller may read; `out` holds `(hd - 1) * ld + ldk`
+/// values.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn pack_keys(
     width: Width,
     k: *const f32,
@@ -244,6 +243,7 @@ pub(crate) unsafe fn pack_keys(
     n: usize,
     hd: usize,
     ldk: usize,
+    ld: usize,
     out: &mut [f32],
 ) {
     const KEYS: usize = 16;
@@ -258,7 +258,7 @@ pub(crate) unsafe fn pack_keys(
                 kd,
                 hd,
                 out[j0..].as_mut_ptr(),
-                ldk,
+                ld,
             );
             j0 += KEYS;
         }
@@ -267,7 +267,7 @@ pub(crate) unsafe fn pack_keys(
     while j0 < ldk {
         let m = KEYS.min(ldk - j0);
         for d in 0..hd {
-            let row = &mut out[d * ldk + j0..][..m];
+            let row = &mut out[d * ld + j0..][..m];
             for (l, o) in row.iter_mut().enumerate() {
                 let j = j0 + l;
                 *o = if j < n {

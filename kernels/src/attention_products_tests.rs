@@ -58,6 +58,7 @@ fn every_width_gives_the_scalar_bits() {
                         n,
                         hd,
                         ldk,
+                        ldk,
                         &mut p,
                     )
                 };
