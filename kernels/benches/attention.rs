@@ -1,5 +1,6 @@
 //! Criterion benches of the fused CPU attention (`attention_cpu`) at the shapes the decoders
-//! run: SmolLM2's heads (9 query heads over 3 key heads of 64), a 112-token shared prefix.
+//! run: SmolLM2's heads (9 query heads over 3 key heads of 64, `smollm2/`) and Qwen2.5-0.5B's
+//! (14 over 2, `qwen2.5/`), a 112-token shared prefix.
 //!
 //!     cargo bench -p autolabel-kernels --bench attention
 //!
@@ -8,22 +9,29 @@
 //! - `label_pass_b8`: 8 rows of 24 trie nodes over the prefix, a 60-token prompt and the nodes.
 //! - `decode_b8`: a generation step, 8 rows of one query over the prefix and 200 keys.
 //!
+//! Each with the keys and values in f32 (`--dtype f32`) and in f16 (`--dtype q`'s CPU cache).
+//!
 //! Throughput is in FLOP/s of the two products over the keys each query sees (causal halves
 //! not counted).
 
 use autolabel_kernels::attention_cpu;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Duration;
 
-const H: usize = 9;
-const KVH: usize = 3;
 const HD: usize = 64;
 const PREFIX: usize = 112;
 
-/// Queries `[b, H, t, HD]`, their keys and values `[b, KVH, t, HD]`, `earlier` keys of each row
-/// before them, a causal mask over prefix + earlier + own keys.
-fn case(b: usize, t: usize, earlier: usize) -> candle_core::Result<[Tensor; 8]> {
+/// Queries `[b, H, t, HD]`, their keys and values `[b, kvh, t, HD]`, `earlier` keys of each row
+/// before them, a causal mask over prefix + earlier + own keys; keys and values in `kv`.
+fn case(
+    kv: DType,
+    heads: (usize, usize),
+    b: usize,
+    t: usize,
+    earlier: usize,
+) -> candle_core::Result<[Tensor; 8]> {
+    let (h, kvh) = heads;
     let dev = Device::Cpu;
     let r = |shape: (usize, usize, usize, usize)| Tensor::randn(0f32, 1.0, shape, &dev);
     let keys = PREFIX + earlier + t;
@@ -35,15 +43,16 @@ fn case(b: usize, t: usize, earlier: usize) -> candle_core::Result<[Tensor; 8]> 
             }
         }
     }
+    let r_kv = |shape| r(shape)?.to_dtype(kv);
     Ok([
-        r((b, t, H, HD))?.transpose(1, 2)?.contiguous()?,
-        r((b, KVH, t, HD))?,
-        r((b, KVH, t, HD))?,
+        r((b, t, h, HD))?.transpose(1, 2)?.contiguous()?,
+        r_kv((b, kvh, t, HD))?,
+        r_kv((b, kvh, t, HD))?,
         Tensor::from_vec(m, (b, t, keys), &dev)?,
-        r((1, KVH, PREFIX, HD))?,
-        r((1, KVH, PREFIX, HD))?,
-        r((b, KVH, earlier, HD))?,
-        r((b, KVH, earlier, HD))?,
+        r_kv((1, kvh, PREFIX, HD))?,
+        r_kv((1, kvh, PREFIX, HD))?,
+        r_kv((b, kvh, earlier, HD))?,
+        r_kv((b, kvh, earlier, HD))?,
     ])
 }
 
@@ -52,20 +61,28 @@ fn attention(c: &mut Criterion) {
     g.sample_size(20)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2));
-    for (name, b, t, earlier) in [
+    let shapes = [
         ("prefill_256", 1, 256, 0),
         ("prefill_256_after_512", 1, 256, 512),
         ("label_pass_b8", 8, 24, 60),
         ("decode_b8", 8, 1, 200),
-    ] {
-        let [q, k, v, m, pk, pv, ek, ev] = case(b, t, earlier).unwrap();
+    ];
+    let models = [("smollm2", (9, 3)), ("qwen2.5", (14, 2))];
+    let cases = models.into_iter().flat_map(|m| {
+        shapes
+            .into_iter()
+            .flat_map(move |s| [DType::F32, DType::F16].map(|kv| (m, s, kv)))
+    });
+    for ((model, heads), (name, b, t, earlier), kv) in cases {
+        let [q, k, v, m, pk, pv, ek, ev] = case(kv, heads, b, t, earlier).unwrap();
         let seen: usize = (0..t).map(|i| PREFIX + earlier + i + 1).sum();
-        g.throughput(Throughput::Elements((4 * b * H * HD * seen) as u64));
+        g.throughput(Throughput::Elements((4 * b * heads.0 * HD * seen) as u64));
+        let name = format!("{model}/{name}/{}", kv.as_str());
         let mut before = vec![(&pk, &pv)];
         if earlier > 0 {
             before.push((&ek, &ev));
         }
-        g.bench_function(name, |bench| {
+        g.bench_function(&name, |bench| {
             bench.iter(|| attention_cpu(&q, &k, &v, &m, &before, 0.125).unwrap())
         });
     }

@@ -7,14 +7,14 @@
 //! are packed once per call (transposed, per row and key head) for the scores' SIMD lanes.
 
 use crate::attention_pack::{Packed, Segment, View};
-use crate::attention_products::{self as products, Width};
+use crate::attention_products::{self as products, Out, Width};
 use crate::simd::masked_softmax_row;
 use crate::TaskPtr;
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
-/// Queries per task: enough rows to reuse the packed keys, few enough for every core to get
-/// work on short inputs.
+/// Query rows per task (queries x the heads that share a key head): enough rows to reuse the
+/// packed keys and values, few enough for every core to get work on short inputs.
 const QUERY_BLOCK: usize = 64;
 
 /// `softmax(scale * q·kᵀ + mask) · v` for queries `q` `[b, h, t, hd]` over the keys and values
@@ -107,28 +107,35 @@ pub fn attention_cpu(
     // Every segment's keys packed once, per row (once for a shared one) and key head, as
     // panels of SIMD lanes; f16 values converted.
     let packed = Packed::new(&segs, b, kvh, hd, width);
+    // A task is one row's key head over a block of queries, all the heads that share that key
+    // head at once (rows query-major: row `r` is query `q0 + r / group`, head
+    // `g * group + r % group`), so a generation step's or a label pass's few queries still
+    // fill the products' tiles and read each key and value once for the whole group.
     let group = h / kvh;
-    let blocks = t.div_ceil(QUERY_BLOCK);
+    let qb = (QUERY_BLOCK / group).max(1);
+    let blocks = t.div_ceil(qb);
     let mut out = vec![0f32; b * t * h * hd];
     let out_ptr = TaskPtr(out.as_mut_ptr());
     let m_ptr = TaskPtr(mv.at(&[0, 0, 0]) as *mut f32);
-    (0..b * h * blocks).into_par_iter().for_each(|task| {
-        let (bi, rest) = (task / (h * blocks), task % (h * blocks));
-        let (hh, blk) = (rest / blocks, rest % blocks);
-        let g = hh / group;
-        let q0 = blk * QUERY_BLOCK;
-        let ql = QUERY_BLOCK.min(t - q0);
+    (0..b * kvh * blocks).into_par_iter().for_each(|task| {
+        let (bi, rest) = (task / (kvh * blocks), task % (kvh * blocks));
+        let (g, blk) = (rest / blocks, rest % blocks);
+        let q0 = blk * qb;
+        let ql = qb.min(t - q0);
+        let rows = ql * group;
         // SAFETY: `mask` is contiguous `[b, t, keys]`.
         let mask_row = |i: usize| unsafe {
             std::slice::from_raw_parts(m_ptr.get().add((bi * t + i) * keys), keys)
         };
-        // The keys each query may see (up to its last unmasked one) and the block's furthest.
+        // The keys each query may see (up to its last unmasked one), per row, and the block's
+        // furthest.
         let sees: Vec<usize> = (q0..q0 + ql)
-            .map(|i| {
-                mask_row(i)
+            .flat_map(|i| {
+                let n = mask_row(i)
                     .iter()
                     .rposition(|&m| m != f32::NEG_INFINITY)
-                    .map_or(0, |last| last + 1)
+                    .map_or(0, |last| last + 1);
+                std::iter::repeat_n(n, group)
             })
             .collect();
         let limit = sees.iter().copied().max().unwrap_or(0);
@@ -146,14 +153,15 @@ pub fn attention_cpu(
             }
             first += sg.len;
         }
-        // The block's queries, contiguous.
-        let mut qs = Vec::with_capacity(ql * hd);
-        let (qs_t, qs_d) = (qv.strides[2], qv.strides[3]);
-        let qp = qv.at(&[bi, hh, q0, 0]);
-        for i in 0..ql as isize {
+        // The block's query rows, contiguous.
+        let mut qs = Vec::with_capacity(rows * hd);
+        let (qs_h, qs_t, qs_d) = (qv.strides[1], qv.strides[2], qv.strides[3]);
+        let qp = qv.at(&[bi, g * group, q0, 0]);
+        for r in 0..rows {
+            let (i, hh) = ((r / group) as isize, (r % group) as isize);
             // SAFETY: inside the queries' shape.
             unsafe {
-                let row = qp.offset(i * qs_t);
+                let row = qp.offset(i * qs_t + hh * qs_h);
                 if qs_d == 1 {
                     qs.extend_from_slice(std::slice::from_raw_parts(row, hd));
                 } else {
@@ -161,24 +169,28 @@ pub fn attention_cpu(
                 }
             }
         }
-        let mut scores = vec![0f32; ql * limit];
+        let mut scores = vec![0f32; rows * limit];
         // SAFETY: the parts lie inside their tensors and cover keys `..limit` of the rows.
         unsafe { products::scores(width, &qs, &sees, hd, &parts, &mut scores, limit) };
         // Each row's softmax over the keys it sees; past them its probabilities stay 0.
-        let mut probs = vec![0f32; ql * limit];
+        let mut probs = vec![0f32; rows * limit];
         for (r, (s, pr)) in scores
             .chunks(limit)
             .zip(probs.chunks_mut(limit))
             .enumerate()
         {
             let n = sees[r];
-            masked_softmax_row(&s[..n], &mask_row(q0 + r)[..n], scale, &mut pr[..n]);
+            masked_softmax_row(&s[..n], &mask_row(q0 + r / group)[..n], scale, &mut pr[..n]);
         }
-        let out_row = out_ptr.get().wrapping_add(((bi * t + q0) * h + hh) * hd);
-        // SAFETY: as above; the output rows of these queries and this head are this task's.
-        unsafe {
-            products::weighted_values(width, &probs, limit, &sees, hd, &parts, out_row, h * hd)
+        let dest = Out {
+            ptr: out_ptr
+                .get()
+                .wrapping_add(((bi * t + q0) * h + g * group) * hd),
+            per: group,
+            ld: h * hd,
         };
+        // SAFETY: as above; the output rows of these queries and heads are this task's.
+        unsafe { products::weighted_values(width, &probs, limit, &sees, hd, &parts, dest) };
     });
     drop(packed);
     drop(segs);
@@ -358,7 +370,12 @@ mod tests {
             };
             let mut out = vec![0f32; 20];
             unsafe {
-                products::weighted_values(width, &probs, 5, &[5], 20, &[part], out.as_mut_ptr(), 20)
+                let dest = Out {
+                    ptr: out.as_mut_ptr(),
+                    per: 1,
+                    ld: 20,
+                };
+                products::weighted_values(width, &probs, 5, &[5], 20, &[part], dest)
             };
             let want: Vec<f32> = (0..20)
                 .map(|d| (0..5).fold(0f32, |acc, j| probs[j].mul_add(vals[j * 20 + d], acc)))

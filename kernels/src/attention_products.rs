@@ -224,7 +224,8 @@ unsafe fn panels_of<V: Lanes, const T: usize, const P: usize>(
 /// keys in order (part `j` is key `part.first + j` of `probs`' rows) up to the furthest key a
 /// tile's queries see (`sees`, as for [`scores`]; the probabilities past a query's own are 0).
 ///
-/// SAFETY: as [`scores`]; `out` is writable for `sees.len()` rows of `hd` values, `ldo` apart.
+/// SAFETY: as [`scores`]; `out` is writable for `sees.len()` rows of `hd` values where
+/// [`Out::row`] puts them.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn weighted_values(
     width: Width,
@@ -233,15 +234,30 @@ pub(crate) unsafe fn weighted_values(
     sees: &[usize],
     hd: usize,
     parts: &[Part],
-    out: *mut f32,
-    ldo: usize,
+    out: Out,
 ) {
     match width {
         #[cfg(target_arch = "x86_64")]
-        Width::Avx512 => values_avx512(probs, ld, sees, hd, parts, out, ldo),
+        Width::Avx512 => values_avx512(probs, ld, sees, hd, parts, out),
         #[cfg(target_arch = "x86_64")]
-        Width::Avx2 => values_avx2(probs, ld, sees, hd, parts, out, ldo),
-        Width::Scalar => values_impl::<One, 4, 4>(probs, ld, sees, hd, parts, out, ldo),
+        Width::Avx2 => values_avx2(probs, ld, sees, hd, parts, out),
+        Width::Scalar => values_impl::<One, 4, 4>(probs, ld, sees, hd, parts, out),
+    }
+}
+
+/// Where [`weighted_values`] writes its rows: in runs of `per` rows `hd` apart (the heads of
+/// one query that share a key head), the runs `ld` apart (one query to the next).
+#[derive(Clone, Copy)]
+pub(crate) struct Out {
+    pub ptr: *mut f32,
+    pub per: usize,
+    pub ld: usize,
+}
+
+impl Out {
+    #[inline(always)]
+    unsafe fn row(self, r: usize, hd: usize) -> *mut f32 {
+        self.ptr.add(r / self.per * self.ld + r % self.per * hd)
     }
 }
 
@@ -253,11 +269,10 @@ unsafe fn values_avx512(
     sees: &[usize],
     hd: usize,
     parts: &[Part],
-    out: *mut f32,
-    ldo: usize,
+    out: Out,
 ) {
     // 6 queries x 4 vectors (64 dimensions): 24 of the 32 registers.
-    values_impl::<std::arch::x86_64::__m512, 6, 4>(probs, ld, sees, hd, parts, out, ldo)
+    values_impl::<std::arch::x86_64::__m512, 6, 4>(probs, ld, sees, hd, parts, out)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -268,11 +283,10 @@ unsafe fn values_avx2(
     sees: &[usize],
     hd: usize,
     parts: &[Part],
-    out: *mut f32,
-    ldo: usize,
+    out: Out,
 ) {
     // 3 queries x 4 vectors (32 dimensions): 12 of the 16 registers.
-    values_impl::<std::arch::x86_64::__m256, 3, 4>(probs, ld, sees, hd, parts, out, ldo)
+    values_impl::<std::arch::x86_64::__m256, 3, 4>(probs, ld, sees, hd, parts, out)
 }
 
 #[inline(always)]
@@ -283,8 +297,7 @@ unsafe fn values_impl<V: Lanes, const T: usize, const DV: usize>(
     sees: &[usize],
     hd: usize,
     parts: &[Part],
-    out: *mut f32,
-    ldo: usize,
+    out: Out,
 ) {
     // Tiles of T queries x DV vectors of dimensions, then what is left one query, one vector
     // or one dimension at a time (the same chain per value).
@@ -296,7 +309,7 @@ unsafe fn values_impl<V: Lanes, const T: usize, const DV: usize>(
         let upto = sees[i0..i0 + t].iter().copied().max().unwrap_or(0);
         let mut d0 = 0;
         while d0 < hd {
-            let args = (probs, ld, i0, d0, upto, parts, out, ldo);
+            let args = (probs, ld, i0, d0, upto, parts, out, hd);
             d0 += if hd - d0 >= DV * V::N {
                 match full {
                     true => values_tile::<V, T, DV>(args),
@@ -313,7 +326,7 @@ unsafe fn values_impl<V: Lanes, const T: usize, const DV: usize>(
                 values_tile::<One, 1, 1>(args);
                 if full {
                     for t in 1..T {
-                        let a = (probs, ld, i0 + t, d0, upto, parts, out, ldo);
+                        let a = (probs, ld, i0 + t, d0, upto, parts, out, hd);
                         values_tile::<One, 1, 1>(a);
                     }
                 }
@@ -331,14 +344,14 @@ type ValuesArgs<'a> = (
     usize,
     usize,
     &'a [Part],
-    *mut f32,
+    Out,
     usize,
 );
 
 /// Queries `i0..i0 + T`, dimensions `d0..d0 + DV * V::N`, keys up to `upto`.
 #[inline(always)]
 unsafe fn values_tile<V: Lanes, const T: usize, const DV: usize>(
-    (probs, ld, i0, d0, upto, parts, out, ldo): ValuesArgs,
+    (probs, ld, i0, d0, upto, parts, out, hd): ValuesArgs,
 ) {
     let mut acc = [[V::zero(); DV]; T];
     for part in parts {
@@ -351,8 +364,9 @@ unsafe fn values_tile<V: Lanes, const T: usize, const DV: usize>(
         }
     }
     for (t, acc) in acc.iter().enumerate() {
+        let row = out.row(i0 + t, hd);
         for (c, acc) in acc.iter().enumerate() {
-            acc.store(out.add((i0 + t) * ldo + d0 + c * V::N));
+            acc.store(row.add(d0 + c * V::N));
         }
     }
 }

@@ -94,19 +94,19 @@ fn every_width_gives_the_scalar_bits() {
                     }
                 })
                 .collect();
-            let mut out = vec![0f32; ql * hd];
-            unsafe {
-                weighted_values(
-                    width,
-                    &probs,
-                    total,
-                    &sees,
-                    hd,
-                    &parts,
-                    out.as_mut_ptr(),
-                    hd,
-                )
+            // Rows in runs of 3 (a query's heads), each run 4 rows' room apart: row r of the
+            // product at (r / 3) * 4 + r % 3.
+            let mut spaced = vec![f32::NAN; ql.div_ceil(3) * 4 * hd];
+            let at = |r: usize| (r / 3 * 4 + r % 3) * hd;
+            let dest = Out {
+                ptr: spaced.as_mut_ptr(),
+                per: 3,
+                ld: 4 * hd,
             };
+            unsafe { weighted_values(width, &probs, total, &sees, hd, &parts, dest) };
+            let out: Vec<f32> = (0..ql)
+                .flat_map(|r| spaced[at(r)..at(r) + hd].to_vec())
+                .collect();
             (sc, out)
         };
         let (want_s, want_o) = run(Width::Scalar);
