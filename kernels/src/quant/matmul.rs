@@ -289,7 +289,6 @@ impl BlockMatrix {
                 }
                 let (a, b) = (plane(g), plane(g + 1));
                 let planes = x86::Planes {
-                    extra_kind: self.kind.extra(),
                     nib: [a.0, b.0],
                     extra: [a.1, b.1],
                     extra_bytes: eb,

@@ -206,7 +206,6 @@ pub unsafe fn tile_avx512<const T: usize, const SUBS: usize>(t: &Tile) {
 
 /// Two groups' planes and scales, as the store holds them, for [`tile_avx512_direct`].
 pub struct Planes<'a> {
-    pub extra_kind: Extra,
     /// Each group's nibble plane (`kb * 128` bytes) and extra plane (`kb * extra_bytes`).
     pub nib: [&'a [u8]; 2],
     pub extra: [&'a [u8]; 2],
@@ -220,8 +219,7 @@ pub struct Planes<'a> {
 }
 
 /// Scale vector `i` of both groups as sixteen f32 lanes.
-#[inline]
-#[target_feature(enable = "avx512f,f16c,avx2")]
+#[inline(always)]
 unsafe fn scales_pair(p: [&[u8]; 2], i: usize, f16: bool) -> __m512 {
     if f16 {
         let lo = _mm_loadu_si128(p[0].as_ptr().add(16 * i) as *const __m128i);
@@ -235,19 +233,26 @@ unsafe fn scales_pair(p: [&[u8]; 2], i: usize, f16: bool) -> __m512 {
 }
 
 /// 32 bytes of each group side by side in one register.
-#[inline]
-#[target_feature(enable = "avx512f,avx2")]
+#[inline(always)]
 unsafe fn load_pair(a: *const u8, b: *const u8) -> __m512i {
     let lo = _mm256_loadu_si256(a as *const __m256i);
     let hi = _mm256_loadu_si256(b as *const __m256i);
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
+/// The [`Extra`] kinds as const parameters, so each direct tile is built for one of them.
+const NONE: u8 = 0;
+const BIT: u8 = 1;
+const TWO_BITS: u8 = 2;
+const NIBBLE: u8 = 3;
+
 /// A block's eight 64-byte chunks for a pair of groups, unpacked in registers (what
-/// [`unpack`] with stride 64 stores, the same bits).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx2")]
-unsafe fn unpack_pair(kind: Extra, nib: [*const u8; 2], extra: [*const u8; 2]) -> [__m512i; 8] {
+/// [`unpack`] with stride 64 stores, the same bits), for extra kind `E`. Always inlined into
+/// its AVX-512 caller (a call per block returned the eight registers through memory: a third
+/// of a generation run's time was spent in it); the caller's target features cover the
+/// intrinsics.
+#[inline(always)]
+unsafe fn unpack_pair<const E: u8>(nib: [*const u8; 2], extra: [*const u8; 2]) -> [__m512i; 8] {
     let low = _mm512_set1_epi8(0x0F);
     let bit4 = _mm512_set1_epi8(0x10);
     let bits45 = _mm512_set1_epi8(0x30);
@@ -265,24 +270,24 @@ unsafe fn unpack_pair(kind: Extra, nib: [*const u8; 2], extra: [*const u8; 2]) -
         let p = load_pair(nib[0].add(32 * j), nib[1].add(32 * j));
         let mut a = _mm512_and_si512(p, low);
         let mut b = _mm512_and_si512(_mm512_srli_epi16::<4>(p), low);
-        match kind {
-            Extra::None => {}
-            Extra::Bit => {
+        match E {
+            BIT => {
                 let h = load_pair(extra[0], extra[1]);
                 a = _mm512_or_si512(a, to4(h, j as i32, bit4));
                 b = _mm512_or_si512(b, to4(h, j as i32 + 4, bit4));
             }
-            Extra::TwoBits => {
+            TWO_BITS => {
                 let h0 = load_pair(extra[0], extra[1]);
                 let h1 = load_pair(extra[0].add(32), extra[1].add(32));
                 a = _mm512_or_si512(a, to4(h0, 2 * j as i32, bits45));
                 b = _mm512_or_si512(b, to4(h1, 2 * j as i32, bits45));
             }
-            Extra::Nibble => {
+            NIBBLE => {
                 let q = load_pair(extra[0].add(32 * j), extra[1].add(32 * j));
                 a = _mm512_or_si512(a, _mm512_and_si512(_mm512_slli_epi16::<4>(q), high));
                 b = _mm512_or_si512(b, _mm512_and_si512(q, high));
             }
+            _ => {}
         }
         w[j] = a;
         w[j + 4] = b;
@@ -296,7 +301,10 @@ unsafe fn unpack_pair(kind: Extra, nib: [*const u8; 2], extra: [*const u8; 2]) -
 /// same arithmetic in the same order, so the same results.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 #[allow(clippy::needless_range_loop)] // rows and chains index parallel arrays
-pub unsafe fn tile_avx512_direct<const T: usize, const SUBS: usize>(t: &Tile, planes: &Planes) {
+pub unsafe fn tile_avx512_direct<const T: usize, const SUBS: usize, const E: u8>(
+    t: &Tile,
+    planes: &Planes,
+) {
     let chains = match T {
         1 => 4,
         2 => 2,
@@ -309,7 +317,7 @@ pub unsafe fn tile_avx512_direct<const T: usize, const SUBS: usize>(t: &Tile, pl
     for b in 0..t.kb {
         let nib = planes.nib.map(|p| p.as_ptr().add(b * NIBBLES));
         let extra = planes.extra.map(|p| p.as_ptr().add(b * eb));
-        let w = unpack_pair(planes.extra_kind, nib, extra);
+        let w = unpack_pair::<E>(nib, extra);
         for s in 0..SUBS {
             let mut isum = [[_mm512_setzero_si512(); 4]; T];
             for j in s * per_sub..(s + 1) * per_sub {
@@ -345,9 +353,12 @@ pub unsafe fn tile_avx512_direct<const T: usize, const SUBS: usize>(t: &Tile, pl
 
 /// The direct tile for `kind` (AVX-512 VNNI and BW present).
 pub unsafe fn tile_direct<const T: usize>(kind: Kind, t: &Tile, planes: &Planes) {
-    match kind.subs() {
-        2 => tile_avx512_direct::<T, 2>(t, planes),
-        _ => tile_avx512_direct::<T, 1>(t, planes),
+    match (kind.extra(), kind.subs()) {
+        (Extra::None, 1) => tile_avx512_direct::<T, 1, NONE>(t, planes),
+        (Extra::Bit, 1) => tile_avx512_direct::<T, 1, BIT>(t, planes),
+        (Extra::TwoBits, 2) => tile_avx512_direct::<T, 2, TWO_BITS>(t, planes),
+        (Extra::Nibble, 1) => tile_avx512_direct::<T, 1, NIBBLE>(t, planes),
+        (e, subs) => unreachable!("no block type has {e:?} with {subs} sub-blocks"),
     }
 }
 
