@@ -3,6 +3,7 @@
 
 pub mod bert;
 pub mod decoder;
+mod decoder_attention;
 pub mod decoder_prefill;
 pub mod kv_cache;
 pub mod linear;
