@@ -217,6 +217,10 @@ unsafe fn to_f32_rows(
     hd: usize,
     out: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if sd == 1 && hd % 8 == 0 && std::arch::is_x86_feature_detected!("f16c") {
+        return f16_rows_f16c(src, sj, n, hd, out);
+    }
     for (j, row) in out.chunks_mut(hd).take(n).enumerate() {
         let r = src.offset(j as isize * sj);
         if sd == 1 {
@@ -225,6 +229,24 @@ unsafe fn to_f32_rows(
             for (d, o) in row.iter_mut().enumerate() {
                 *o = (*r.offset(d as isize * sd)).to_f32();
             }
+        }
+    }
+}
+
+/// [`to_f32_rows`] for contiguous rows of a multiple of 8 values, eight at a time with F16C in
+/// one loop (the `half` crate's slice conversion makes a call per eight values).
+///
+/// SAFETY: as [`to_f32_rows`], on a CPU with F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn f16_rows_f16c(src: *const f16, sj: isize, n: usize, hd: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    debug_assert!(out.len() >= n * hd);
+    for j in 0..n {
+        let r = src.offset(j as isize * sj) as *const __m128i;
+        let o = out.as_mut_ptr().add(j * hd);
+        for c in 0..hd / 8 {
+            _mm256_storeu_ps(o.add(8 * c), _mm256_cvtph_ps(_mm_loadu_si128(r.add(c))));
         }
     }
 }
