@@ -45,6 +45,34 @@ impl BlockMatrix {
         let kb = self.k / BLOCK;
         let eb = self.kind.extra_bytes();
         let vecs = kb * self.kind.subs();
+        // A whole pair of groups at once in 512-bit registers (AVX-512: `width` 2 is chosen
+        // only with it), the usual case; a pair missing its second group goes the long way.
+        #[cfg(target_arch = "x86_64")]
+        let paired = width == 2 && simd && g0 + 1 < self.groups();
+        #[cfg(not(target_arch = "x86_64"))]
+        let paired = false;
+        #[cfg(target_arch = "x86_64")]
+        if paired {
+            let plane = |g: usize| {
+                (
+                    &self.nib[g * kb * NIBBLES..][..kb * NIBBLES],
+                    &self.extra[g * kb * eb..][..kb * eb],
+                )
+            };
+            let (a, b) = (plane(g0), plane(g0 + 1));
+            // SAFETY: pairs are unpacked only where the AVX-512 tiles run (F, BW, VNNI
+            // detected); the planes and `vals` hold `kb` blocks.
+            unsafe {
+                x86::unpack_pairs(
+                    self.kind.extra(),
+                    [a.0, b.0],
+                    [a.1, b.1],
+                    kb,
+                    eb,
+                    &mut s.vals,
+                )
+            };
+        }
         for w in 0..width {
             let g = g0 + w;
             if g >= self.groups() {
@@ -59,7 +87,7 @@ impl BlockMatrix {
                 }
                 continue;
             }
-            for b in 0..kb {
+            for b in (0..kb).filter(|_| !paired) {
                 let nib = &self.nib[(g * kb + b) * NIBBLES..][..NIBBLES];
                 let extra = &self.extra[(g * kb + b) * eb..][..eb];
                 let out = &mut s.vals[b * 256 * width + 32 * w..];

@@ -295,6 +295,49 @@ unsafe fn unpack_pair<const E: u8>(nib: [*const u8; 2], extra: [*const u8; 2]) -
     w
 }
 
+/// Every block of a pair of groups unpacked into `out` (512 bytes a block: what [`unpack`]
+/// with stride 64 stores for each group), for the AVX-512 tiles over many activation rows: one
+/// call per pair, the blocks unpacked in 512-bit registers.
+///
+/// SAFETY: AVX-512 F/BW present; both groups' planes hold `kb` blocks (`NIBBLES` and `eb` bytes
+/// a block); `out` holds `kb * 512` bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+pub unsafe fn unpack_pairs(
+    kind: Extra,
+    nib: [&[u8]; 2],
+    extra: [&[u8]; 2],
+    kb: usize,
+    eb: usize,
+    out: &mut [u8],
+) {
+    debug_assert!(out.len() >= kb * 512 && nib.iter().all(|p| p.len() >= kb * NIBBLES));
+    match kind {
+        Extra::None => unpack_pairs_of::<NONE>(nib, extra, kb, eb, out),
+        Extra::Bit => unpack_pairs_of::<BIT>(nib, extra, kb, eb, out),
+        Extra::TwoBits => unpack_pairs_of::<TWO_BITS>(nib, extra, kb, eb, out),
+        Extra::Nibble => unpack_pairs_of::<NIBBLE>(nib, extra, kb, eb, out),
+    }
+}
+
+#[inline(always)]
+unsafe fn unpack_pairs_of<const E: u8>(
+    nib: [&[u8]; 2],
+    extra: [&[u8]; 2],
+    kb: usize,
+    eb: usize,
+    out: &mut [u8],
+) {
+    for b in 0..kb {
+        let n = nib.map(|p| p.as_ptr().add(b * NIBBLES));
+        let e = extra.map(|p| p.as_ptr().add(b * eb));
+        let w = unpack_pair::<E>(n, e);
+        let o = out.as_mut_ptr().add(b * 512);
+        for (j, w) in w.iter().enumerate() {
+            _mm512_storeu_si512(o.add(64 * j) as *mut __m512i, *w);
+        }
+    }
+}
+
 /// [`tile_avx512`] reading the two groups' planes and scales straight from the store, values
 /// unpacked and scales converted in registers: for a few activation rows (a generation step),
 /// where unpacking to memory first is not repaid. `t.vals`, `t.d` and `t.m` are not read. The
