@@ -87,7 +87,10 @@ impl BlockMatrix {
                 }
                 continue;
             }
-            for b in (0..kb).filter(|_| !paired) {
+            // Each block's values, unless the pair's were unpacked above (its scales still are
+            // below).
+            let blocks = if paired { 0 } else { kb };
+            for b in 0..blocks {
                 let nib = &self.nib[(g * kb + b) * NIBBLES..][..NIBBLES];
                 let extra = &self.extra[(g * kb + b) * eb..][..eb];
                 let out = &mut s.vals[b * 256 * width + 32 * w..];
