@@ -11,7 +11,6 @@ use crate::attention_products::{self as products, Out, Width};
 use crate::simd::masked_softmax_row;
 use crate::TaskPtr;
 use candle_core::{DType, Device, Result, Tensor};
-use rayon::prelude::*;
 
 /// Query rows per task (queries x the heads that share a key head): enough rows to reuse the
 /// packed keys and values, few enough for every core to get work on short inputs.
@@ -117,7 +116,7 @@ pub fn attention_cpu(
     let mut out = vec![0f32; b * t * h * hd];
     let out_ptr = TaskPtr(out.as_mut_ptr());
     let m_ptr = TaskPtr(mv.at(&[0, 0, 0]) as *mut f32);
-    (0..b * kvh * blocks).into_par_iter().for_each(|task| {
+    crate::team::for_each(b * kvh * blocks, |task| {
         let (bi, rest) = (task / (kvh * blocks), task % (kvh * blocks));
         let (g, blk) = (rest / blocks, rest % blocks);
         let q0 = blk * qb;

@@ -8,7 +8,6 @@ use crate::TaskPtr;
 use candle_core::{DType, Result, Storage, Tensor};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-use rayon::prelude::*;
 
 /// A CPU tensor's data of f32 or f16 (its storage guard held by the caller) with its element
 /// strides.
@@ -109,7 +108,8 @@ impl Packed {
         // Not zeroed first: every unit writes all of its values, and the length is set after.
         let mut keys: Vec<f32> = Vec::with_capacity(total);
         let kp = TaskPtr(keys.as_mut_ptr());
-        units.par_iter().for_each(|&(si, r, g, at)| {
+        crate::team::for_each(units.len(), |u| {
+            let (si, r, g, at) = units[u];
             let s = &segs[si];
             let ldk = s.len.div_ceil(lanes) * lanes;
             let (kj, kd) = (s.k.strides[2], s.k.strides[3]);

@@ -30,6 +30,7 @@ mod rms_norm;
 mod silu_mul;
 pub mod simd;
 mod skinny_matmul;
+mod team;
 
 pub use attention::attention_cpu;
 pub use attention_pack::to_f16;

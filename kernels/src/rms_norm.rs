@@ -5,7 +5,6 @@
 use crate::contiguous_slice;
 use crate::simd::rms_norm_row;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
-use rayon::prelude::*;
 
 struct RmsNorm {
     eps: f32,
@@ -34,10 +33,12 @@ impl CustomOp2 for RmsNorm {
         let w = contiguous_slice::<f32>(w, w_layout, "rms_norm")?;
         let mut out = vec![0f32; x.len()];
         if d > 0 {
-            out.par_chunks_mut(d)
-                .zip(x.par_chunks(d))
-                .with_min_len(8)
-                .for_each(|(o, row)| rms_norm_row(row, w, self.eps, o));
+            // Eight rows a task.
+            crate::team::for_each_chunk(&mut out, 8 * d, |i, o| {
+                for (o, row) in o.chunks_mut(d).zip(x[i * 8 * d..].chunks(d)) {
+                    rms_norm_row(row, w, self.eps, o)
+                }
+            });
         }
         Ok((CpuStorage::F32(out), x_layout.shape().clone()))
     }

@@ -4,7 +4,6 @@
 use crate::contiguous_slice;
 use crate::simd::silu_mul as silu_mul_slice;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 /// Elements per parallel task.
 const CHUNK: usize = 4096;
@@ -33,9 +32,10 @@ impl CustomOp2 for SiluMul {
         let gate = contiguous_slice::<f32>(gate, gate_layout, "silu_mul")?;
         let up = contiguous_slice::<f32>(up, up_layout, "silu_mul")?;
         let mut out = vec![0f32; gate.len()];
-        out.par_chunks_mut(CHUNK)
-            .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
-            .for_each(|(o, (g, u))| silu_mul_slice(g, u, o));
+        crate::team::for_each_chunk(&mut out, CHUNK, |i, o| {
+            let at = i * CHUNK..i * CHUNK + o.len();
+            silu_mul_slice(&gate[at.clone()], &up[at], o)
+        });
         Ok((CpuStorage::F32(out), gate_layout.shape().clone()))
     }
 

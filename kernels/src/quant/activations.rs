@@ -4,7 +4,7 @@
 use super::repack::{Kind, BLOCK};
 #[cfg(target_arch = "x86_64")]
 use super::x86;
-use rayon::prelude::*;
+use crate::TaskPtr;
 
 /// Activations quantized per block of 32: `x ~ d * q` (d rounded to f16 as llama.cpp stores
 /// it) and `d * sum(q)` per weight sub-block.
@@ -60,16 +60,16 @@ pub(super) fn quantize_rows(xs: &[f32], rows: usize, k: usize, kind: Kind) -> Q8
         s: vec![0.0; blocks * subs],
         q: vec![0; rows * k],
     };
-    out.q
-        .par_chunks_mut(BLOCK)
-        .zip(out.d.par_iter_mut().zip(out.s.par_chunks_mut(subs)))
-        .zip(xs.par_chunks(BLOCK))
-        .with_min_len(64)
-        .for_each(|((q, (d, s)), x)| {
-            let (scale, halves) = quantize_block(x, q);
+    // Blocks 64 a task, each writing its own blocks' values, scales and sums.
+    const PER_TASK: usize = 64;
+    let (dp, sp) = (TaskPtr(out.d.as_mut_ptr()), TaskPtr(out.s.as_mut_ptr()));
+    crate::team::for_each_chunk(&mut out.q, PER_TASK * BLOCK, |t, qs| {
+        for (j, q) in qs.chunks_mut(BLOCK).enumerate() {
+            let blk = t * PER_TASK + j;
+            let (scale, halves) = quantize_block(&xs[blk * BLOCK..(blk + 1) * BLOCK], q);
             // The scale rounded to f16 as llama.cpp's Q8_0 / Q8_1 store it (its Q8_K, the
             // k-quants' partner, keeps f32).
-            *d = if kind.f16_scales() {
+            let d = if kind.f16_scales() {
                 half::f16::from_f32(scale).to_f32()
             } else {
                 scale
@@ -79,14 +79,21 @@ pub(super) fn quantize_rows(xs: &[f32], rows: usize, k: usize, kind: Kind) -> Q8
             } else {
                 [halves[0] + halves[1], 0]
             };
-            for (s, &sum) in s.iter_mut().zip(&sums) {
-                *s = if kind.sum_in_f16() {
-                    // llama.cpp's Q8_1 stores the block sum (from the unrounded scale) in f16.
-                    half::f16::from_f32(scale * sum as f32).to_f32()
-                } else {
-                    *d * sum as f32
-                };
+            // SAFETY: block `blk` is this task's; `d` and `s` hold a value and `subs` sums per
+            // block.
+            unsafe {
+                *dp.get().add(blk) = d;
+                for (i, &sum) in sums.iter().take(subs).enumerate() {
+                    *sp.get().add(blk * subs + i) = if kind.sum_in_f16() {
+                        // llama.cpp's Q8_1 stores the block sum (from the unrounded scale) in
+                        // f16.
+                        half::f16::from_f32(scale * sum as f32).to_f32()
+                    } else {
+                        d * sum as f32
+                    };
+                }
             }
-        });
+        }
+    });
     out
 }

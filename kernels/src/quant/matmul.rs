@@ -10,7 +10,6 @@ use super::x86;
 use super::{BlockMatrix, Isa};
 use crate::TaskPtr;
 use candle_core::{Device, Result, Tensor};
-use rayon::prelude::*;
 
 /// One tile's groups unpacked and their scales in f32 (`d1`, `m1`: one group's, on the way;
 /// `zeros`: the planes of the group past the last, for the direct AVX-512 tiles).
@@ -205,7 +204,8 @@ impl BlockMatrix {
                 (0..m.groups().div_ceil(width).div_ceil(per_task)).map(move |t| (i, t))
             })
             .collect();
-        tasks.par_iter().for_each(|&(i, task)| {
+        crate::team::for_each(tasks.len(), |t| {
+            let (i, task) = tasks[t];
             let m = mats[i];
             let q = &quantized
                 .iter()
