@@ -33,17 +33,6 @@ impl KvCache {
         Ok(KvCache { layers })
     }
 
-    /// This cache followed by `more` (the same rows), a copy.
-    pub fn append(&self, more: &KvCache) -> Result<KvCache> {
-        let layers = self
-            .layers
-            .iter()
-            .zip(&more.layers)
-            .map(|((k, v), (mk, mv))| Ok((Tensor::cat(&[k, mk], 2)?, Tensor::cat(&[v, mv], 2)?)))
-            .collect::<Result<_>>()?;
-        Ok(KvCache { layers })
-    }
-
     pub fn len(&self) -> usize {
         self.layers
             .first()

@@ -1,7 +1,7 @@
 //! Incremental decoding for the Llama / Mistral / Qwen2 decoder (GGUF and safetensors): one
 //! batched prefill that reuses the shared instruction prefix, then one token per row per step
-//! against each row's KV cache (the prompt's read where it lies; only the generated tokens' keys
-//! are copied to grow).
+//! against each row's KV cache (the prompt's read where it lies; the generated tokens' keys and
+//! values written in place into a buffer that doubles when full).
 
 use super::{DecodeState, IncrementalDecoder};
 use crate::architectures::decoder::{build_mask, Decoder, Keep, KvCache};
@@ -21,6 +21,7 @@ impl IncrementalDecoder for Decoder {
             shared: pre.shared,
             prompt: pre.cache,
             tail: None,
+            tail_cap: 0,
             keys: pre.keys,
             lens: pre.lens,
             step: 0,
@@ -38,9 +39,10 @@ struct DecoderState<'a> {
     shared: Option<KvCache>,
     /// The prompts' cache: read where it lies, never copied.
     prompt: KvCache,
-    /// The generated tokens' keys and values (the only cache that grows, so the only one copied
-    /// to append a step).
+    /// The generated tokens' keys and values: `tail_cap` positions, the first `step` written
+    /// (each step's written in place by the layers; copied only when the buffer doubles).
     tail: Option<KvCache>,
+    tail_cap: usize,
     /// Keys before the first generated token (prefix + padded prompts).
     keys: usize,
     lens: Vec<usize>,
@@ -49,6 +51,35 @@ struct DecoderState<'a> {
     /// `[b, vocab]` logits of every row's next token.
     logits: Tensor,
 }
+
+impl DecoderState<'_> {
+    /// A tail buffer of twice the positions (at least [`TAIL_FIRST`]), the written ones copied.
+    fn grow_tail(&mut self) -> Result<()> {
+        let cap = (2 * self.tail_cap).max(TAIL_FIRST);
+        let cfg = &self.model.config;
+        let shape = (self.lens.len(), cfg.n_kv_heads, cap, cfg.head_dim);
+        let dev = self.model.device();
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for l in 0..cfg.n_layers {
+            let (k, v) = (
+                Tensor::zeros(shape, self.model.kv_dtype, dev)?,
+                Tensor::zeros(shape, self.model.kv_dtype, dev)?,
+            );
+            if let Some(old) = &self.tail {
+                let (ok, ov) = &old.layers[l];
+                k.slice_set(&ok.narrow(2, 0, self.step)?, 2, 0)?;
+                v.slice_set(&ov.narrow(2, 0, self.step)?, 2, 0)?;
+            }
+            layers.push((k, v));
+        }
+        self.tail = Some(KvCache { layers });
+        self.tail_cap = cap;
+        Ok(())
+    }
+}
+
+/// Positions of the first tail buffer (answers of a few dozen tokens never copy it).
+const TAIL_FIRST: usize = 32;
 
 impl DecodeState for DecoderState<'_> {
     fn next_logprobs(&self) -> Result<Vec<Vec<f32>>> {
@@ -84,22 +115,24 @@ impl DecodeState for DecoderState<'_> {
         let mask = build_mask(b, 1, keys + self.step + 1, &dev, |bi, _, k| {
             k < lens[bi] || k >= keys
         })?;
+        if self.step == self.tail_cap {
+            self.grow_tail()?;
+        }
+        let tail = self.tail.as_ref().expect("a tail buffer");
+        let written = (self.step > 0)
+            .then(|| tail.narrow(self.step))
+            .transpose()?;
         let earlier: Vec<&KvCache> = std::iter::once(&self.prompt)
-            .chain(self.tail.iter())
+            .chain(written.iter())
             .collect();
-        let (hidden, own) = self.model.run_layers(
+        let (hidden, _) = self.model.run_layers(
             &toks,
             &pos,
             &mask,
             self.shared.as_ref(),
             &earlier,
-            Keep::Own,
+            Keep::Into(tail, self.step),
         )?;
-        let own = own.expect("own cache");
-        self.tail = Some(match self.tail.take() {
-            Some(tail) => tail.append(&own)?,
-            None => own,
-        });
         self.step += 1;
         let (_, _, h) = hidden.dims3()?;
         self.logits = self.model.logits(&hidden.reshape((b, h))?)?;
