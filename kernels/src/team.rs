@@ -111,7 +111,7 @@ fn helper(team: &'static Team) {
         while team.epoch.load(SeqCst) == seen {
             std::hint::spin_loop();
             spins = spins.wrapping_add(1);
-            if spins % 256 != 0 {
+            if !spins.is_multiple_of(256) {
                 continue;
             }
             // Now and then: let another thread on this CPU run, and see whether to sleep.
