@@ -13,7 +13,7 @@
 use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
 /// How long a helper spins after its last task before it sleeps: longer than the gaps between
@@ -152,7 +152,12 @@ pub(crate) fn for_each(n: usize, f: impl Fn(usize) + Sync) {
     let guard = if team.helpers == 0 || IN_TEAM.with(|t| t.get()) {
         None
     } else {
-        team.caller.try_lock().ok()
+        // (Poisoned by a task's panic re-raised below: the team itself is fine.)
+        match team.caller.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     };
     let Some(_guard) = guard else {
         return (0..n).into_par_iter().for_each(&f);
@@ -178,15 +183,24 @@ pub(crate) fn for_each(n: usize, f: impl Fn(usize) + Sync) {
     // SAFETY: `f` lives on this stack until the end of the function.
     unsafe { job.work() };
     IN_TEAM.with(|t| t.set(false));
-    while job.done.load(SeqCst) < n {
-        std::hint::spin_loop();
-    }
+    // The helpers' last tasks, then the helpers themselves out of the job (yielding now and
+    // then, in case one was descheduled by another thread on its CPU).
+    spin_until(|| job.done.load(SeqCst) >= n);
     team.job.store(std::ptr::null_mut(), SeqCst);
-    while team.busy.load(SeqCst) != 0 {
-        std::hint::spin_loop();
-    }
+    spin_until(|| team.busy.load(SeqCst) == 0);
     if let Some(e) = job.panicked.into_inner().unwrap_or_else(|p| p.into_inner()) {
         resume_unwind(e);
+    }
+}
+
+fn spin_until(done: impl Fn() -> bool) {
+    let mut spins = 0u32;
+    while !done() {
+        std::hint::spin_loop();
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(256) {
+            std::thread::yield_now();
+        }
     }
 }
 
@@ -273,7 +287,20 @@ mod tests {
         }));
         assert!(r.is_err());
         assert!(ran.load(SeqCst) >= 6);
-        // The team still works afterwards.
+        // The team, not only rayon, still takes loops afterwards: the panic poisoned its lock.
+        if team().helpers > 0 {
+            let on_team = (0..200).any(|_| {
+                let names = Mutex::new(Vec::new());
+                for_each(8, |_| {
+                    std::thread::sleep(Duration::from_millis(1));
+                    let name = std::thread::current().name().map(str::to_owned);
+                    names.lock().unwrap().push(name);
+                });
+                let names = names.into_inner().unwrap();
+                names.iter().flatten().any(|n| n.starts_with("kernel-team"))
+            });
+            assert!(on_team, "no loop ran on the team after a panic");
+        }
         let after = AtomicU64::new(0);
         for_each(10, |_| {
             after.fetch_add(1, SeqCst);
