@@ -2,9 +2,10 @@
 //! every query head that shares the key head), the scores against a shared prefix's keys and
 //! the row's own keys written side by side (no concatenation of caches), the mask and softmax
 //! applied only up to the last key each query can see (a causal prefill skips the hidden
-//! half), and the weighted values summed straight from the strided values. The products ([`crate::attention_products`]) run every sum in one
-//! fixed order, so a row's result does not depend on its batch, padding or chunks. The keys
-//! are packed once per call (transposed, per row and key head) for the scores' SIMD lanes.
+//! half), and the weighted values summed straight from the strided values. The products
+//! ([`crate::attention_products`]) run every sum in one fixed order, so a row's result does
+//! not depend on its batch, padding or chunks. The keys are packed once per call (transposed,
+//! per row and key head) for the scores' SIMD lanes.
 
 use crate::attention_pack::{Packed, Segment, View};
 use crate::attention_products::{self as products, Out, Width};

@@ -21,7 +21,6 @@ impl IncrementalDecoder for Decoder {
             shared: pre.shared,
             prompt: pre.cache,
             tail: None,
-            tail_cap: 0,
             keys: pre.keys,
             lens: pre.lens,
             step: 0,
@@ -39,10 +38,9 @@ struct DecoderState<'a> {
     shared: Option<KvCache>,
     /// The prompts' cache: read where it lies, never copied.
     prompt: KvCache,
-    /// The generated tokens' keys and values: `tail_cap` positions, the first `step` written
-    /// (each step's written in place by the layers; copied only when the buffer doubles).
+    /// The generated tokens' keys and values: a buffer of some positions, the first `step`
+    /// written (each step's written in place by the layers; copied only when it doubles).
     tail: Option<KvCache>,
-    tail_cap: usize,
     /// Keys before the first generated token (prefix + padded prompts).
     keys: usize,
     lens: Vec<usize>,
@@ -55,7 +53,7 @@ struct DecoderState<'a> {
 impl DecoderState<'_> {
     /// A tail buffer of twice the positions (at least [`TAIL_FIRST`]), the written ones copied.
     fn grow_tail(&mut self) -> Result<()> {
-        let cap = (2 * self.tail_cap).max(TAIL_FIRST);
+        let cap = (2 * self.tail_cap()).max(TAIL_FIRST);
         let cfg = &self.model.config;
         let shape = (self.lens.len(), cfg.n_kv_heads, cap, cfg.head_dim);
         let dev = self.model.device();
@@ -73,8 +71,12 @@ impl DecoderState<'_> {
             layers.push((k, v));
         }
         self.tail = Some(KvCache { layers });
-        self.tail_cap = cap;
         Ok(())
+    }
+
+    /// Positions the tail buffer holds (0 before the first step).
+    fn tail_cap(&self) -> usize {
+        self.tail.as_ref().map_or(0, KvCache::len)
     }
 }
 
@@ -115,7 +117,7 @@ impl DecodeState for DecoderState<'_> {
         let mask = build_mask(b, 1, keys + self.step + 1, &dev, |bi, _, k| {
             k < lens[bi] || k >= keys
         })?;
-        if self.step == self.tail_cap {
+        if self.step == self.tail_cap() {
             self.grow_tail()?;
         }
         let tail = self.tail.as_ref().expect("a tail buffer");
